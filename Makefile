@@ -1,0 +1,114 @@
+# vectur — build, test, format. See README.md for the two commands that
+# matter: `make demo` and `make test`.
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+PYTHON ?= /usr/bin/python3
+PKGS := fuse3 libcurl json-c sqlite3 libcrypto
+
+# SAN=1 builds everything with ASan+UBSan into build-san/ and bin-san/.
+ifeq ($(SAN),1)
+BUILD := build-san
+BIN := bin-san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT := -O1
+else
+BUILD := build
+BIN := bin
+SANFLAGS :=
+OPT := -O2
+endif
+
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS ?= $(OPT) -g
+CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -D_GNU_SOURCE \
+	-DFUSE_USE_VERSION=35 -DVECTUR_VERSION='"$(VERSION)"' \
+	-Idrive -Icache -Ifs -Ischeduler $(PKG_CFLAGS) $(SANFLAGS) -MMD -MP
+LDFLAGS += $(SANFLAGS)
+LDLIBS += $(PKG_LIBS) -lpthread -lm
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo 0.1)
+
+DRIVE_SRC := $(wildcard drive/*.c)
+CACHE_SRC := $(wildcard cache/*.c)
+FS_SRC := $(wildcard fs/*.c)
+SCHED_SRC := $(wildcard scheduler/*.c)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+TOOL_SRC := $(wildcard tests/tools/*.c)
+
+obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
+LIB_OBJ := $(call obj,$(DRIVE_SRC) $(CACHE_SRC))
+FS_OBJ := $(call obj,$(FS_SRC))
+SCHED_OBJ := $(call obj,$(SCHED_SRC))
+UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+# Small programs the integration tests and benchmarks drive (e.g. drivectl).
+TOOL_BIN := $(patsubst tests/tools/%.c,$(BIN)/tools/%,$(TOOL_SRC))
+
+PROGS := $(if $(FS_SRC),$(BIN)/vectur-mount) $(if $(SCHED_SRC),$(BIN)/vectur-sched)
+
+.PHONY: all deps test unit integration sanitize fmt fmt-check demo bench soak clean install
+all: $(PROGS) $(UNIT_BIN) $(TOOL_BIN)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/libvectur.a: $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && $(AR) rcs $@ $^
+
+$(BIN)/vectur-mount: $(FS_OBJ) $(BUILD)/libvectur.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BIN)/vectur-sched: $(SCHED_OBJ) $(BUILD)/libvectur.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libvectur.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BIN)/tools/%: $(BUILD)/tests/tools/%.o $(BUILD)/libvectur.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# Installs the Debian packages the build and the tests need, if missing.
+deps:
+	@sh tests/deps.sh
+
+unit: all
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+integration: all
+	VECTUR_BIN=$(CURDIR)/$(BIN) $(PYTHON) -m pytest -q -p no:cacheprovider tests
+
+test: deps
+	$(MAKE) unit
+	$(MAKE) integration
+
+sanitize: deps
+	$(MAKE) SAN=1 unit
+	$(MAKE) SAN=1 integration
+
+fmt:
+	clang-format -i $(wildcard drive/*.[ch] cache/*.[ch] fs/*.[ch] scheduler/*.[ch] tests/unit/*.[ch])
+
+fmt-check:
+	clang-format --dry-run -Werror $(wildcard drive/*.[ch] cache/*.[ch] fs/*.[ch] scheduler/*.[ch] tests/unit/*.[ch])
+
+bench: deps all
+	bash bench/run.sh
+
+demo: deps all
+	@if [ -x demo/run.sh ]; then bash demo/run.sh; else \
+	  echo "make demo: not yet — the mount and scheduler it demonstrates are still being built (see README)."; fi
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(PROGS) $(DESTDIR)$(PREFIX)/bin/
+
+clean:
+	rm -rf build build-san bin bin-san
+
+-include $(LIB_OBJ:.o=.d) $(FS_OBJ:.o=.d) $(SCHED_OBJ:.o=.d)

@@ -1,0 +1,178 @@
+/* cache.h — the contract between fs/ (FUSE, overlay, routing) and cache/
+ * (the SQLite-backed write-back store of the persisted tree and its sync
+ * with Drive).
+ *
+ * fs/ decides WHICH paths are persisted; cache/ owns everything about them:
+ * the node tree, content versions, dirty state, the upload queue and its
+ * workers, downloads, the changes feed, eviction and crash recovery.
+ *
+ * Paths given to cache/ are relative to the mount root, without leading or
+ * trailing '/': "runs/a/ckpt.pt"; "" is the root. Every function returns 0
+ * (or a count) on success and -errno on failure, like FUSE. All functions
+ * are thread-safe: FUSE calls them from many threads at once.
+ *
+ * ---------------------------------------------------------------------
+ * The model (read this before changing anything in cache/)
+ *
+ * Nodes. One row per persisted file or directory: ino, parent ino, local
+ * name, mode, mtime, size, and the remote side as last known: drive_id,
+ * remote parent id and name, whether it exists on Drive, md5, version.
+ * Drive ids are generated ahead (files.generateIds) and given to a node
+ * when it is created locally, so a create that is retried after a lost
+ * response can never make a duplicate on Drive (409 fileIdInUse = it is
+ * already there).
+ *
+ * Versions. Content lives in files cache_dir/data/<vid>, never in SQLite.
+ * A version is OPEN while some fd writes it, CLOSED (complete, queued)
+ * after the last writer's close or an fsync snapshot, UPLOADING, then
+ * CLEAN (identical to Drive: it is the read cache) or dropped when a newer
+ * version superseded it. Opening a file for writing writes a NEW version
+ * (an empty one with O_TRUNC, else a copy — reflinked when the filesystem
+ * can) unless the current version is OPEN (writers share it) or CLEAN
+ * (modified in place: Drive still holds the clean content, so a crash
+ * mid-write only costs a re-download). Hence Drive only ever receives a
+ * version that was complete at a close() or fsync(), and a version that
+ * is OPEN when the mount dies is never uploaded.
+ *
+ * Reconcile. A background queue brings Drive in line with each dirty node:
+ * delete (tombstones), ensure the parent folder exists, create or
+ * media-update the content of the newest CLOSED version, rename/move when
+ * the local name or parent differ from the remote ones. `write_back` ms
+ * after the last close; `transfers` workers; resumable session URLs and
+ * offsets are stored in the version row so an upload resumes after a
+ * restart. fsync() runs the reconcile of its node synchronously and returns
+ * when Drive has that version with a matching md5.
+ *
+ * Recovery. At cache_open: OPEN versions are dropped (and a CLEAN version
+ * modified in place is forgotten, to be fetched again); CLOSED and
+ * UPLOADING versions are queued again (resuming their sessions).
+ *
+ * Freshness. The changes feed is polled every poll_interval; a change to a
+ * node that is not dirty drops its cached metadata/content and calls the
+ * invalidate callback with its path so fs/ can drop kernel caches. An open
+ * for reading revalidates when the feed was last read > 1 s ago.
+ * ---------------------------------------------------------------------
+ */
+#ifndef VECTUR_CACHE_H
+#define VECTUR_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "drive.h"
+
+struct cache;
+struct cache_handle;
+
+struct cache_opts {
+	const char *dir;	  /* cache_dir; created 0700 */
+	int64_t max_size;	  /* bytes of clean content kept; LRU beyond */
+	int write_back_ms;	  /* delay after last close before upload */
+	int transfers;		  /* parallel upload/download workers */
+	size_t chunk_size;	  /* resumable chunk size */
+	int poll_interval_s;	  /* changes feed period; 0 = never */
+	int long_open_upload_s;	  /* snapshot files open for writing this long */
+	int read_timeout_s;	  /* an uncached read gives EIO after this */
+	bool use_trash;		  /* unlink trashes instead of deleting */
+	/* Called (from a cache thread) with the path of every node whose
+	 * content or attributes changed on Drive, so fs/ can invalidate the
+	 * kernel's caches. May be NULL. */
+	void (*invalidate)(const char *path, void *ud);
+	void *ud;
+};
+
+/* Opens or creates the store in opts->dir, refusing with -EBUSY (and a
+ * message in errbuf naming the holder's pid) when another mount holds it,
+ * runs crash recovery, and starts the workers. `root_id` is the Drive folder
+ * that the mount root maps to. */
+int cache_open(struct cache **out, const struct cache_opts *opts,
+	       struct drive_client *dc, const char *root_id, char *errbuf,
+	       size_t errlen);
+
+/* Stops the workers after draining the queue for up to drain_timeout_s,
+ * printing progress to stderr; says how many versions stay queued for the
+ * next mount. Frees everything. */
+void cache_close(struct cache *c, int drain_timeout_s);
+
+/* ---- attributes and the tree ---------------------------------------- */
+
+struct cache_attr {
+	uint64_t ino;
+	bool is_dir;
+	mode_t mode;		/* type bits + permissions */
+	int64_t size;
+	struct timespec mtime;
+	struct timespec ctime;
+	bool dirty;		/* not yet on Drive as shown */
+};
+
+/* Looks a path up, listing its parent directory on Drive first if that
+ * directory has not been listed yet (or its listing went stale). */
+int cache_getattr(struct cache *c, const char *path, struct cache_attr *out);
+
+typedef int (*cache_dir_cb)(const char *name, const struct cache_attr *a,
+			    void *ud);
+int cache_readdir(struct cache *c, const char *path, cache_dir_cb cb,
+		  void *ud);
+
+/* mkdir -p semantics are NOT implied: the parent must exist (-ENOENT). The
+ * root "" always exists. */
+int cache_mkdir(struct cache *c, const char *path, mode_t mode);
+int cache_rmdir(struct cache *c, const char *path);	  /* -ENOTEMPTY */
+int cache_unlink(struct cache *c, const char *path);
+/* POSIX rename within the persisted tree, replacing an existing file (or
+ * empty directory). flags: RENAME_NOREPLACE / RENAME_EXCHANGE(-EINVAL). */
+int cache_rename(struct cache *c, const char *from, const char *to,
+		 unsigned int flags);
+int cache_chmod(struct cache *c, const char *path, mode_t mode);
+int cache_utimens(struct cache *c, const char *path,
+		  const struct timespec tv[2]);
+int cache_truncate(struct cache *c, const char *path, off_t size);
+
+/* ---- open files ----------------------------------------------------- */
+
+/* flags as open(2): O_CREAT, O_EXCL, O_TRUNC, O_APPEND, access mode. */
+int cache_open_file(struct cache *c, const char *path, int flags,
+		    mode_t mode, struct cache_handle **out);
+ssize_t cache_read(struct cache_handle *h, void *buf, size_t size, off_t off);
+ssize_t cache_write(struct cache_handle *h, const void *buf, size_t size,
+		    off_t off);
+int cache_fgetattr(struct cache_handle *h, struct cache_attr *out);
+int cache_ftruncate(struct cache_handle *h, off_t size);
+/* Returns when the content as of this call is on Drive, md5 checked. */
+int cache_fsync(struct cache_handle *h);
+/* flush(2) at close(): nothing to do on Drive; kept for symmetry. */
+int cache_flush(struct cache_handle *h);
+int cache_release(struct cache_handle *h);
+
+/* ---- moving content across the overlay boundary ---------------------- */
+
+/* rename(local → persisted): the content of src_fd (read from offset 0 to
+ * EOF) becomes a new CLOSED version of `path` (created if absent, replacing
+ * a file there), with `st`'s mode and mtime. The caller then unlinks the
+ * local file; the result is atomic from the application's view because the
+ * caller holds fs/'s rename lock. */
+int cache_import(struct cache *c, const char *path, int src_fd,
+		 const struct stat *st);
+/* rename(persisted → local): writes the current content of `path` into
+ * dst_fd (fetching it if needed). The caller then calls cache_unlink. */
+int cache_export(struct cache *c, const char *path, int dst_fd);
+
+/* ---- control ---------------------------------------------------------- */
+
+/* Blocks until every version CLOSED before the call is on Drive (or
+ * failed permanently: -EIO). progress (may be NULL) is called about twice
+ * a second with what remains. */
+int cache_sync(struct cache *c,
+	       void (*progress)(int64_t files_left, int64_t bytes_left,
+				void *ud),
+	       void *ud);
+
+/* The status document of .vectur/status: queue length and bytes, upload
+ * rate, last error, last poll, cache use, counts. malloc'd JSON text. */
+char *cache_status_json(struct cache *c);
+
+#endif
