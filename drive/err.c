@@ -55,8 +55,18 @@ int drive_err_errno(const struct drive_err *err)
 		return EIO;
 	switch (err->status) {
 	case 0:
+		/* Local failures from http.c/upload.c (status 0, no curl
+		 * code): a full disk and a caller's abort keep their
+		 * meaning; the rest is I/O. */
+		if (reason_is(err, "localNoSpace"))
+			return ENOSPC;
+		if (reason_is(err, "aborted"))
+			return ECANCELED;
 		return EIO;
 	case 400:
+		/* OAuth's invalid_grant: the credentials are no good. */
+		if (reason_is(err, "invalid_grant"))
+			return EACCES;
 		return EINVAL;
 	case 401:
 		return EACCES;

@@ -42,6 +42,11 @@ int drive_auth_token(struct drive_auth *a, char *buf, size_t len,
  * once, however many threads report the same token. */
 void drive_auth_invalidate(struct drive_auth *a, const char *rejected);
 
+/* Parses an RFC 3339 time as rclone writes a token's "expiry": fractional
+ * seconds up to nanoseconds, then Z or a +hh:mm/-hh:mm offset. Go's zero
+ * time (year 1, "never expires") gives *sec = 0. -1 if malformed. */
+int drive_auth_parse_expiry(const char *s, int64_t *sec, long *nsec);
+
 /* ---- config.c -------------------------------------------------------- */
 
 /* Writes token_json as the `token` key of [name] in the rclone config file
