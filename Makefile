@@ -37,7 +37,12 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 TOOL_SRC := $(wildcard tests/tools/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
-LIB_OBJ := $(call obj,$(DRIVE_SRC) $(CACHE_SRC))
+# One archive per folder: `ar` keys members by file name, so drive/upload.o
+# and a cache/upload.o in one archive would silently replace each other.
+DRIVE_OBJ := $(call obj,$(DRIVE_SRC))
+CACHE_OBJ := $(call obj,$(CACHE_SRC))
+LIB_OBJ := $(DRIVE_OBJ) $(CACHE_OBJ)
+LIBS := $(BUILD)/libcache.a $(BUILD)/libdrive.a
 FS_OBJ := $(call obj,$(FS_SRC))
 SCHED_OBJ := $(call obj,$(SCHED_SRC))
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
@@ -53,23 +58,27 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/libvectur.a: $(LIB_OBJ)
+$(BUILD)/libdrive.a: $(DRIVE_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && $(AR) rcs $@ $^
 
-$(BIN)/vectur-mount: $(FS_OBJ) $(BUILD)/libvectur.a
+$(BUILD)/libcache.a: $(CACHE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && $(AR) rcs $@ $^
+
+$(BIN)/vectur-mount: $(FS_OBJ) $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BIN)/vectur-sched: $(SCHED_OBJ) $(BUILD)/libvectur.a
+$(BIN)/vectur-sched: $(SCHED_OBJ) $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libvectur.a
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BIN)/tools/%: $(BUILD)/tests/tools/%.o $(BUILD)/libvectur.a
+$(BIN)/tools/%: $(BUILD)/tests/tools/%.o $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

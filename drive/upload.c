@@ -593,18 +593,14 @@ static int upload_settle_taken_id(struct drive_client *c,
 	return drive_upload(c, &again, out, err);
 }
 
-int drive_upload(struct drive_client *c, struct drive_upload *up,
-		 struct drive_file *out, struct drive_err *err)
+/* The upload proper, once the arguments are safe to use. */
+static int upload_checked(struct drive_client *c, struct drive_upload *up,
+			  size_t mp_max, int64_t chunk, struct drive_file *out,
+			  struct drive_err *err)
 {
-	size_t mp_max =
-		up->multipart_max ? up->multipart_max : DEFAULT_MULTIPART_MAX;
-	int64_t chunk =
-		up->chunk_size ? (int64_t)up->chunk_size : DEFAULT_CHUNK;
 	struct upload_md5 m;
 	int rc;
 
-	drive_err_clear(err);
-	memset(out, 0, sizeof(*out));
 	if (up->fd < 0 || up->size < 0 ||
 	    (!is_update(up) && (!up->name || !up->parent))) {
 		drive_err_set(err, 0, "badRequest",
@@ -630,3 +626,28 @@ int drive_upload(struct drive_client *c, struct drive_upload *up,
 	md5_free(&m);
 	return rc;
 }
+
+int drive_upload(struct drive_client *c, struct drive_upload *up,
+		 struct drive_file *out, struct drive_err *err)
+{
+	size_t mp_max =
+		up->multipart_max ? up->multipart_max : DEFAULT_MULTIPART_MAX;
+	int64_t chunk =
+		up->chunk_size ? (int64_t)up->chunk_size : DEFAULT_CHUNK;
+	char id[sizeof(out->id)];
+	const char *caller_id = up->id;
+	int rc;
+
+	/* The caller may pass an id that lives in *out (its last answer):
+	 * keep a copy before clearing out. */
+	if (up->id) {
+		snprintf(id, sizeof(id), "%s", up->id);
+		up->id = id;
+	}
+	drive_err_clear(err);
+	memset(out, 0, sizeof(*out));
+	rc = upload_checked(c, up, mp_max, chunk, out, err);
+	up->id = caller_id;
+	return rc;
+}
+

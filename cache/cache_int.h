@@ -1,0 +1,318 @@
+/* cache_int.h — what cache/'s files share with each other and with nobody
+ * else: the in-memory node tree, the version structs, the queue, and the
+ * one struct cache that holds them. Not included outside cache/ (tests
+ * excepted).
+ *
+ * Locks, in the order they are taken (never the other way round):
+ *
+ *   c->poll_lock   one changes-feed poll at a time (feed.c)
+ *   c->id_lock     one files.generateIds refill at a time (queue.c)
+ *   v->rw          a version's content: writers hold it shared around
+ *                  pwrite/ftruncate, a snapshot holds it exclusive while it
+ *                  copies, so a snapshot is never torn by a concurrent write
+ *   c->lock        everything else in memory and the SQLite connection
+ *
+ * c->lock is never held across a Drive call, a wait for the network, or a
+ * content read/write: only while looking at or changing the structs below
+ * and their SQLite rows (a few microseconds). Data I/O uses the version's
+ * fd, which stays valid while the caller holds a reference (v->refs).
+ *
+ * Conditions (all with c->lock): c->work wakes upload workers, c->fetch_cv
+ * wakes download workers, c->changed wakes everyone waiting for a state
+ * change (a version landed, a chunk arrived, a listing finished, a node is
+ * no longer busy).
+ */
+#ifndef VECTUR_CACHE_INT_H
+#define VECTUR_CACHE_INT_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "cache.h"
+
+/* Version states, as stored in versions.state. */
+enum cv_state {
+	CV_OPEN = 0,	  /* some fd writes it; never uploaded */
+	CV_CLOSED = 1,	  /* complete at a close/fsync; queued */
+	CV_UPLOADING = 2, /* being sent (session url/offset in the row) */
+	CV_CLEAN = 3,	  /* identical to Drive: the read cache */
+};
+
+struct cfetch;
+
+struct cver {
+	int64_t vid;
+	struct cnode *node;
+	int state;
+	int fd;	      /* -1 while nobody uses it */
+	int64_t size; /* authoritative in memory; persisted at close */
+	struct timespec mtime;
+	int64_t close_seq; /* order of closes; 0 while OPEN */
+	bool complete;	   /* every byte present (fetches fill it later) */
+	bool was_clean;	   /* OPEN from a CLEAN one modified in place */
+	bool dropped;	   /* no longer part of its node; file unlinked */
+	bool preparing;	   /* being filled by a copy: wait */
+	int refs;	   /* handles, workers, fetches using the struct */
+	int writers;	   /* handles open for writing */
+	uint64_t gen;	   /* bumped by every write or truncate */
+	/* Identity with another version, to avoid uploading the same bytes
+	 * twice: this is a copy of copy_of untouched while gen == 0, or a
+	 * snapshot of snap_of taken at its gen snap_gen. */
+	int64_t copy_of;
+	int64_t snap_of;
+	uint64_t snap_gen;
+	int64_t same_as;   /* CLOSED, identical to this UPLOADING vid */
+	int64_t opened_ms; /* OPEN: when, or the last long-open snapshot */
+	int64_t atime_ms;  /* LRU */
+	char *session_url; /* resumable session, "" = none */
+	int64_t session_off;
+	struct cfetch *fetch; /* non-NULL while bytes are missing */
+	pthread_rwlock_t rw;
+	struct cver *nnext;	    /* node's list */
+	struct cver *gprev, *gnext; /* c->vers, every version */
+};
+
+struct cnode {
+	uint64_t ino;
+	struct cnode *parent;
+	char *name;
+	bool is_dir;
+	mode_t mode; /* permission bits only */
+	struct timespec mtime, ctime;
+	/* Drive's side, as last known. */
+	char drive_id[128]; /* "" until assigned (from the id pool) */
+	bool remote_exists;
+	char remote_parent[128];
+	char *remote_name; /* local form of the Drive name */
+	char md5[33];
+	int64_t rsize;
+	int64_t rversion;
+	bool mtime_dirty; /* push mtime with a metadata update */
+	/* Directories: listed from Drive and authoritative until the changes
+	 * feed says otherwise. */
+	bool listed;
+	bool listing;
+	bool mark; /* scratch for merge_listing */
+	/* Life. */
+	bool unlinked;	     /* detached from the tree */
+	int refs;	     /* handles and workers holding the struct */
+	bool busy;	     /* a reconcile runs for it */
+	uint64_t remote_seq; /* c->remote_seq when Drive state last set */
+	/* Queue. */
+	bool queued;
+	int64_t due_ms;
+	int attempts;
+	bool failed;	    /* permanent error; retried at a new close */
+	int64_t landed_seq; /* close_seq of the newest version on Drive */
+	struct cver *vers;  /* every version, any order */
+	struct cver *cur;   /* the content readers and new opens see */
+	/* Tree and hashes. */
+	struct cnode *kids, *sib_next, *sib_prev;
+	struct cnode *h_ino, *h_kid, *h_id;
+	struct cnode *q_next, *q_prev;
+};
+
+struct ctomb {
+	int64_t tid;
+	char drive_id[128];
+	bool hard; /* delete, not trash (under locks/, or use_trash off) */
+	uint64_t ino;
+	struct cnode *n; /* referenced: wait while it is busy */
+	int64_t due_ms;
+	int attempts;
+	bool busy;
+	struct ctomb *next;
+};
+
+struct cache_handle {
+	struct cache *c;
+	struct cnode *n;
+	struct cver *v;
+	int flags;
+	bool writer;
+};
+
+#define CACHE_HASH 4096
+
+struct cache {
+	struct cache_opts o;
+	char *dir;
+	char *root_id;
+	struct drive_client *dc;
+	int lock_fd;
+	sqlite3 *db;
+	sqlite3_stmt *stmts[16]; /* prepared once, see store.c */
+
+	pthread_mutex_t lock;
+	pthread_mutex_t poll_lock;
+	pthread_mutex_t id_lock;
+	pthread_cond_t work, changed, fetch_cv, hk_cv;
+
+	/* Tree (c->lock). */
+	struct cnode *root;
+	struct cnode *by_ino[CACHE_HASH];
+	struct cnode *by_kid[CACHE_HASH];
+	struct cnode *by_id[CACHE_HASH];
+	uint64_t next_ino;
+	int64_t next_vid;
+	int64_t close_seq;
+	uint64_t remote_seq;
+	struct cver *vers;   /* every version */
+	struct cnode *queue; /* dirty nodes */
+	struct ctomb *tombs;
+	struct cver **fetching; /* versions with bytes to fetch */
+	int nfetching, fetching_cap;
+
+	/* Id pool (c->id_lock for refills, c->lock for the array). */
+	char (*ids)[128];
+	int nids;
+
+	/* Threads. */
+	pthread_t *workers, *fetchers, hk;
+	int nworkers, nfetchers;
+	bool hk_started;
+	bool stopping;	    /* workers exit */
+	bool abort_uploads; /* abort in-flight uploads between chunks */
+	bool draining;	    /* ignore write_back delays */
+
+	/* Freshness. */
+	char token[256];
+	int64_t last_poll_ms; /* wall clock of the last feed read */
+	int64_t last_poll_mono;
+
+	/* Paths to pass to opts->invalidate once c->lock is dropped. */
+	char **inval;
+	int ninval, inval_cap;
+
+	/* Status. */
+	int uploading;
+	uint64_t uploaded_files;
+	int64_t up_bytes_window, up_window_start;
+	double up_rate;
+	char last_error[512];
+};
+
+/* ---- util (cache.c) ---------------------------------------------------- */
+int64_t cache_now_ms(void); /* monotonic */
+int64_t cache_wall_ms(void);
+void cache_set_error(struct cache *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Waits on c->changed (c->lock held) for at most ms. */
+void cache_wait(struct cache *c, int ms);
+/* Notes n's path for the invalidate callback (c->lock held); the callback
+ * runs from cache_run_inval() without c->lock, since fs/ may wait on the
+ * kernel, which may wait on a FUSE request that needs c->lock. */
+void cache_note_inval(struct cache *c, struct cnode *n);
+void cache_run_inval(struct cache *c);
+
+/* ---- store.c: SQLite and the lock file -------------------------------- */
+int store_lock_dir(struct cache *c, char *errbuf, size_t errlen);
+int store_open(struct cache *c, char *errbuf, size_t errlen);
+void store_close(struct cache *c);
+int store_get_meta(struct cache *c, const char *k, char *out, size_t len);
+int store_set_meta(struct cache *c, const char *k, const char *v);
+int store_save_node(struct cache *c, const struct cnode *n);
+int store_delete_node(struct cache *c, uint64_t ino);
+int store_save_version(struct cache *c, const struct cver *v);
+int store_delete_version(struct cache *c, int64_t vid);
+int store_save_session(struct cache *c, int64_t vid, const char *url,
+		       int64_t off);
+int store_save_tomb(struct cache *c, struct ctomb *t);
+int store_delete_tomb(struct cache *c, int64_t tid);
+int store_begin(struct cache *c);
+int store_commit(struct cache *c);
+/* Loads everything into memory (recover.c fixes it up afterwards). */
+int store_load(struct cache *c);
+void store_data_path(struct cache *c, int64_t vid, char *out, size_t len);
+
+/* ---- node.c: the tree -------------------------------------------------- */
+struct cnode *node_new(struct cache *c, struct cnode *parent, const char *name,
+		       bool is_dir, mode_t mode);
+void node_hash_add(struct cache *c, struct cnode *n);
+void node_attach(struct cache *c, struct cnode *parent, struct cnode *n);
+void node_detach(struct cache *c, struct cnode *n);
+/* Takes n out of its parent only (to move it). */
+void node_unparent(struct cache *c, struct cnode *n);
+void node_set_drive_id(struct cache *c, struct cnode *n, const char *id);
+struct cnode *node_by_ino(struct cache *c, uint64_t ino);
+struct cnode *node_by_id(struct cache *c, const char *drive_id);
+struct cnode *node_child(struct cache *c, struct cnode *dir, const char *name);
+void node_put(struct cache *c, struct cnode *n);
+/* Resolves a path (c->lock held), listing directories from Drive on the
+ * way when needed (drops and retakes the lock). */
+int node_lookup(struct cache *c, const char *path, struct cnode **out);
+/* Resolves the parent of path and returns the last component. */
+int node_lookup_parent(struct cache *c, const char *path, struct cnode **dir,
+		       const char **name);
+int node_ensure_listed(struct cache *c, struct cnode *dir);
+char *node_path(struct cnode *n);
+bool node_dirty(struct cnode *n);
+bool node_under_locks(struct cnode *n);
+void node_fill_attr(struct cnode *n, struct cache_attr *a);
+/* Drops a node and its subtree from view after Drive removed it. */
+void node_forget(struct cache *c, struct cnode *n);
+void node_apply_remote(struct cache *c, struct cnode *n,
+		       const struct drive_file *f);
+/* Records a tombstone for n's Drive object (if any) before n goes. */
+void node_tomb(struct cache *c, struct cnode *n);
+
+/* ---- version.c: content versions -------------------------------------- */
+struct cver *ver_new(struct cache *c, struct cnode *n, int state);
+int ver_fd(struct cache *c, struct cver *v);
+void ver_get(struct cver *v);
+void ver_put(struct cache *c, struct cver *v);
+/* Removes v from its node and deletes its row and file (c->lock held). */
+void ver_drop(struct cache *c, struct cver *v);
+/* v became CLOSED: persist, supersede older closed ones, queue. */
+void ver_mark_closed(struct cache *c, struct cver *v);
+struct cver *ver_newest_closed(struct cnode *n);
+int64_t ver_bytes(struct cache *c, bool clean_only);
+/* Copies v's bytes as they are now into a new CLOSED version (c->lock
+ * held; dropped while copying). Returns its close_seq or -errno. */
+int64_t ver_snapshot(struct cache *c, struct cver *v);
+/* Copies len bytes (-1 = to EOF) of src into dst: reflink when the
+ * filesystem can, else copy_file_range, else read/write. */
+int ver_copy_fd(int src, int dst, int64_t len, int64_t *copied);
+
+/* ---- queue.c: reconcile queue and workers ----------------------------- */
+void upload_queue(struct cache *c, struct cnode *n, int64_t due_ms);
+int upload_start(struct cache *c);
+void upload_stop(struct cache *c);
+/* Brings n in line with Drive now (the caller's thread). */
+int upload_reconcile_now(struct cache *c, struct cnode *n);
+void upload_add_tomb(struct cache *c, const char *drive_id, bool hard,
+		     struct cnode *n);
+bool upload_needs_work(struct cnode *n);
+/* Drive has n's version close_seq `seq` (or newer) under its name. */
+bool upload_synced(struct cnode *n, int64_t seq);
+int64_t upload_pending(struct cache *c, int64_t upto_seq, int64_t *bytes,
+		       bool *failed);
+
+/* ---- fetch.c: downloads ---------------------------------------------- */
+int fetch_start(struct cache *c);
+void fetch_stop(struct cache *c);
+/* Gives n a (possibly partial) CLEAN version fetched from Drive. */
+int fetch_begin(struct cache *c, struct cnode *n, struct cver **out);
+/* Waits (c->lock held) until [off, off+len) of v is present. */
+int fetch_wait(struct cache *c, struct cver *v, int64_t off, int64_t len);
+void fetch_free(struct cache *c, struct cver *v);
+
+/* ---- feed.c: the feed --------------------------------------------- */
+int feed_init(struct cache *c);
+int feed_poll(struct cache *c);
+int feed_revalidate(struct cache *c);
+
+/* ---- evict.c --------------------------------------------------------- */
+void evict_run(struct cache *c);
+
+/* ---- recover.c ------------------------------------------------------- */
+int recover_run(struct cache *c);
+
+/* ---- housekeeping (cache.c) ------------------------------------------ */
+int hk_start(struct cache *c);
+void hk_stop(struct cache *c);
+
+#endif

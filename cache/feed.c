@@ -1,0 +1,201 @@
+/* feed.c — seeing other instances' writes: reads Drive's changes feed
+ * (token persisted in meta.db, so no change is missed across restarts),
+ * drops cached metadata and content of nodes that are not dirty, marks
+ * directories for a new listing when something new appears in them, and
+ * reports every affected path to fs/ through opts->invalidate.
+ *
+ * Our own uploads come back through the feed too; they carry a Drive
+ * version we already recorded (rversion) and are ignored.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache_int.h"
+
+struct chlist {
+	struct drive_change *ch;
+	int n, cap;
+};
+
+static int collect(const struct drive_change *ch, void *ud)
+{
+	struct chlist *l = ud;
+
+	if (l->n == l->cap) {
+		int cap = l->cap ? l->cap * 2 : 64;
+		struct drive_change *nc = realloc(l->ch, cap * sizeof(*nc));
+
+		if (!nc)
+			return 1;
+		l->ch = nc;
+		l->cap = cap;
+	}
+	l->ch[l->n++] = *ch;
+	return 0;
+}
+
+int feed_init(struct cache *c)
+{
+	struct drive_err err;
+	char tok[256];
+
+	if (!c->dc || c->token[0])
+		return 0;
+	drive_err_clear(&err);
+	if (drive_changes_start(c->dc, tok, sizeof(tok), &err) < 0) {
+		pthread_mutex_lock(&c->lock);
+		cache_set_error(c, "changes.getStartPageToken: %s",
+				err.message);
+		pthread_mutex_unlock(&c->lock);
+		return -drive_err_errno(&err);
+	}
+	pthread_mutex_lock(&c->lock);
+	snprintf(c->token, sizeof(c->token), "%s", tok);
+	store_set_meta(c, "changes_token", tok);
+	c->last_poll_mono = cache_now_ms();
+	c->last_poll_ms = cache_wall_ms();
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
+/* Something we do not know appeared (or moved) into `parent`: list that
+ * folder again the next time it is looked at. */
+static void parent_stale(struct cache *c, const struct drive_file *f)
+{
+	struct cnode *p = node_by_id(c, f->parent);
+
+	if (p && p->is_dir && p->listed && !p->listing) {
+		p->listed = false;
+		store_save_node(c, p);
+		cache_note_inval(c, p);
+	}
+}
+
+static void apply(struct cache *c, const struct drive_change *ch)
+{
+	const struct drive_file *f = &ch->file;
+	struct cnode *n = node_by_id(c, ch->file_id), *np;
+	char local[1024];
+
+	if (!n) {
+		if (ch->has_file && !ch->removed && !f->trashed)
+			parent_stale(c, f);
+		return;
+	}
+	if (!n->parent)
+		return; /* the root itself */
+	if (ch->removed || (ch->has_file && f->trashed)) {
+		if (!n->busy)
+			node_forget(c, n);
+		return;
+	}
+	if (!ch->has_file || f->version <= n->rversion)
+		return;
+	if (node_dirty(n) || n->busy)
+		return; /* local changes win; they are on their way */
+	if (drive_name_to_local(f->name, local, sizeof(local)) < 0)
+		return;
+	np = node_by_id(c, f->parent);
+	if (!np || !np->is_dir) {
+		node_forget(c, n); /* moved out of our view */
+		return;
+	}
+	if (np != n->parent || strcmp(local, n->name) != 0) {
+		struct cnode *clash = node_child(c, np, local);
+		char *nn;
+
+		if (clash) {
+			node_forget(c, n); /* a duplicate name: keep ours */
+			parent_stale(c, f);
+			return;
+		}
+		nn = strdup(local);
+		if (!nn)
+			return;
+		cache_note_inval(c, n);
+		node_unparent(c, n);
+		free(n->name);
+		n->name = nn;
+		node_attach(c, np, n);
+	}
+	if (!n->is_dir && strcmp(f->md5, n->md5) != 0 && n->cur &&
+	    n->cur->state == CV_CLEAN)
+		ver_drop(c, n->cur);
+	node_apply_remote(c, n, f);
+	if (f->modified_ms > 0) {
+		n->mtime.tv_sec = f->modified_ms / 1000;
+		n->mtime.tv_nsec = (f->modified_ms % 1000) * 1000000;
+	}
+	store_save_node(c, n);
+	cache_note_inval(c, n);
+}
+
+int feed_poll(struct cache *c)
+{
+	struct chlist l = {0};
+	struct drive_err err;
+	char tok[256], next[256];
+	int rc = 0, i;
+
+	if (!c->dc)
+		return 0;
+	pthread_mutex_lock(&c->poll_lock);
+	if (!c->token[0]) {
+		rc = feed_init(c);
+		goto out;
+	}
+	pthread_mutex_lock(&c->lock);
+	snprintf(tok, sizeof(tok), "%s", c->token);
+	pthread_mutex_unlock(&c->lock);
+	drive_err_clear(&err);
+	next[0] = 0;
+	if (drive_changes_list(c->dc, tok, collect, &l, next, sizeof(next),
+			       &err) < 0) {
+		pthread_mutex_lock(&c->lock);
+		cache_set_error(c, "changes.list: %s", err.message);
+		pthread_mutex_unlock(&c->lock);
+		rc = -drive_err_errno(&err);
+		goto out;
+	}
+	pthread_mutex_lock(&c->lock);
+	for (i = 0; i < l.n; i++)
+		apply(c, &l.ch[i]);
+	if (next[0]) {
+		snprintf(c->token, sizeof(c->token), "%s", next);
+		store_set_meta(c, "changes_token", next);
+	}
+	c->last_poll_mono = cache_now_ms();
+	c->last_poll_ms = cache_wall_ms();
+	pthread_cond_broadcast(&c->changed);
+	pthread_mutex_unlock(&c->lock);
+	cache_run_inval(c);
+out:
+	pthread_mutex_unlock(&c->poll_lock);
+	free(l.ch);
+	return rc;
+}
+
+int feed_revalidate(struct cache *c)
+{
+	int64_t last;
+
+	if (!c->dc)
+		return 0;
+	pthread_mutex_lock(&c->lock);
+	last = c->last_poll_mono;
+	pthread_mutex_unlock(&c->lock);
+	if (cache_now_ms() - last <= 1000)
+		return 0;
+	/* A concurrent poll may have just finished: poll_lock then the time
+	 * check again, so N opens at once make one request. */
+	pthread_mutex_lock(&c->poll_lock);
+	pthread_mutex_lock(&c->lock);
+	last = c->last_poll_mono;
+	pthread_mutex_unlock(&c->lock);
+	pthread_mutex_unlock(&c->poll_lock);
+	if (cache_now_ms() - last <= 1000)
+		return 0;
+	return feed_poll(c);
+}

@@ -1,0 +1,708 @@
+/* queue.c — the reconcile (upload) queue and its workers: brings Drive in line
+ * with each dirty node (delete tombstones, create parent folders first,
+ * create or media-update the newest CLOSED version, rename/move), with
+ * pre-generated ids so that a retried create never makes a duplicate, and
+ * resumable sessions persisted in the version row so that an upload
+ * resumes after a restart. Retryable errors back off and stay queued;
+ * permanent ones are recorded (status last_error) and the data is kept.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cache_int.h"
+
+#define ID_BATCH 100
+
+/* drive_generate_ids and drive_mkdir_id came late to drive.h; until
+ * drive/ has them the queue still works, creating without pre-generated
+ * ids (Drive picks; a create retried after a lost response may then
+ * duplicate). Weak references resolve to the real calls once linked. */
+#pragma weak drive_generate_ids
+#pragma weak drive_mkdir_id
+
+void upload_queue(struct cache *c, struct cnode *n, int64_t due)
+{
+	if (n->unlinked || !n->parent)
+		return;
+	if (n->queued) {
+		if (due > n->due_ms)
+			n->due_ms =
+				due; /* write_back counts from the last close */
+		if (n->attempts && due <= cache_now_ms())
+			n->due_ms = due; /* fsync/drain: now */
+	} else {
+		n->due_ms = due;
+		n->queued = true;
+		n->q_prev = NULL;
+		n->q_next = c->queue;
+		if (c->queue)
+			c->queue->q_prev = n;
+		c->queue = n;
+	}
+	pthread_cond_broadcast(&c->work);
+}
+
+static void dequeue(struct cache *c, struct cnode *n)
+{
+	if (!n->queued)
+		return;
+	if (n->q_prev)
+		n->q_prev->q_next = n->q_next;
+	else
+		c->queue = n->q_next;
+	if (n->q_next)
+		n->q_next->q_prev = n->q_prev;
+	n->q_next = n->q_prev = NULL;
+	n->queued = false;
+}
+
+void upload_add_tomb(struct cache *c, const char *drive_id, bool hard,
+		     struct cnode *n)
+{
+	struct ctomb *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return;
+	snprintf(t->drive_id, sizeof(t->drive_id), "%s", drive_id);
+	t->hard = hard;
+	t->ino = n ? n->ino : 0;
+	t->n = n;
+	if (n)
+		n->refs++;
+	store_save_tomb(c, t);
+	t->next = c->tombs;
+	c->tombs = t;
+	pthread_cond_broadcast(&c->work);
+}
+
+static int64_t backoff_ms(int attempts)
+{
+	int64_t ms = 1000LL << (attempts < 6 ? attempts : 6);
+
+	if (ms > 60000)
+		ms = 60000;
+	return ms + rand() % 1000;
+}
+
+static bool meta_differs(struct cnode *n)
+{
+	return n->remote_exists &&
+	       (strcmp(n->remote_name, n->name) != 0 ||
+		strcmp(n->remote_parent, n->parent->drive_id) != 0 ||
+		n->mtime_dirty);
+}
+
+bool upload_synced(struct cnode *n, int64_t seq)
+{
+	return n->landed_seq >= seq && n->remote_exists && !meta_differs(n);
+}
+
+/* Is there something the queue can do for n now? (An OPEN version is
+ * dirty but waits for its close.) */
+bool upload_needs_work(struct cnode *n)
+{
+	struct cver *v;
+
+	if (n->unlinked || !n->parent)
+		return false;
+	if (n->is_dir)
+		return !n->remote_exists || meta_differs(n);
+	for (v = n->vers; v; v = v->nnext)
+		if (v->state == CV_CLOSED)
+			return true;
+	return meta_differs(n);
+}
+
+static int64_t ms_of(struct timespec t)
+{
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Gives n a Drive id from the pool before its first create request, and
+ * persists it, so the create can be retried without a duplicate. */
+static int assign_id(struct cache *c, struct cnode *n)
+{
+	char(*batch)[128] = NULL;
+	struct drive_err err;
+	int rc = 0, i;
+
+	if (n->drive_id[0] || !drive_generate_ids)
+		return 0;
+	if (c->nids == 0) {
+		pthread_mutex_unlock(&c->lock);
+		pthread_mutex_lock(&c->id_lock);
+		pthread_mutex_lock(&c->lock);
+		if (c->nids == 0) {
+			pthread_mutex_unlock(&c->lock);
+			batch = calloc(ID_BATCH, sizeof(*batch));
+			drive_err_clear(&err);
+			if (!batch)
+				rc = -ENOMEM;
+			else if (drive_generate_ids(c->dc, ID_BATCH, batch,
+						    &err) < 0)
+				rc = drive_err_retryable(&err)
+					     ? -EAGAIN
+					     : -drive_err_errno(&err);
+			pthread_mutex_lock(&c->lock);
+			if (rc < 0)
+				cache_set_error(c, "generateIds: %s",
+						err.message);
+			for (i = 0; rc == 0 && i < ID_BATCH; i++)
+				memcpy(c->ids[c->nids++], batch[i], 128);
+		}
+		pthread_mutex_unlock(&c->id_lock);
+		free(batch);
+		if (rc < 0)
+			return rc;
+	}
+	if (n->drive_id[0] || n->unlinked)
+		return 0;
+	node_set_drive_id(c, n, c->ids[--c->nids]);
+	return store_save_node(c, n);
+}
+
+/* Maps a Drive error to the queue's view: -EAGAIN = retry later,
+ * anything else = permanent (recorded, data kept). */
+static int classify(struct cache *c, struct cnode *n, const char *what,
+		    struct drive_err *err)
+{
+	char *path = node_path(n);
+
+	cache_set_error(c, "%s %s: %s%s%s", what, path ? path : "?",
+			err->message, err->reason[0] ? " " : "", err->reason);
+	free(path);
+	if (drive_err_retryable(err) || err->status == 0)
+		return -EAGAIN;
+	return -drive_err_errno(err);
+}
+
+static int create_dir(struct cache *c, struct cnode *n)
+{
+	struct drive_file out;
+	struct drive_err err;
+	char name[1024], parent[128], id[128];
+	int rc;
+
+	rc = assign_id(c, n);
+	if (rc < 0 || n->unlinked || n->remote_exists)
+		return rc;
+	if (drive_name_from_local(n->name, name, sizeof(name)) < 0)
+		return -ENAMETOOLONG;
+	snprintf(parent, sizeof(parent), "%s", n->parent->drive_id);
+	snprintf(id, sizeof(id), "%s", n->drive_id);
+	pthread_mutex_unlock(&c->lock);
+	drive_err_clear(&err);
+	if (drive_mkdir_id)
+		rc = drive_mkdir_id(c->dc, parent, name, id[0] ? id : NULL,
+				    &out, &err);
+	else
+		rc = drive_mkdir(c->dc, parent, name, &out, &err);
+	pthread_mutex_lock(&c->lock);
+	if (rc < 0)
+		return classify(c, n, "mkdir", &err);
+	node_apply_remote(c, n, &out);
+	return store_save_node(c, n);
+}
+
+/* Folders are created parent-first: walks up to the highest ancestor not
+ * yet on Drive and creates it, or waits while another worker does. */
+static int ensure_parents(struct cache *c, struct cnode *n)
+{
+	struct cnode *a;
+	int rc;
+
+	while (n->parent && n->parent->parent && !n->parent->remote_exists) {
+		for (a = n->parent;
+		     a->parent->parent && !a->parent->remote_exists;
+		     a = a->parent)
+			;
+		if (a->busy) {
+			/* Another worker is creating it: it is one request. */
+			cache_wait(c, 100);
+			if (n->unlinked)
+				return 0;
+			continue;
+		}
+		a->busy = true;
+		a->refs++;
+		rc = create_dir(c, a);
+		a->busy = false;
+		if (!upload_needs_work(a))
+			dequeue(c, a);
+		node_put(c, a);
+		pthread_cond_broadcast(&c->changed);
+		if (rc < 0)
+			return rc;
+		if (n->unlinked)
+			return 0;
+	}
+	return 0;
+}
+
+struct up_ctx {
+	struct cache *c;
+	struct cnode *n;
+	struct cver *v;
+	int64_t counted;
+};
+
+static void on_session(const char *url, void *ud)
+{
+	struct up_ctx *u = ud;
+	struct cache *c = u->c;
+	char *s = strdup(url);
+
+	pthread_mutex_lock(&c->lock);
+	if (s) {
+		free(u->v->session_url);
+		u->v->session_url = s;
+	}
+	u->v->session_off = 0;
+	if (!u->v->dropped)
+		store_save_session(c, u->v->vid, url, 0);
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void count_bytes(struct cache *c, int64_t bytes)
+{
+	int64_t now = cache_now_ms();
+
+	c->up_bytes_window += bytes;
+	if (now - c->up_window_start >= 2000) {
+		c->up_rate = c->up_bytes_window * 1000.0 /
+			     (double)(now - c->up_window_start);
+		c->up_bytes_window = 0;
+		c->up_window_start = now;
+	}
+}
+
+static void on_progress(int64_t done, int64_t total, void *ud)
+{
+	struct up_ctx *u = ud;
+	struct cache *c = u->c;
+
+	pthread_mutex_lock(&c->lock);
+	u->v->session_off = done;
+	if (!u->v->dropped)
+		store_save_session(c, u->v->vid, u->v->session_url, done);
+	if (done > u->counted) {
+		count_bytes(c, done - u->counted);
+		u->counted = done;
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* A superseded or deleted version, or an unmount past its drain
+ * timeout, stops between chunks; the session stays resumable. */
+static int should_abort(void *ud)
+{
+	struct up_ctx *u = ud;
+
+	return __atomic_load_n(&u->c->abort_uploads, __ATOMIC_RELAXED) ||
+	       __atomic_load_n(&u->n->unlinked, __ATOMIC_RELAXED) ||
+	       __atomic_load_n(&u->v->dropped, __ATOMIC_RELAXED);
+}
+
+/* Drive has v now: it becomes the clean read cache, or gives way to a
+ * newer version. */
+static void version_landed(struct cache *c, struct cnode *n, struct cver *v)
+{
+	struct cver *newer = ver_newest_closed(n);
+
+	if (v->close_seq > n->landed_seq)
+		n->landed_seq = v->close_seq;
+	v->session_url[0] = 0;
+	v->session_off = 0;
+	c->uploaded_files++;
+	if (newer && newer != v && newer->same_as == v->vid &&
+	    newer->state == CV_CLOSED) {
+		/* Closed identical to what just landed: nothing to send. */
+		newer->state = CV_CLEAN;
+		newer->same_as = 0;
+		n->landed_seq = newer->close_seq;
+		store_save_version(c, newer);
+		ver_drop(c, v);
+		return;
+	}
+	if (v == n->cur || (n->cur && n->cur->state == CV_OPEN &&
+			    v->snap_of == n->cur->vid && !newer)) {
+		v->state = CV_CLEAN;
+		store_save_version(c, v);
+		return;
+	}
+	if (newer == v) {
+		v->state = CV_CLEAN;
+		store_save_version(c, v);
+		return;
+	}
+	ver_drop(c, v);
+}
+
+static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
+{
+	struct up_ctx u = {c, n, v, 0};
+	struct drive_upload up;
+	struct drive_file out;
+	struct drive_err err;
+	char name[1024], parent[128], id[128];
+	bool create = !n->remote_exists;
+	int rc, fd;
+
+	if (create) {
+		rc = assign_id(c, n);
+		if (rc < 0 || n->unlinked || v->dropped ||
+		    v->state != CV_CLOSED)
+			return rc;
+		create = !n->remote_exists;
+	}
+	if (drive_name_from_local(n->name, name, sizeof(name)) < 0)
+		return -ENAMETOOLONG;
+	fd = ver_fd(c, v);
+	if (fd < 0)
+		return fd;
+	memset(&up, 0, sizeof(up));
+	snprintf(parent, sizeof(parent), "%s", n->parent->drive_id);
+	snprintf(id, sizeof(id), "%s", n->drive_id);
+	snprintf(up.session_url, sizeof(up.session_url), "%s",
+		 v->session_url ? v->session_url : "");
+	if (create) {
+		up.parent = parent;
+		up.name = name;
+		up.new_id = id[0] ? id : NULL;
+	} else {
+		up.id = id;
+	}
+	up.modified_ms = ms_of(v->mtime);
+	up.fd = fd;
+	up.size = v->size;
+	up.chunk_size = c->o.chunk_size;
+	up.on_session = on_session;
+	up.on_progress = on_progress;
+	up.should_abort = should_abort;
+	up.ud = &u;
+	v->state = CV_UPLOADING;
+	v->refs++;
+	store_save_version(c, v);
+	c->uploading++;
+	pthread_mutex_unlock(&c->lock);
+	drive_err_clear(&err);
+	rc = drive_upload(c->dc, &up, &out, &err);
+	pthread_mutex_lock(&c->lock);
+	c->uploading--;
+	if (rc == 0) {
+		count_bytes(c, v->size - u.counted);
+		node_apply_remote(c, n, &out);
+		if (!create) {
+			/* A media update leaves name and parent as they were
+			 * on Drive; out says what they are. */
+		}
+		if (!v->dropped)
+			version_landed(c, n, v);
+		store_save_node(c, n);
+		ver_put(c, v);
+		pthread_cond_broadcast(&c->changed);
+		return 0;
+	}
+	if (!v->dropped) {
+		v->state = CV_CLOSED;
+		store_save_version(c, v);
+	}
+	ver_put(c, v);
+	if (n->unlinked || v->dropped)
+		return 0; /* aborted: nothing left to do for it */
+	if (c->abort_uploads)
+		return -EAGAIN;
+	if (err.status == 404 && !create) {
+		/* Deleted on Drive meanwhile: local data wins, create it
+		 * again under a new id. */
+		n->remote_exists = false;
+		node_set_drive_id(c, n, "");
+		store_save_node(c, n);
+		cache_set_error(c, "file vanished on Drive, creating again");
+		return -EAGAIN;
+	}
+	return classify(c, n, "upload", &err);
+}
+
+static int update_meta(struct cache *c, struct cnode *n)
+{
+	char name[1024], add[128], rem[128], id[128];
+	bool rename = strcmp(n->remote_name, n->name) != 0;
+	bool move = strcmp(n->remote_parent, n->parent->drive_id) != 0;
+	int64_t mtime = n->mtime_dirty ? ms_of(n->mtime) : 0;
+	struct drive_file out;
+	struct drive_err err;
+	struct cver *v;
+	int rc;
+
+	if (drive_name_from_local(n->name, name, sizeof(name)) < 0)
+		return -ENAMETOOLONG;
+	snprintf(add, sizeof(add), "%s", n->parent->drive_id);
+	snprintf(rem, sizeof(rem), "%s", n->remote_parent);
+	snprintf(id, sizeof(id), "%s", n->drive_id);
+	pthread_mutex_unlock(&c->lock);
+	drive_err_clear(&err);
+	rc = drive_update_meta(c->dc, id, rename ? name : NULL,
+			       move ? add : NULL, move && rem[0] ? rem : NULL,
+			       mtime, &out, &err);
+	pthread_mutex_lock(&c->lock);
+	if (rc == 0) {
+		if (n->unlinked)
+			return 0;
+		n->mtime_dirty = false;
+		node_apply_remote(c, n, &out);
+		return store_save_node(c, n);
+	}
+	if (err.status == 404 && !n->unlinked) {
+		n->remote_exists = false;
+		node_set_drive_id(c, n, "");
+		v = n->cur;
+		if (!n->is_dir && v && v->state == CV_CLEAN && v->complete)
+			ver_mark_closed(c, v); /* send our copy again */
+		store_save_node(c, n);
+		return -EAGAIN;
+	}
+	return classify(c, n, "rename", &err);
+}
+
+/* One pass over n (c->lock held, n->busy set by the caller). */
+static int reconcile(struct cache *c, struct cnode *n)
+{
+	struct cver *v;
+	int rc;
+
+	if (n->unlinked)
+		return 0;
+	rc = ensure_parents(c, n);
+	if (rc < 0 || n->unlinked)
+		return rc;
+	if (n->is_dir && !n->remote_exists) {
+		rc = create_dir(c, n);
+		if (rc < 0)
+			return rc;
+	}
+	if (!n->is_dir) {
+		v = ver_newest_closed(n);
+		if (v && v->state == CV_CLOSED) {
+			rc = upload_version(c, n, v);
+			if (rc < 0 || n->unlinked)
+				return rc;
+		}
+	}
+	if (meta_differs(n) && !n->unlinked && n->parent->remote_exists)
+		rc = update_meta(c, n);
+	return rc;
+}
+
+/* Runs a reconcile of n in this thread and requeues n as its result says.
+ * c->lock held. */
+static int run_one(struct cache *c, struct cnode *n)
+{
+	int rc;
+
+	n->busy = true;
+	n->refs++;
+	rc = reconcile(c, n);
+	n->busy = false;
+	if (rc == -EAGAIN) {
+		n->attempts++;
+		if (!n->queued)
+			upload_queue(c, n, 0);
+		n->due_ms = cache_now_ms() + backoff_ms(n->attempts);
+	} else if (rc < 0) {
+		n->failed = true;
+		dequeue(c, n);
+	} else {
+		n->attempts = 0;
+		if (upload_needs_work(n))
+			upload_queue(c, n, cache_now_ms());
+		else
+			dequeue(c, n);
+	}
+	pthread_cond_broadcast(&c->changed);
+	node_put(c, n);
+	return rc;
+}
+
+int upload_reconcile_now(struct cache *c, struct cnode *n)
+{
+	while (n->busy && !n->unlinked)
+		cache_wait(c, 1000);
+	if (n->unlinked)
+		return 0;
+	if (n->attempts && n->queued && n->due_ms > cache_now_ms())
+		return -EAGAIN; /* backing off after an error */
+	return run_one(c, n);
+}
+
+static void run_tomb(struct cache *c, struct ctomb *t)
+{
+	struct ctomb **pp;
+	struct drive_err err;
+	char id[128];
+	int rc;
+
+	t->busy = true;
+	snprintf(id, sizeof(id), "%s", t->drive_id);
+	pthread_mutex_unlock(&c->lock);
+	drive_err_clear(&err);
+	rc = t->hard ? drive_delete(c->dc, id, &err)
+		     : drive_trash(c->dc, id, &err);
+	pthread_mutex_lock(&c->lock);
+	t->busy = false;
+	if (rc == 0 || err.status == 404) {
+		for (pp = &c->tombs; *pp; pp = &(*pp)->next) {
+			if (*pp == t) {
+				*pp = t->next;
+				break;
+			}
+		}
+		store_delete_tomb(c, t->tid);
+		if (t->n)
+			node_put(c, t->n);
+		free(t);
+	} else {
+		cache_set_error(c, "delete %s: %s", id, err.message);
+		t->attempts++;
+		/* A delete that fails for good is retried rarely: it loses
+		 * no data, only leaves a file behind. */
+		t->due_ms = cache_now_ms() + (drive_err_retryable(&err)
+						      ? backoff_ms(t->attempts)
+						      : 300000);
+	}
+	pthread_cond_broadcast(&c->changed);
+}
+
+/* A tomb waits while the node it came from is being reconciled: its
+ * upload may be creating the very file the tomb deletes. */
+static bool tomb_blocked(struct cache *c, struct ctomb *t)
+{
+	return t->n && t->n->busy;
+}
+
+static void *worker_main(void *arg)
+{
+	struct cache *c = arg;
+	struct cnode *n, *best;
+	struct ctomb *t;
+	int64_t now, wait;
+
+	pthread_mutex_lock(&c->lock);
+	while (!c->stopping) {
+		now = cache_now_ms();
+		wait = 1000;
+		for (t = c->tombs; t; t = t->next)
+			if (!t->busy && t->due_ms <= now && !tomb_blocked(c, t))
+				break;
+		if (t) {
+			run_tomb(c, t);
+			continue;
+		}
+		best = NULL;
+		for (n = c->queue; n; n = n->q_next) {
+			int64_t due = n->due_ms;
+
+			if (n->busy || n->failed)
+				continue;
+			if (c->draining && !n->attempts)
+				due = 0;
+			if (due > now) {
+				if (due - now < wait)
+					wait = due - now;
+				continue;
+			}
+			if (!best || due < best->due_ms)
+				best = n;
+		}
+		if (best) {
+			run_one(c, best);
+			continue;
+		}
+		{
+			struct timespec ts;
+
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			ts.tv_sec += wait / 1000;
+			ts.tv_nsec += (wait % 1000) * 1000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&c->work, &c->lock, &ts);
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+int upload_start(struct cache *c)
+{
+	int i, n = c->o.transfers > 0 ? c->o.transfers : 4;
+
+	if (!c->dc)
+		return 0;
+	c->ids = calloc(ID_BATCH, sizeof(*c->ids));
+	c->workers = calloc(n, sizeof(*c->workers));
+	if (!c->ids || !c->workers)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		if (pthread_create(&c->workers[i], NULL, worker_main, c) != 0)
+			break;
+		c->nworkers++;
+	}
+	return c->nworkers ? 0 : -EAGAIN;
+}
+
+void upload_stop(struct cache *c)
+{
+	int i;
+
+	pthread_mutex_lock(&c->lock);
+	c->stopping = true;
+	c->abort_uploads = true;
+	pthread_cond_broadcast(&c->work);
+	pthread_cond_broadcast(&c->changed);
+	pthread_mutex_unlock(&c->lock);
+	for (i = 0; i < c->nworkers; i++)
+		pthread_join(c->workers[i], NULL);
+	c->nworkers = 0;
+}
+
+int64_t upload_pending(struct cache *c, int64_t upto, int64_t *bytes,
+		       bool *failed)
+{
+	struct cver *v;
+	struct cnode *n;
+	struct ctomb *t;
+	int64_t files = 0, b = 0;
+
+	if (failed)
+		*failed = false;
+	for (v = c->vers; v; v = v->gnext) {
+		if (v->state != CV_CLOSED && v->state != CV_UPLOADING)
+			continue;
+		if (upto >= 0 && v->close_seq > upto)
+			continue;
+		if (v->node->failed) {
+			if (failed)
+				*failed = true;
+			continue;
+		}
+		files++;
+		b += v->size;
+	}
+	/* Folders, renames and deletes are part of "on Drive" too. */
+	for (n = c->queue; n; n = n->q_next)
+		if (!n->failed && (n->is_dir || !ver_newest_closed(n)) &&
+		    upload_needs_work(n))
+			files++;
+	for (t = c->tombs; t; t = t->next)
+		files++;
+	if (bytes)
+		*bytes = b;
+	return files;
+}

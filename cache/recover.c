@@ -1,0 +1,149 @@
+/* recover.c — crash recovery at cache_open, after store_load: whatever
+ * the previous mount was doing when it died (kill -9, preemption), bring
+ * the store back to the model's invariants and queue everything closed.
+ *
+ *  - OPEN versions were never complete: dropped. A CLEAN one modified in
+ *    place is forgotten too; Drive still has its bytes.
+ *  - UPLOADING versions go back to CLOSED with their session URL, so the
+ *    upload resumes where Drive says it stopped.
+ *  - Of several closed versions of one file only the newest is kept (the
+ *    older ones would only be superseded).
+ *  - Partial downloads are dropped; content files no row knows are
+ *    deleted.
+ *  - A file that never had a complete version and is not on Drive goes.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cache_int.h"
+
+/* A request the dead mount had fully written into its socket may still
+ * be applied by Drive after we start (the kernel delivers it after a kill
+ * -9; only a dead machine takes it along). If we uploaded the newer
+ * version first, Drive would end with the older one. So a file whose
+ * upload was in flight waits this long before its next upload (fsync,
+ * sync and drain respect it like an error backoff). */
+#define RECOVER_SETTLE_MS 10000
+
+static void fix_versions(struct cache *c)
+{
+	struct cver *v, *next;
+
+	for (v = c->vers; v; v = next) {
+		next = v->gnext;
+		if (v->state == CV_OPEN ||
+		    (v->state == CV_CLEAN && !v->complete)) {
+			ver_drop(c, v);
+			continue;
+		}
+		if (v->state == CV_UPLOADING) {
+			v->state = CV_CLOSED;
+			v->node->attempts = -1; /* marks: settle first */
+			store_save_version(c, v);
+		}
+	}
+}
+
+/* Picks n->cur among what survived and drops what it supersedes. */
+static void fix_node(struct cache *c, struct cnode *n)
+{
+	struct cver *v, *next, *best = NULL;
+
+	for (v = n->vers; v; v = v->nnext) {
+		if (!best)
+			best = v;
+		else if (v->state == CV_CLOSED && best->state != CV_CLOSED)
+			best = v;
+		else if (v->state == best->state &&
+			 v->close_seq > best->close_seq)
+			best = v;
+	}
+	for (v = n->vers; v; v = next) {
+		next = v->nnext;
+		if (v != best)
+			ver_drop(c, v);
+	}
+	n->cur = best;
+}
+
+static void clean_data_dir(struct cache *c)
+{
+	char path[4096];
+	struct cver *v;
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/data", c->dir);
+	d = opendir(path);
+	if (!d)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		char *end;
+		long long vid = strtoll(de->d_name, &end, 10);
+		bool known = false;
+
+		if (de->d_name[0] == '.' || *end)
+			continue;
+		for (v = c->vers; v && !known; v = v->gnext)
+			known = v->vid == vid;
+		if (!known) {
+			snprintf(path, sizeof(path), "%s/data/%s", c->dir,
+				 de->d_name);
+			unlink(path);
+		}
+	}
+	closedir(d);
+}
+
+int recover_run(struct cache *c)
+{
+	struct cnode *n, *next, *files = NULL;
+	int64_t now = cache_now_ms();
+	struct ctomb *t;
+	int i, queued = 0;
+
+	fix_versions(c);
+	for (i = 0; i < CACHE_HASH; i++)
+		for (n = c->by_ino[i]; n; n = n->h_ino)
+			if (!n->is_dir)
+				fix_node(c, n);
+	clean_data_dir(c);
+	/* Collect first: detaching while walking a hash chain is unsafe. */
+	for (i = 0; i < CACHE_HASH; i++) {
+		for (n = c->by_ino[i]; n; n = n->h_ino) {
+			if (!n->is_dir && !n->vers && !n->remote_exists) {
+				n->q_next = files;
+				files = n;
+			}
+		}
+	}
+	for (n = files; n; n = next) {
+		next = n->q_next;
+		n->q_next = NULL;
+		node_detach(c, n);
+	}
+	for (i = 0; i < CACHE_HASH; i++) {
+		for (n = c->by_ino[i]; n; n = n->h_ino) {
+			if (n->attempts < 0) {
+				n->attempts = 1;
+				upload_queue(c, n, now + RECOVER_SETTLE_MS);
+				queued++;
+			} else if (upload_needs_work(n)) {
+				upload_queue(c, n, now);
+				queued++;
+			}
+		}
+	}
+	for (t = c->tombs; t; t = t->next)
+		t->due_ms = now;
+	if (queued)
+		fprintf(stderr,
+			"vectur: %d file(s) from the last mount queued "
+			"for upload\n",
+			queued);
+	return 0;
+}

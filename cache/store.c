@@ -1,0 +1,528 @@
+/* store.c — the persistent side of the cache: the single-mount lock file,
+ * the SQLite schema (meta.db) and the row-level save/delete/load calls the
+ * other files use. Owns no policy: what a row means is decided elsewhere.
+ *
+ * Durability. meta.db runs in WAL mode with synchronous=NORMAL: a commit is
+ * appended to the WAL with write(2) and only fsynced at checkpoints. After
+ * kill -9 of the mount (the case we are built for: preemption) everything
+ * committed is in the OS page cache and survives. On power loss the last
+ * commits may roll back; since version.c fdatasync()s a content file
+ * BEFORE committing its CLOSED state, a surviving CLOSED row always has its
+ * bytes on disk, and a lost one falls back to the previous (OPEN → dropped)
+ * state: the newest closes may be lost, a torn version is never uploaded.
+ * All calls here are made with c->lock held.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cache_int.h"
+
+enum {
+	ST_SAVE_NODE,
+	ST_DEL_NODE,
+	ST_SAVE_VER,
+	ST_DEL_VER,
+	ST_SESSION,
+	ST_SAVE_TOMB,
+	ST_DEL_TOMB,
+	ST_SET_META,
+	ST_GET_META,
+	ST_N
+};
+
+static const char *const stmt_sql[ST_N] = {
+	[ST_SAVE_NODE] =
+		"INSERT OR REPLACE INTO nodes(ino,parent,name,is_dir,mode,"
+		"mtime_ns,ctime_ns,drive_id,remote_exists,remote_parent,"
+		"remote_name,md5,rsize,rversion,listed,mtime_dirty,landed_seq)"
+		" VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+	[ST_DEL_NODE] = "DELETE FROM nodes WHERE ino=?",
+	[ST_SAVE_VER] =
+		"INSERT OR REPLACE INTO versions(vid,ino,state,size,mtime_ns,"
+		"close_seq,complete,was_clean,session_url,session_off,atime_ms)"
+		" VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+	[ST_DEL_VER] = "DELETE FROM versions WHERE vid=?",
+	[ST_SESSION] =
+		"UPDATE versions SET session_url=?, session_off=? WHERE vid=?",
+	[ST_SAVE_TOMB] = "INSERT OR REPLACE INTO tombs(tid,drive_id,hard,ino)"
+			 " VALUES(?,?,?,?)",
+	[ST_DEL_TOMB] = "DELETE FROM tombs WHERE tid=?",
+	[ST_SET_META] = "INSERT OR REPLACE INTO meta(k,v) VALUES(?,?)",
+	[ST_GET_META] = "SELECT v FROM meta WHERE k=?",
+};
+
+static const char schema[] =
+	"CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT);"
+	"CREATE TABLE IF NOT EXISTS nodes(ino INTEGER PRIMARY KEY,"
+	" parent INTEGER, name TEXT, is_dir INT, mode INT, mtime_ns INT,"
+	" ctime_ns INT, drive_id TEXT, remote_exists INT, remote_parent TEXT,"
+	" remote_name TEXT, md5 TEXT, rsize INT, rversion INT, listed INT,"
+	" mtime_dirty INT, landed_seq INT);"
+	"CREATE TABLE IF NOT EXISTS versions(vid INTEGER PRIMARY KEY,"
+	" ino INT, state INT, size INT, mtime_ns INT, close_seq INT,"
+	" complete INT, was_clean INT, session_url TEXT, session_off INT,"
+	" atime_ms INT);"
+	"CREATE TABLE IF NOT EXISTS tombs(tid INTEGER PRIMARY KEY,"
+	" drive_id TEXT, hard INT, ino INT);";
+
+static int64_t ts_ns(struct timespec t)
+{
+	return (int64_t)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static struct timespec ns_ts(int64_t ns)
+{
+	struct timespec t = {ns / 1000000000LL, ns % 1000000000LL};
+	return t;
+}
+
+void store_data_path(struct cache *c, int64_t vid, char *out, size_t len)
+{
+	snprintf(out, len, "%s/data/%" PRId64, c->dir, vid);
+}
+
+int store_lock_dir(struct cache *c, char *errbuf, size_t errlen)
+{
+	char path[4096], buf[32];
+	int fd, rc = 0;
+	ssize_t n;
+
+	if (mkdir(c->dir, 0700) < 0 && errno != EEXIST) {
+		rc = -errno;
+		snprintf(errbuf, errlen, "cannot create cache dir %s: %s",
+			 c->dir, strerror(errno));
+		return rc;
+	}
+	/* Experiment data lives here: private, whoever created the dir. */
+	if (chmod(c->dir, 0700) < 0 && errno != EPERM) {
+		rc = -errno;
+		snprintf(errbuf, errlen, "cannot chmod cache dir %s: %s",
+			 c->dir, strerror(errno));
+		return rc;
+	}
+	snprintf(path, sizeof(path), "%s/data", c->dir);
+	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+		rc = -errno;
+		snprintf(errbuf, errlen, "cannot create %s: %s", path,
+			 strerror(errno));
+		return rc;
+	}
+	snprintf(path, sizeof(path), "%s/lock", c->dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		rc = -errno;
+		snprintf(errbuf, errlen, "cannot open %s: %s", path,
+			 strerror(errno));
+		return rc;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		n = pread(fd, buf, sizeof(buf) - 1, 0);
+		buf[n > 0 ? n : 0] = 0;
+		buf[strcspn(buf, "\n")] = 0;
+		snprintf(errbuf, errlen,
+			 "cache dir %s is in use by another vectur-mount "
+			 "(pid %s)",
+			 c->dir, buf[0] ? buf : "?");
+		close(fd);
+		return rc;
+	}
+	/* The pid is only for the message above; the flock is the lock. */
+	if (ftruncate(fd, 0) == 0) {
+		n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+		if (pwrite(fd, buf, n, 0) != n)
+			rc = 0; /* cosmetic */
+	}
+	c->lock_fd = fd;
+	return 0;
+}
+
+static int exec(struct cache *c, const char *sql)
+{
+	char *msg = NULL;
+
+	if (sqlite3_exec(c->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		cache_set_error(c, "sqlite: %s: %s", sql, msg ? msg : "?");
+		sqlite3_free(msg);
+		return -EIO;
+	}
+	return 0;
+}
+
+int store_open(struct cache *c, char *errbuf, size_t errlen)
+{
+	char path[4096];
+	int rc, i, fd;
+
+	snprintf(path, sizeof(path), "%s/meta.db", c->dir);
+	/* Create it 0600 ourselves: SQLite would use the umask. */
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		close(fd);
+	rc = sqlite3_open_v2(path, &c->db,
+			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+				     SQLITE_OPEN_FULLMUTEX,
+			     NULL);
+	if (rc != SQLITE_OK) {
+		snprintf(errbuf, errlen, "cannot open %s: %s", path,
+			 c->db ? sqlite3_errmsg(c->db) : "out of memory");
+		return -EIO;
+	}
+	sqlite3_busy_timeout(c->db, 5000);
+	if (exec(c, "PRAGMA journal_mode=WAL") ||
+	    exec(c, "PRAGMA synchronous=NORMAL") || exec(c, schema)) {
+		snprintf(errbuf, errlen, "cannot set up %s: %s", path,
+			 c->last_error);
+		return -EIO;
+	}
+	for (i = 0; i < ST_N; i++) {
+		if (sqlite3_prepare_v2(c->db, stmt_sql[i], -1, &c->stmts[i],
+				       NULL) != SQLITE_OK) {
+			snprintf(errbuf, errlen, "sqlite prepare: %s",
+				 sqlite3_errmsg(c->db));
+			return -EIO;
+		}
+	}
+	/* WAL and SHM files get the umask too: tighten them. */
+	snprintf(path, sizeof(path), "%s/meta.db-wal", c->dir);
+	chmod(path, 0600);
+	snprintf(path, sizeof(path), "%s/meta.db-shm", c->dir);
+	chmod(path, 0600);
+	return 0;
+}
+
+void store_close(struct cache *c)
+{
+	int i;
+
+	for (i = 0; i < ST_N; i++)
+		sqlite3_finalize(c->stmts[i]);
+	if (c->db)
+		sqlite3_close(c->db);
+	c->db = NULL;
+	if (c->lock_fd >= 0)
+		close(c->lock_fd);
+	c->lock_fd = -1;
+}
+
+/* Runs a prepared statement to completion and resets it. */
+static int step(struct cache *c, sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		cache_set_error(c, "sqlite: %s", sqlite3_errmsg(c->db));
+		return rc == SQLITE_FULL ? -ENOSPC : -EIO;
+	}
+	return 0;
+}
+
+int store_begin(struct cache *c)
+{
+	return exec(c, "BEGIN");
+}
+
+int store_commit(struct cache *c)
+{
+	return exec(c, "COMMIT");
+}
+
+int store_get_meta(struct cache *c, const char *k, char *out, size_t len)
+{
+	sqlite3_stmt *st = c->stmts[ST_GET_META];
+	int rc = -ENOENT;
+
+	sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		const unsigned char *v = sqlite3_column_text(st, 0);
+
+		snprintf(out, len, "%s", v ? (const char *)v : "");
+		rc = 0;
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc;
+}
+
+int store_set_meta(struct cache *c, const char *k, const char *v)
+{
+	sqlite3_stmt *st = c->stmts[ST_SET_META];
+
+	sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, v, -1, SQLITE_STATIC);
+	return step(c, st);
+}
+
+int store_save_node(struct cache *c, const struct cnode *n)
+{
+	sqlite3_stmt *st = c->stmts[ST_SAVE_NODE];
+
+	if (n->unlinked)
+		return 0;
+	sqlite3_bind_int64(st, 1, (int64_t)n->ino);
+	sqlite3_bind_int64(st, 2, n->parent ? (int64_t)n->parent->ino : 0);
+	sqlite3_bind_text(st, 3, n->name, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 4, n->is_dir);
+	sqlite3_bind_int(st, 5, n->mode);
+	sqlite3_bind_int64(st, 6, ts_ns(n->mtime));
+	sqlite3_bind_int64(st, 7, ts_ns(n->ctime));
+	sqlite3_bind_text(st, 8, n->drive_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 9, n->remote_exists);
+	sqlite3_bind_text(st, 10, n->remote_parent, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 11, n->remote_name ? n->remote_name : "", -1,
+			  SQLITE_STATIC);
+	sqlite3_bind_text(st, 12, n->md5, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 13, n->rsize);
+	sqlite3_bind_int64(st, 14, n->rversion);
+	sqlite3_bind_int(st, 15, n->listed);
+	sqlite3_bind_int(st, 16, n->mtime_dirty);
+	sqlite3_bind_int64(st, 17, n->landed_seq);
+	return step(c, st);
+}
+
+int store_delete_node(struct cache *c, uint64_t ino)
+{
+	sqlite3_stmt *st = c->stmts[ST_DEL_NODE];
+
+	sqlite3_bind_int64(st, 1, (int64_t)ino);
+	return step(c, st);
+}
+
+int store_save_version(struct cache *c, const struct cver *v)
+{
+	sqlite3_stmt *st = c->stmts[ST_SAVE_VER];
+
+	if (v->dropped)
+		return 0;
+	sqlite3_bind_int64(st, 1, v->vid);
+	sqlite3_bind_int64(st, 2, (int64_t)v->node->ino);
+	sqlite3_bind_int(st, 3, v->state);
+	sqlite3_bind_int64(st, 4, v->size);
+	sqlite3_bind_int64(st, 5, ts_ns(v->mtime));
+	sqlite3_bind_int64(st, 6, v->close_seq);
+	sqlite3_bind_int(st, 7, v->complete);
+	sqlite3_bind_int(st, 8, v->was_clean);
+	sqlite3_bind_text(st, 9, v->session_url ? v->session_url : "", -1,
+			  SQLITE_STATIC);
+	sqlite3_bind_int64(st, 10, v->session_off);
+	sqlite3_bind_int64(st, 11, v->atime_ms);
+	return step(c, st);
+}
+
+int store_delete_version(struct cache *c, int64_t vid)
+{
+	sqlite3_stmt *st = c->stmts[ST_DEL_VER];
+
+	sqlite3_bind_int64(st, 1, vid);
+	return step(c, st);
+}
+
+int store_save_session(struct cache *c, int64_t vid, const char *url,
+		       int64_t off)
+{
+	sqlite3_stmt *st = c->stmts[ST_SESSION];
+
+	sqlite3_bind_text(st, 1, url, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, off);
+	sqlite3_bind_int64(st, 3, vid);
+	return step(c, st);
+}
+
+int store_save_tomb(struct cache *c, struct ctomb *t)
+{
+	sqlite3_stmt *st = c->stmts[ST_SAVE_TOMB];
+	int rc;
+
+	if (t->tid)
+		sqlite3_bind_int64(st, 1, t->tid);
+	else
+		sqlite3_bind_null(st, 1);
+	sqlite3_bind_text(st, 2, t->drive_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 3, t->hard);
+	sqlite3_bind_int64(st, 4, (int64_t)t->ino);
+	rc = step(c, st);
+	if (rc == 0 && !t->tid)
+		t->tid = sqlite3_last_insert_rowid(c->db);
+	return rc;
+}
+
+int store_delete_tomb(struct cache *c, int64_t tid)
+{
+	sqlite3_stmt *st = c->stmts[ST_DEL_TOMB];
+
+	sqlite3_bind_int64(st, 1, tid);
+	return step(c, st);
+}
+
+static const char *col_text(sqlite3_stmt *st, int i)
+{
+	const unsigned char *t = sqlite3_column_text(st, i);
+
+	return t ? (const char *)t : "";
+}
+
+static int load_nodes(struct cache *c)
+{
+	sqlite3_stmt *st = NULL;
+	struct cnode *n, *p;
+	int rc = 0;
+
+	/* Parents before children: a parent's ino is always smaller, since
+	 * inos are handed out in creation order and a child is created after
+	 * its parent. */
+	if (sqlite3_prepare_v2(c->db,
+			       "SELECT ino,parent,name,is_dir,mode,mtime_ns,"
+			       "ctime_ns,drive_id,remote_exists,remote_parent,"
+			       "remote_name,md5,rsize,rversion,listed,"
+			       "mtime_dirty,landed_seq FROM nodes ORDER BY ino",
+			       -1, &st, NULL) != SQLITE_OK)
+		return -EIO;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		uint64_t ino = sqlite3_column_int64(st, 0);
+
+		if (ino == 1) {
+			n = c->root;
+		} else {
+			p = node_by_ino(c, sqlite3_column_int64(st, 1));
+			if (!p || !p->is_dir)
+				continue; /* orphan: its parent went */
+			n = calloc(1, sizeof(*n));
+			if (!n) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			n->ino = ino;
+			n->name = strdup(col_text(st, 2));
+			n->is_dir = sqlite3_column_int(st, 3);
+			node_hash_add(c, n);
+			node_attach(c, p, n);
+		}
+		n->mode = sqlite3_column_int(st, 4);
+		n->mtime = ns_ts(sqlite3_column_int64(st, 5));
+		n->ctime = ns_ts(sqlite3_column_int64(st, 6));
+		if (ino != 1)
+			node_set_drive_id(c, n, col_text(st, 7));
+		n->remote_exists = sqlite3_column_int(st, 8);
+		snprintf(n->remote_parent, sizeof(n->remote_parent), "%s",
+			 col_text(st, 9));
+		free(n->remote_name);
+		n->remote_name = strdup(col_text(st, 10));
+		snprintf(n->md5, sizeof(n->md5), "%s", col_text(st, 11));
+		n->rsize = sqlite3_column_int64(st, 12);
+		n->rversion = sqlite3_column_int64(st, 13);
+		n->listed = sqlite3_column_int(st, 14);
+		n->mtime_dirty = sqlite3_column_int(st, 15);
+		n->landed_seq = sqlite3_column_int64(st, 16);
+		if (ino >= c->next_ino)
+			c->next_ino = ino + 1;
+	}
+out:
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int load_versions(struct cache *c)
+{
+	sqlite3_stmt *st = NULL;
+	struct cnode *n;
+	struct cver *v;
+	char path[4096];
+
+	if (sqlite3_prepare_v2(c->db,
+			       "SELECT vid,ino,state,size,mtime_ns,close_seq,"
+			       "complete,was_clean,session_url,session_off,"
+			       "atime_ms FROM versions ORDER BY vid",
+			       -1, &st, NULL) != SQLITE_OK)
+		return -EIO;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		int64_t vid = sqlite3_column_int64(st, 0);
+
+		if (vid >= c->next_vid)
+			c->next_vid = vid + 1;
+		n = node_by_ino(c, sqlite3_column_int64(st, 1));
+		if (!n || n->is_dir) {
+			store_data_path(c, vid, path, sizeof(path));
+			unlink(path);
+			continue;
+		}
+		v = calloc(1, sizeof(*v));
+		if (!v)
+			break;
+		v->vid = vid;
+		v->node = n;
+		v->fd = -1;
+		v->state = sqlite3_column_int(st, 2);
+		v->size = sqlite3_column_int64(st, 3);
+		v->mtime = ns_ts(sqlite3_column_int64(st, 4));
+		v->close_seq = sqlite3_column_int64(st, 5);
+		v->complete = sqlite3_column_int(st, 6);
+		v->was_clean = sqlite3_column_int(st, 7);
+		v->session_url = strdup(col_text(st, 8));
+		v->session_off = sqlite3_column_int64(st, 9);
+		v->atime_ms = sqlite3_column_int64(st, 10);
+		pthread_rwlock_init(&v->rw, NULL);
+		v->nnext = n->vers;
+		n->vers = v;
+		v->gnext = c->vers;
+		if (c->vers)
+			c->vers->gprev = v;
+		c->vers = v;
+		if (v->close_seq > c->close_seq)
+			c->close_seq = v->close_seq;
+	}
+	sqlite3_finalize(st);
+	return 0;
+}
+
+static int load_tombs(struct cache *c)
+{
+	sqlite3_stmt *st = NULL;
+	struct ctomb *t;
+
+	if (sqlite3_prepare_v2(c->db, "SELECT tid,drive_id,hard,ino FROM tombs",
+			       -1, &st, NULL) != SQLITE_OK)
+		return -EIO;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		t = calloc(1, sizeof(*t));
+		if (!t)
+			break;
+		t->tid = sqlite3_column_int64(st, 0);
+		snprintf(t->drive_id, sizeof(t->drive_id), "%s",
+			 col_text(st, 1));
+		t->hard = sqlite3_column_int(st, 2);
+		t->ino = sqlite3_column_int64(st, 3);
+		t->next = c->tombs;
+		c->tombs = t;
+	}
+	sqlite3_finalize(st);
+	return 0;
+}
+
+int store_load(struct cache *c)
+{
+	char buf[64];
+	int rc;
+
+	if (store_get_meta(c, "close_seq", buf, sizeof(buf)) == 0)
+		c->close_seq = strtoll(buf, NULL, 10);
+	if (store_get_meta(c, "next_vid", buf, sizeof(buf)) == 0)
+		c->next_vid = strtoll(buf, NULL, 10);
+	if (store_get_meta(c, "next_ino", buf, sizeof(buf)) == 0)
+		c->next_ino = strtoull(buf, NULL, 10);
+	store_get_meta(c, "changes_token", c->token, sizeof(c->token));
+	rc = load_nodes(c);
+	if (rc == 0)
+		rc = load_versions(c);
+	if (rc == 0)
+		rc = load_tombs(c);
+	return rc;
+}

@@ -1,0 +1,813 @@
+/* version.c — content versions and the open-file calls of cache.h: which
+ * version an open gets, pread/pwrite on content files, close turning an
+ * OPEN version into a CLOSED (queued) one, fsync snapshots, import/export.
+ *
+ * The rules (cache.h has the model): an open for writing shares an OPEN
+ * version, modifies a CLEAN one in place, and otherwise writes a NEW
+ * version (empty with O_TRUNC, else a reflinked/copied one), so a CLOSED
+ * version — queued or uploading — is never changed under the uploader.
+ * Writes never touch SQLite: size and mtime live in struct cver and are
+ * persisted at close/fsync.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cache_int.h"
+
+struct cver *ver_new(struct cache *c, struct cnode *n, int state)
+{
+	struct cver *v = calloc(1, sizeof(*v));
+	char path[4096];
+
+	if (!v) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	v->vid = c->next_vid++;
+	store_data_path(c, v->vid, path, sizeof(path));
+	v->fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (v->fd < 0) {
+		free(v);
+		return NULL;
+	}
+	v->session_url = strdup("");
+	v->node = n;
+	v->state = state;
+	v->complete = true;
+	v->opened_ms = cache_now_ms();
+	v->atime_ms = cache_wall_ms();
+	clock_gettime(CLOCK_REALTIME, &v->mtime);
+	pthread_rwlock_init(&v->rw, NULL);
+	v->nnext = n->vers;
+	n->vers = v;
+	v->gnext = c->vers;
+	if (c->vers)
+		c->vers->gprev = v;
+	c->vers = v;
+	return v;
+}
+
+int ver_fd(struct cache *c, struct cver *v)
+{
+	char path[4096];
+
+	if (v->fd >= 0)
+		return v->fd;
+	store_data_path(c, v->vid, path, sizeof(path));
+	v->fd = open(path, O_RDWR | O_CLOEXEC);
+	return v->fd >= 0 ? v->fd : -errno;
+}
+
+void ver_get(struct cver *v)
+{
+	v->refs++;
+}
+
+static void ver_free(struct cver *v)
+{
+	if (v->fd >= 0)
+		close(v->fd);
+	pthread_rwlock_destroy(&v->rw);
+	free(v->session_url);
+	free(v);
+}
+
+void ver_put(struct cache *c, struct cver *v)
+{
+	if (--v->refs > 0)
+		return;
+	if (v->dropped) {
+		ver_free(v);
+		return;
+	}
+	/* Keep fds only for versions in use: a big cache must not run the
+	 * process out of descriptors. */
+	if (v->state != CV_OPEN && !v->fetch && v->fd >= 0) {
+		close(v->fd);
+		v->fd = -1;
+	}
+}
+
+void ver_drop(struct cache *c, struct cver *v)
+{
+	struct cnode *n = v->node;
+	struct cver **pp;
+	char path[4096];
+
+	if (v->dropped)
+		return;
+	for (pp = &n->vers; *pp; pp = &(*pp)->nnext) {
+		if (*pp == v) {
+			*pp = v->nnext;
+			break;
+		}
+	}
+	if (n->cur == v)
+		n->cur = NULL;
+	if (v->gprev)
+		v->gprev->gnext = v->gnext;
+	else
+		c->vers = v->gnext;
+	if (v->gnext)
+		v->gnext->gprev = v->gprev;
+	if (v->fetch)
+		fetch_free(c, v);
+	v->dropped = true;
+	store_delete_version(c, v->vid);
+	store_data_path(c, v->vid, path, sizeof(path));
+	unlink(path);
+	pthread_cond_broadcast(&c->changed);
+	if (v->refs <= 0)
+		ver_free(v);
+}
+
+struct cver *ver_newest_closed(struct cnode *n)
+{
+	struct cver *v, *best = NULL;
+
+	for (v = n->vers; v; v = v->nnext)
+		if ((v->state == CV_CLOSED || v->state == CV_UPLOADING) &&
+		    (!best || v->close_seq > best->close_seq))
+			best = v;
+	return best;
+}
+
+void ver_mark_closed(struct cache *c, struct cver *v)
+{
+	struct cnode *n = v->node;
+	struct cver *o, *next;
+	char buf[32];
+
+	v->state = CV_CLOSED;
+	v->complete = true;
+	v->close_seq = ++c->close_seq;
+	/* A closed version supersedes every older one not already on its
+	 * way to Drive; the one uploading may finish. */
+	for (o = n->vers; o; o = next) {
+		next = o->nnext;
+		if (o == v || o->state == CV_UPLOADING || o->state == CV_OPEN)
+			continue;
+		ver_drop(c, o);
+	}
+	snprintf(buf, sizeof(buf), "%" PRId64, c->close_seq);
+	store_set_meta(c, "close_seq", buf);
+	store_save_version(c, v);
+	n->failed = false;
+	n->attempts = 0;
+	pthread_cond_broadcast(&c->changed);
+}
+
+int64_t ver_bytes(struct cache *c, bool clean_only)
+{
+	struct cver *v;
+	int64_t sum = 0;
+
+	for (v = c->vers; v; v = v->gnext)
+		if (!clean_only || v->state == CV_CLEAN)
+			sum += v->size;
+	return sum;
+}
+
+int ver_copy_fd(int src, int dst, int64_t len, int64_t *copied)
+{
+	struct stat st;
+	int64_t done = 0;
+	char buf[65536];
+	ssize_t r;
+
+	if (len < 0) {
+		if (fstat(src, &st) < 0)
+			return -errno;
+		len = st.st_size;
+	}
+	/* FICLONE shares extents (btrfs, xfs): a multi-GB checkpoint copies
+	 * in microseconds. It copies the whole file, hence the size check. */
+	if (fstat(src, &st) == 0 && st.st_size == len &&
+	    ioctl(dst, FICLONE, src) == 0) {
+		done = len;
+		goto out;
+	}
+	if (ftruncate(dst, 0) < 0)
+		return -errno;
+	while (done < len) {
+		loff_t in = done, outp = done;
+
+		r = copy_file_range(src, &in, dst, &outp, len - done, 0);
+		if (r < 0 && (errno == EXDEV || errno == ENOSYS ||
+			      errno == EINVAL || errno == EOPNOTSUPP))
+			break;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			break;
+		done += r;
+	}
+	while (done < len) {
+		r = pread(src, buf, sizeof(buf), done);
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			break;
+		if (pwrite(dst, buf, r, done) != r)
+			return errno ? -errno : -EIO;
+		done += r;
+	}
+out:
+	if (copied)
+		*copied = done;
+	return 0;
+}
+
+/* A new version of n that starts as a copy of src (NULL = empty). Made
+ * cur at once with `preparing` set so that other opens wait for the copy,
+ * which runs without c->lock. */
+static int ver_new_copy(struct cache *c, struct cnode *n, struct cver *src,
+			struct cver **out)
+{
+	struct cver *v, *old = n->cur;
+	int64_t got = 0;
+	int rc = 0, sfd;
+
+	v = ver_new(c, n, CV_OPEN);
+	if (!v)
+		return -errno;
+	n->cur = v;
+	v->refs++;
+	v->writers = 1;
+	if (old && old->state == CV_CLEAN)
+		ver_drop(c, old); /* partial fetch, no longer wanted */
+	if (!src) {
+		*out = v;
+		return 0;
+	}
+	v->copy_of = src->vid;
+	v->mtime = src->mtime;
+	v->preparing = true;
+	src->refs++;
+	sfd = ver_fd(c, src);
+	pthread_mutex_unlock(&c->lock);
+	rc = sfd < 0 ? sfd : ver_copy_fd(sfd, v->fd, src->size, &got);
+	pthread_mutex_lock(&c->lock);
+	v->preparing = false;
+	v->size = got;
+	pthread_cond_broadcast(&c->changed);
+	if (rc < 0) {
+		/* ENOSPC and friends: the file stays as it was. */
+		v->writers = 0;
+		ver_drop(c, v);
+		ver_put(c, v);
+		if (!src->dropped && !n->cur)
+			n->cur = src;
+		ver_put(c, src);
+		return rc;
+	}
+	ver_put(c, src);
+	*out = v;
+	return 0;
+}
+
+/* Picks (or makes) the version a handle opened with `flags` uses. c->lock
+ * held; may drop it to copy or fetch. */
+static int ver_for_open(struct cache *c, struct cnode *n, int flags,
+			struct cver **out)
+{
+	bool writer = (flags & O_ACCMODE) != O_RDONLY;
+	bool trunc = writer && (flags & O_TRUNC);
+	struct cver *v;
+	int rc;
+
+again:
+	if (n->unlinked)
+		return -ENOENT;
+	v = n->cur;
+	if (v && v->preparing) {
+		cache_wait(c, 1000);
+		goto again;
+	}
+	if (!writer) {
+		if (!v) {
+			if (!n->remote_exists || n->rsize == 0) {
+				v = ver_new(c, n, CV_CLEAN);
+				if (!v)
+					return -errno;
+				v->mtime = n->mtime;
+				n->cur = v;
+				store_save_version(c, v);
+			} else {
+				rc = fetch_begin(c, n, &v);
+				if (rc < 0)
+					return rc;
+			}
+		}
+		v->refs++;
+		*out = v;
+		return 0;
+	}
+	if (v && v->state == CV_OPEN) {
+		v->refs++;
+		v->writers++;
+		goto trunc;
+	}
+	if (v && v->state == CV_CLEAN && v->complete) {
+		/* In place: Drive still holds these bytes, so a crash while
+		 * it is OPEN costs only a fetch. */
+		v->state = CV_OPEN;
+		v->was_clean = true;
+		v->gen = 0;
+		v->opened_ms = cache_now_ms();
+		v->refs++;
+		v->writers = 1;
+		store_save_version(c, v);
+		goto trunc;
+	}
+	if (trunc || (!v && (!n->remote_exists || n->rsize == 0)))
+		return ver_new_copy(c, n, NULL, out);
+	if (v && v->state != CV_CLEAN)
+		return ver_new_copy(c, n, v, out);
+	/* Not (fully) here: fetch it all, then modify it in place. */
+	if (!v) {
+		rc = fetch_begin(c, n, &v);
+		if (rc < 0)
+			return rc;
+	}
+	v->refs++;
+	rc = fetch_wait(c, v, 0, v->size);
+	ver_put(c, v);
+	if (rc < 0)
+		return rc;
+	goto again;
+trunc:
+	if (trunc && v->size) {
+		/* A CLEAN version's fd is closed while nobody uses it
+		 * (ver_put): reopen it, or the truncate silently misses. */
+		rc = ver_fd(c, v);
+		pthread_mutex_unlock(&c->lock);
+		if (rc >= 0) {
+			pthread_rwlock_rdlock(&v->rw);
+			rc = ftruncate(v->fd, 0) < 0 ? -errno : 0;
+			pthread_rwlock_unlock(&v->rw);
+		}
+		pthread_mutex_lock(&c->lock);
+		if (rc < 0) {
+			v->writers--;
+			ver_put(c, v);
+			return rc;
+		}
+		v->size = 0;
+		v->gen++;
+		clock_gettime(CLOCK_REALTIME, &v->mtime);
+	}
+	*out = v;
+	return 0;
+}
+
+int cache_open_file(struct cache *c, const char *path, int flags, mode_t mode,
+		    struct cache_handle **out)
+{
+	bool writer = (flags & O_ACCMODE) != O_RDONLY;
+	struct cache_handle *h;
+	struct cnode *d, *n = NULL;
+	struct cver *v = NULL;
+	const char *name;
+	int rc;
+
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	/* Close-to-open: an open that will see existing bytes first reads
+	 * the feed (if older than 1 s), so other instances' writes made
+	 * before it are seen. A write-only or truncating open skips it:
+	 * it keeps creates at local speed. */
+	if (!(flags & O_TRUNC) &&
+	    ((flags & O_ACCMODE) != O_WRONLY || (flags & O_APPEND)))
+		feed_revalidate(c);
+	pthread_mutex_lock(&c->lock);
+	if (flags & O_CREAT) {
+		rc = node_lookup_parent(c, path, &d, &name);
+		if (rc < 0)
+			goto out;
+		n = node_child(c, d, name);
+		if (n && (flags & O_EXCL)) {
+			rc = -EEXIST;
+			goto out;
+		}
+		if (!n) {
+			n = node_new(c, d, name, false, mode);
+			if (!n) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			store_save_node(c, n);
+			d->mtime = n->mtime;
+			flags |= O_TRUNC;
+			if (!writer)
+				flags = (flags & ~O_ACCMODE) | O_RDWR;
+			writer = true;
+		}
+	} else {
+		rc = node_lookup(c, path, &n);
+		if (rc < 0)
+			goto out;
+	}
+	if (n->is_dir) {
+		rc = -EISDIR;
+		goto out;
+	}
+	n->refs++;
+	rc = ver_for_open(c, n, flags, &v);
+	if (rc < 0) {
+		node_put(c, n);
+		goto out;
+	}
+	rc = ver_fd(c, v);
+	if (rc < 0) {
+		if (writer)
+			v->writers--;
+		ver_put(c, v);
+		node_put(c, n);
+		goto out;
+	}
+	v->atime_ms = cache_wall_ms();
+	h->c = c;
+	h->n = n;
+	h->v = v;
+	h->flags = flags;
+	h->writer = writer;
+	*out = h;
+	h = NULL;
+	rc = 0;
+out:
+	pthread_mutex_unlock(&c->lock);
+	cache_run_inval(c);
+	free(h);
+	return rc;
+}
+
+ssize_t cache_read(struct cache_handle *h, void *buf, size_t size, off_t off)
+{
+	struct cache *c = h->c;
+	struct cver *v = h->v;
+	ssize_t r;
+	int rc;
+
+	if (v->fetch) {
+		pthread_mutex_lock(&c->lock);
+		rc = 0;
+		if (off < v->size)
+			rc = fetch_wait(c, v, off,
+					(int64_t)size < v->size - off
+						? (int64_t)size
+						: v->size - off);
+		pthread_mutex_unlock(&c->lock);
+		if (rc < 0)
+			return rc;
+	}
+	r = pread(v->fd, buf, size, off);
+	return r < 0 ? -errno : r;
+}
+
+static void note_write(struct cache *c, struct cver *v, int64_t end,
+		       bool set_size)
+{
+	pthread_mutex_lock(&c->lock);
+	if (set_size || end > v->size)
+		v->size = end;
+	v->gen++;
+	clock_gettime(CLOCK_REALTIME, &v->mtime);
+	pthread_mutex_unlock(&c->lock);
+}
+
+ssize_t cache_write(struct cache_handle *h, const void *buf, size_t size,
+		    off_t off)
+{
+	struct cache *c = h->c;
+	struct cver *v = h->v;
+	ssize_t r;
+
+	if (!h->writer)
+		return -EBADF;
+	if (h->flags & O_APPEND) {
+		/* The end of file and the write must be one step. */
+		pthread_rwlock_wrlock(&v->rw);
+		off = v->size;
+	} else {
+		pthread_rwlock_rdlock(&v->rw);
+	}
+	r = pwrite(v->fd, buf, size, off);
+	if (r < 0)
+		r = -errno; /* ENOSPC reaches the writer; nothing queued moves
+			     */
+	else if (r > 0)
+		note_write(c, v, off + r, false);
+	pthread_rwlock_unlock(&v->rw);
+	return r;
+}
+
+int cache_fgetattr(struct cache_handle *h, struct cache_attr *out)
+{
+	struct cache *c = h->c;
+
+	pthread_mutex_lock(&c->lock);
+	node_fill_attr(h->n, out);
+	out->size = h->v->size;
+	out->mtime = h->v->mtime;
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
+int cache_ftruncate(struct cache_handle *h, off_t size)
+{
+	struct cver *v = h->v;
+	int rc = 0;
+
+	if (!h->writer)
+		return -EBADF;
+	if (size < 0)
+		return -EINVAL;
+	pthread_rwlock_rdlock(&v->rw);
+	if (ftruncate(v->fd, size) < 0)
+		rc = -errno;
+	else
+		note_write(h->c, v, size, true);
+	pthread_rwlock_unlock(&v->rw);
+	return rc;
+}
+
+int cache_truncate(struct cache *c, const char *path, off_t size)
+{
+	struct cache_handle *h;
+	int rc;
+
+	rc = cache_open_file(c, path, O_WRONLY | (size == 0 ? O_TRUNC : 0), 0,
+			     &h);
+	if (rc < 0)
+		return rc;
+	if (size != 0 || h->v->size != 0)
+		rc = cache_ftruncate(h, size);
+	cache_release(h);
+	return rc;
+}
+
+int64_t ver_snapshot(struct cache *c, struct cver *v)
+{
+	struct cnode *n = v->node;
+	struct cver *s;
+	uint64_t gen;
+	int64_t got = 0, size, seq;
+	int rc;
+
+	for (s = n->vers; s; s = s->nnext)
+		if (s->snap_of == v->vid && s->snap_gen == v->gen &&
+		    s->state != CV_OPEN)
+			return s->close_seq; /* nothing written since */
+	s = ver_new(c, n, CV_OPEN);
+	if (!s)
+		return -errno;
+	s->refs++;
+	s->preparing = true;
+	s->snap_of = v->vid;
+	pthread_mutex_unlock(&c->lock);
+	/* Exclusive: no write lands halfway through the copy. */
+	pthread_rwlock_wrlock(&v->rw);
+	pthread_mutex_lock(&c->lock);
+	gen = v->gen;
+	size = v->size;
+	s->mtime = v->mtime;
+	pthread_mutex_unlock(&c->lock);
+	rc = ver_copy_fd(v->fd, s->fd, size, &got);
+	pthread_rwlock_unlock(&v->rw);
+	if (rc == 0 && fdatasync(s->fd) < 0)
+		rc = -errno;
+	pthread_mutex_lock(&c->lock);
+	s->preparing = false;
+	if (rc < 0 || n->unlinked) {
+		ver_drop(c, s);
+		ver_put(c, s);
+		return rc < 0 ? rc : -ENOENT;
+	}
+	s->size = got;
+	s->snap_gen = gen;
+	ver_mark_closed(c, s);
+	upload_queue(c, n, cache_now_ms());
+	seq = s->close_seq;
+	ver_put(c, s);
+	return seq;
+}
+
+int cache_fsync(struct cache_handle *h)
+{
+	struct cache *c = h->c;
+	struct cnode *n = h->n;
+	struct cver *v = h->v;
+	int64_t target = 0, deadline;
+	int rc = 0;
+
+	pthread_mutex_lock(&c->lock);
+	if (n->unlinked || v->dropped)
+		goto out; /* deleted (or replaced) meanwhile: nothing to keep */
+	if (v->state == CV_OPEN) {
+		if (v->was_clean && v->gen == 0)
+			goto out; /* untouched: Drive has it */
+		target = ver_snapshot(c, v);
+		if (target < 0) {
+			rc = (int)target;
+			goto out;
+		}
+	} else if (v->state == CV_CLOSED || v->state == CV_UPLOADING) {
+		target = v->close_seq;
+	}
+	if (!c->dc)
+		goto out; /* offline: durable locally, that is all we have */
+	deadline = cache_now_ms() + 60000;
+	for (;;) {
+		if (n->unlinked)
+			break;
+		if (upload_synced(n, target))
+			break;
+		if (n->failed) {
+			rc = -EIO;
+			break;
+		}
+		rc = upload_reconcile_now(c, n);
+		if (rc < 0 && rc != -EAGAIN)
+			break;
+		if (upload_synced(n, target) || n->unlinked) {
+			rc = 0;
+			break;
+		}
+		/* Backing off after errors, or waiting for a parent folder
+		 * another thread creates: bounded, the data stays queued. */
+		if (cache_now_ms() > deadline) {
+			rc = -EIO;
+			break;
+		}
+		cache_wait(c, rc == -EAGAIN ? 200 : 50);
+		rc = 0;
+	}
+out:
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+int cache_flush(struct cache_handle *h)
+{
+	return 0;
+}
+
+/* The last writer closed v: it becomes CLOSED and queued, unless it is
+ * byte-for-byte a version Drive has or is getting. c->lock held. */
+static void ver_last_close(struct cache *c, struct cnode *n, struct cver *v)
+{
+	struct cver *y;
+
+	if (v->was_clean && v->gen == 0) {
+		v->state = CV_CLEAN;
+		store_save_version(c, v);
+		return;
+	}
+	for (y = n->vers; y; y = y->nnext) {
+		if (y == v)
+			continue;
+		if ((y->snap_of == v->vid && y->snap_gen == v->gen &&
+		     y->state != CV_OPEN) ||
+		    (v->copy_of == y->vid && v->gen == 0))
+			break;
+	}
+	if (y && y->state == CV_CLEAN) {
+		v->state = CV_CLEAN;
+		v->close_seq = y->close_seq;
+		v->complete = true;
+		ver_drop(c, y);
+		store_save_version(c, v);
+		return;
+	}
+	pthread_mutex_unlock(&c->lock);
+	/* The bytes reach the disk before the row says CLOSED (store.c). */
+	fdatasync(v->fd);
+	pthread_mutex_lock(&c->lock);
+	if (v->writers > 0 || v->state != CV_OPEN || v->dropped)
+		return; /* a writer came back meanwhile */
+	ver_mark_closed(c, v);
+	for (y = n->vers; y; y = y->nnext)
+		if (y != v && y->state == CV_UPLOADING &&
+		    ((y->snap_of == v->vid && y->snap_gen == v->gen) ||
+		     (v->copy_of == y->vid && v->gen == 0)))
+			v->same_as = y->vid;
+	n->mtime = v->mtime;
+	store_save_node(c, n);
+	upload_queue(c, n, cache_now_ms() + c->o.write_back_ms);
+}
+
+int cache_release(struct cache_handle *h)
+{
+	struct cache *c = h->c;
+	struct cnode *n = h->n;
+	struct cver *v = h->v;
+
+	pthread_mutex_lock(&c->lock);
+	v->atime_ms = cache_wall_ms();
+	if (h->writer && --v->writers == 0 && v->state == CV_OPEN &&
+	    !v->dropped && !n->unlinked)
+		ver_last_close(c, n, v);
+	ver_put(c, v);
+	node_put(c, n);
+	pthread_mutex_unlock(&c->lock);
+	free(h);
+	return 0;
+}
+
+int cache_import(struct cache *c, const char *path, int src_fd,
+		 const struct stat *st)
+{
+	struct cnode *d, *n;
+	struct cver *v, *o, *next;
+	const char *name;
+	int64_t got = 0;
+	int rc;
+
+	pthread_mutex_lock(&c->lock);
+	rc = node_lookup_parent(c, path, &d, &name);
+	if (rc < 0)
+		goto out;
+	n = node_child(c, d, name);
+	if (n && n->is_dir) {
+		rc = -EISDIR;
+		goto out;
+	}
+	if (!n) {
+		n = node_new(c, d, name, false, st->st_mode);
+		if (!n) {
+			rc = -ENOMEM;
+			goto out;
+		}
+	}
+	n->mode = st->st_mode & 07777;
+	n->refs++;
+	v = ver_new(c, n, CV_OPEN);
+	if (!v) {
+		rc = -errno;
+		goto out_put;
+	}
+	v->refs++;
+	v->preparing = true;
+	pthread_mutex_unlock(&c->lock);
+	rc = ver_copy_fd(src_fd, v->fd, -1, &got);
+	if (rc == 0 && fdatasync(v->fd) < 0)
+		rc = -errno;
+	pthread_mutex_lock(&c->lock);
+	v->preparing = false;
+	if (rc < 0 || n->unlinked) {
+		ver_drop(c, v);
+		ver_put(c, v);
+		rc = rc < 0 ? rc : -ENOENT;
+		goto out_put;
+	}
+	v->size = got;
+	v->mtime = st->st_mtim;
+	n->mtime = st->st_mtim;
+	clock_gettime(CLOCK_REALTIME, &n->ctime);
+	/* The file is replaced: writers still holding the old content keep
+	 * it detached, like an fd on a file renamed over. */
+	for (o = n->vers; o; o = next) {
+		next = o->nnext;
+		if (o != v && o->state == CV_OPEN)
+			ver_drop(c, o);
+	}
+	n->cur = v;
+	ver_mark_closed(c, v);
+	store_save_node(c, n);
+	upload_queue(c, n, cache_now_ms() + c->o.write_back_ms);
+	ver_put(c, v);
+out_put:
+	node_put(c, n);
+out:
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+int cache_export(struct cache *c, const char *path, int dst_fd)
+{
+	struct cache_handle *h;
+	int rc;
+
+	rc = cache_open_file(c, path, O_RDONLY, 0, &h);
+	if (rc < 0)
+		return rc;
+	if (h->v->fetch) {
+		pthread_mutex_lock(&c->lock);
+		rc = fetch_wait(c, h->v, 0, h->v->size);
+		pthread_mutex_unlock(&c->lock);
+	}
+	if (rc == 0)
+		rc = ver_copy_fd(h->v->fd, dst_fd, h->v->size, NULL);
+	cache_release(h);
+	return rc;
+}

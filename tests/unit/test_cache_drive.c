@@ -1,0 +1,986 @@
+/* test_cache_drive.c — cache/ against the Drive emulator: uploads after
+ * close, fsync, superseding, resumed uploads after a kill, faults without
+ * duplicates, cold reads, the changes feed.
+ *
+ * Needs VECTUR_TEST_ENDPOINT (the emulator's base URL); without it every
+ * test prints "skipped" and passes, so `make unit` works anywhere.
+ * tests/integration/test_cache_emulator.py runs it with the emulator.
+ * VECTUR_TEST_RCLONE_CONFIG may name an rclone config with a remote "emu";
+ * else one is written to a temp dir.
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <openssl/evp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "cache_int.h"
+#include "drive.h"
+#include "t.h"
+
+static const char *endpoint;
+static char conf_path[256];
+static struct drive_client *dc;
+static char top_id[128]; /* this run's folder on the emulator */
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void md5_hex(const void *buf, size_t len, char out[33])
+{
+	unsigned char d[16];
+	unsigned int dl = 0;
+	int i;
+
+	EVP_Digest(buf, len, d, &dl, EVP_md5(), NULL);
+	for (i = 0; i < 16; i++)
+		sprintf(out + 2 * i, "%02x", d[i]);
+}
+
+static void fill(char *buf, size_t len, unsigned seed)
+{
+	size_t i;
+	uint32_t x = seed * 2654435761u + 1;
+
+	for (i = 0; i < len; i++) {
+		x ^= x << 13;
+		x ^= x >> 17;
+		x ^= x << 5;
+		buf[i] = (char)x;
+	}
+}
+
+struct membuf {
+	char *p;
+	size_t n;
+};
+
+static size_t mem_cb(char *d, size_t s, size_t n, void *ud)
+{
+	struct membuf *m = ud;
+	char *np = realloc(m->p, m->n + s * n + 1);
+
+	if (!np)
+		return 0;
+	m->p = np;
+	memcpy(m->p + m->n, d, s * n);
+	m->n += s * n;
+	m->p[m->n] = 0;
+	return s * n;
+}
+
+/* GET/POST on the emulator's /_emu control endpoints. */
+static char *emu(const char *method, const char *path, const char *body)
+{
+	struct membuf m = {0};
+	struct curl_slist *h = NULL;
+	char url[512];
+	CURL *cu = curl_easy_init();
+
+	snprintf(url, sizeof(url), "%s%s", endpoint, path);
+	curl_easy_setopt(cu, CURLOPT_URL, url);
+	curl_easy_setopt(cu, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(cu, CURLOPT_WRITEFUNCTION, mem_cb);
+	curl_easy_setopt(cu, CURLOPT_WRITEDATA, &m);
+	if (body) {
+		h = curl_slist_append(h, "Content-Type: application/json");
+		curl_easy_setopt(cu, CURLOPT_HTTPHEADER, h);
+		curl_easy_setopt(cu, CURLOPT_POSTFIELDS, body);
+	}
+	curl_easy_perform(cu);
+	curl_slist_free_all(h);
+	curl_easy_cleanup(cu);
+	return m.p;
+}
+
+static void set_faults(const char *json)
+{
+	free(emu("POST", "/_emu/faults", json));
+}
+
+static int64_t stat_count(const char *kind)
+{
+	char *s = emu("GET", "/_emu/stats", NULL);
+	struct json_object *o = json_tokener_parse(s ? s : "{}"), *r, *k;
+	int64_t n = 0;
+
+	if (o && json_object_object_get_ex(o, "requests", &r) &&
+	    json_object_object_get_ex(r, kind, &k)) {
+		if (json_object_is_type(k, json_type_object)) {
+			struct json_object *c;
+
+			if (json_object_object_get_ex(k, "count", &c))
+				n = json_object_get_int64(c);
+		} else {
+			n = json_object_get_int64(k);
+		}
+	}
+	json_object_put(o);
+	free(s);
+	return n;
+}
+
+/* Every md5 Drive ever stored for file id, via /_emu/versions. */
+static int drive_versions(const char *id, char md5s[][33], int max)
+{
+	char *s = emu("GET", "/_emu/versions", NULL);
+	struct json_object *o = json_tokener_parse(s ? s : "{}"), *files;
+	int i, j, n = 0;
+
+	if (o && json_object_object_get_ex(o, "files", &files)) {
+		for (i = 0; i < (int)json_object_array_length(files); i++) {
+			struct json_object *f =
+				json_object_array_get_idx(files, i);
+			struct json_object *fid, *vs;
+
+			if (!json_object_object_get_ex(f, "id", &fid) ||
+			    strcmp(json_object_get_string(fid), id) != 0 ||
+			    !json_object_object_get_ex(f, "versions", &vs))
+				continue;
+			for (j = 0;
+			     j < (int)json_object_array_length(vs) && n < max;
+			     j++) {
+				struct json_object *m;
+
+				if (json_object_object_get_ex(
+					    json_object_array_get_idx(vs, j),
+					    "md5", &m))
+					snprintf(md5s[n++], 33, "%s",
+						 json_object_get_string(m));
+			}
+		}
+	}
+	json_object_put(o);
+	free(s);
+	return n;
+}
+
+static int new_client(struct drive_client **out)
+{
+	struct drive_client_opts co = {0};
+	struct drive_config cfg;
+	struct drive_err err;
+	int rc;
+
+	if (drive_config_load(conf_path, "emu", &cfg, &err) < 0) {
+		fprintf(stderr, "config: %s\n", err.message);
+		return -1;
+	}
+	co.endpoint = endpoint;
+	co.pacer_rate = 1000;
+	co.pacer_burst = 1000;
+	co.max_retries = 10;
+	rc = drive_client_new(out, &cfg, &co, &err);
+	if (rc < 0)
+		fprintf(stderr, "client: %s\n", err.message);
+	drive_config_free(&cfg);
+	return rc;
+}
+
+/* A forked child must not share the parent's client: its connections
+ * (sockets) would carry both processes' requests. */
+static void child_client(void)
+{
+	if (new_client(&dc) < 0)
+		_exit(5);
+}
+
+static int setup(void)
+{
+	struct drive_file root, f;
+	struct drive_err err;
+	char name[64];
+	const char *given = getenv("VECTUR_TEST_RCLONE_CONFIG");
+	FILE *fp;
+
+	if (given) {
+		snprintf(conf_path, sizeof(conf_path), "%s", given);
+	} else {
+		char d[] = "/tmp/vectur-conf-XXXXXX";
+
+		if (!mkdtemp(d))
+			return -1;
+		snprintf(conf_path, sizeof(conf_path), "%s/rclone.conf", d);
+		fp = fopen(conf_path, "w");
+		if (!fp)
+			return -1;
+		fprintf(fp,
+			"[emu]\ntype = drive\nscope = drive\n"
+			"token = {\"access_token\":\"x\",\"token_type\":"
+			"\"Bearer\",\"refresh_token\":\"test-refresh-token\","
+			"\"expiry\":\"2000-01-01T00:00:00Z\"}\n");
+		fclose(fp);
+	}
+	if (new_client(&dc) < 0)
+		return -1;
+	if (drive_root(dc, &root, &err) < 0) {
+		fprintf(stderr, "root: %s\n", err.message);
+		return -1;
+	}
+	snprintf(name, sizeof(name), "cache-test-%d-%ld", (int)getpid(),
+		 (long)time(NULL));
+	if (drive_mkdir(dc, root.id, name, &f, &err) < 0) {
+		fprintf(stderr, "mkdir: %s\n", err.message);
+		return -1;
+	}
+	snprintf(top_id, sizeof(top_id), "%s", f.id);
+	return 0;
+}
+
+/* A fresh Drive folder and cache dir for one test. */
+struct env {
+	char root_id[128];
+	char dir[64];
+	struct cache *c;
+};
+
+static int env_open(struct env *e, int write_back_ms, bool fresh)
+{
+	struct cache_opts o = {0};
+	struct drive_file f;
+	struct drive_err err;
+	char name[64], ebuf[256];
+	static int k;
+	int rc;
+
+	if (fresh) {
+		snprintf(name, sizeof(name), "t%d", ++k);
+		if (drive_mkdir(dc, top_id, name, &f, &err) < 0)
+			return -1;
+		snprintf(e->root_id, sizeof(e->root_id), "%s", f.id);
+		snprintf(e->dir, sizeof(e->dir), "/tmp/vectur-cd-XXXXXX");
+		if (!mkdtemp(e->dir))
+			return -1;
+	}
+	o.dir = e->dir;
+	o.write_back_ms = write_back_ms;
+	o.transfers = 4;
+	o.chunk_size = 1 << 20;
+	o.poll_interval_s = 0;
+	o.read_timeout_s = 30;
+	o.use_trash = false;
+	rc = cache_open(&e->c, &o, dc, e->root_id, ebuf, sizeof(ebuf));
+	if (rc < 0)
+		fprintf(stderr, "cache_open: %s\n", ebuf);
+	return rc;
+}
+
+static void env_close(struct env *e, bool rm)
+{
+	char cmd[128];
+
+	if (e->c)
+		cache_close(e->c, 30);
+	e->c = NULL;
+	if (rm) {
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", e->dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "rm failed\n");
+	}
+}
+
+static int put(struct cache *c, const char *path, const void *data, size_t len)
+{
+	struct cache_handle *h;
+	size_t off = 0;
+	ssize_t w;
+	int rc;
+
+	rc = cache_open_file(c, path, O_WRONLY | O_CREAT | O_TRUNC, 0644, &h);
+	if (rc < 0)
+		return rc;
+	while (off < len) {
+		size_t n = len - off > (1 << 20) ? (1 << 20) : len - off;
+
+		w = cache_write(h, (const char *)data + off, n, off);
+		if (w <= 0) {
+			rc = w < 0 ? (int)w : -EIO;
+			break;
+		}
+		off += w;
+	}
+	cache_release(h);
+	return rc;
+}
+
+/* The md5 Drive has for path under root, or "" if missing. */
+static void remote_md5(const char *root, const char *path, char out[33])
+{
+	struct drive_file f;
+	struct drive_err err;
+
+	out[0] = 0;
+	if (drive_resolve_path(dc, root, path, &f, &err) == 0)
+		snprintf(out, 33, "%s", f.md5);
+}
+
+struct count_ud {
+	const char *name;
+	int n;
+};
+
+static int count_cb(const struct drive_file *x, void *ud)
+{
+	struct count_ud *u = ud;
+
+	if (!u->name || strcmp(x->name, u->name) == 0)
+		u->n++;
+	return 0;
+}
+
+/* How many live entries named `name` (NULL = any) `parent` holds. */
+static int count_named(const char *parent, const char *name)
+{
+	struct count_ud u = {name, 0};
+	struct drive_err err;
+
+	if (drive_list(dc, parent, NULL, count_cb, &u, NULL, &err) < 0)
+		return -1;
+	return u.n;
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+static void test_upload_after_close_lands_with_right_md5(void)
+{
+	struct env e = {0};
+	size_t len = 3 << 20;
+	char *buf = malloc(len), want[33], got[33];
+
+	CHECK_INT(env_open(&e, 200, true), 0);
+	fill(buf, len, 1);
+	md5_hex(buf, len, want);
+	CHECK_INT(cache_mkdir(e.c, "runs", 0755), 0);
+	CHECK_INT(cache_mkdir(e.c, "runs/a", 0755), 0);
+	CHECK_INT(put(e.c, "runs/a/ckpt.bin", buf, len), 0);
+	CHECK_INT(put(e.c, "runs/a/small.txt", "hi\n", 3), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	remote_md5(e.root_id, "runs/a/ckpt.bin", got);
+	CHECK_STR(got, want);
+	md5_hex("hi\n", 3, want);
+	remote_md5(e.root_id, "runs/a/small.txt", got);
+	CHECK_STR(got, want);
+	env_close(&e, true);
+	free(buf);
+}
+
+static void test_fsync_means_on_drive(void)
+{
+	struct env e = {0};
+	struct cache_handle *h;
+	char want[33], got[33];
+
+	/* A write_back far away: only fsync can have sent it. */
+	CHECK_INT(env_open(&e, 600000, true), 0);
+	CHECK_INT(cache_mkdir(e.c, "runs", 0755), 0);
+	CHECK_INT(cache_open_file(e.c, "runs/log.txt", O_WRONLY | O_CREAT, 0644,
+				  &h),
+		  0);
+	CHECK_INT(cache_write(h, "step 1\n", 7, 0), 7);
+	CHECK_INT(cache_fsync(h), 0);
+	md5_hex("step 1\n", 7, want);
+	remote_md5(e.root_id, "runs/log.txt", got);
+	CHECK_STR(got, want);
+	CHECK_INT(cache_write(h, "step 2\n", 7, 7), 7);
+	CHECK_INT(cache_fsync(h), 0);
+	md5_hex("step 1\nstep 2\n", 14, want);
+	remote_md5(e.root_id, "runs/log.txt", got);
+	CHECK_STR(got, want);
+	cache_release(h);
+	/* Closed unchanged after the fsync: nothing more to send. */
+	{
+		char *s = cache_status_json(e.c);
+
+		CHECK(strstr(s, "\"queue_files\":0") != NULL);
+		free(s);
+	}
+	env_close(&e, true);
+}
+
+static void test_rewrite_while_uploading_ends_with_latest(void)
+{
+	struct env e = {0};
+	size_t len = 12 << 20;
+	char *v1 = malloc(len), *v2 = malloc(len), m1[33], m2[33], got[33];
+	char md5s[16][33];
+	struct drive_file f;
+	struct drive_err err;
+	double t0;
+	int i, n, up = 0;
+
+	fill(v1, len, 11);
+	fill(v2, len, 22);
+	md5_hex(v1, len, m1);
+	md5_hex(v2, len, m2);
+	CHECK_INT(env_open(&e, 0, true), 0);
+	set_faults("{\"bandwidth\": 8000000}");
+	CHECK_INT(put(e.c, "big.bin", v1, len), 0);
+	for (t0 = now_s(); now_s() - t0 < 10 && !up;) {
+		pthread_mutex_lock(&e.c->lock);
+		up = e.c->uploading;
+		pthread_mutex_unlock(&e.c->lock);
+		usleep(20000);
+	}
+	CHECK(up > 0);
+	/* v1 is on its way: this writes a new version, never into v1. */
+	CHECK_INT(put(e.c, "big.bin", v2, len), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	set_faults("{}");
+	remote_md5(e.root_id, "big.bin", got);
+	CHECK_STR(got, m2);
+	CHECK_INT(drive_resolve_path(dc, e.root_id, "big.bin", &f, &err), 0);
+	n = drive_versions(f.id, md5s, 16);
+	CHECK(n >= 1);
+	for (i = 0; i < n; i++)
+		CHECK(strcmp(md5s[i], m1) == 0 || strcmp(md5s[i], m2) == 0);
+	env_close(&e, true);
+	free(v1);
+	free(v2);
+}
+
+/* The mount dies mid-upload (a child process SIGKILLed): the next
+ * cache_open resumes the same resumable session. */
+static void test_killed_upload_resumes_at_next_open(void)
+{
+	struct env e = {0};
+	size_t len = 16 << 20;
+	char *buf = malloc(len), want[33], got[33];
+	int64_t starts_before, starts_after;
+	pid_t pid;
+	int st;
+
+	fill(buf, len, 33);
+	md5_hex(buf, len, want);
+	CHECK_INT(env_open(&e, 0, true), 0);
+	env_close(&e, false); /* only to create the folder and dir */
+	set_faults("{\"bandwidth\": 4000000}");
+	starts_before = stat_count("upload_start");
+	pid = fork();
+	if (pid == 0) {
+		double t0 = now_s();
+		int64_t off = 0;
+
+		child_client();
+		if (env_open(&e, 0, false) < 0)
+			_exit(2);
+		put(e.c, "resume.bin", buf, len);
+		while (now_s() - t0 < 20 && off < (3 << 20)) {
+			struct cver *v;
+
+			pthread_mutex_lock(&e.c->lock);
+			for (v = e.c->vers; v; v = v->gnext)
+				if (v->session_off > off)
+					off = v->session_off;
+			pthread_mutex_unlock(&e.c->lock);
+			usleep(20000);
+		}
+		kill(getpid(), SIGKILL);
+		_exit(3);
+	}
+	waitpid(pid, &st, 0);
+	CHECK(WIFSIGNALED(st));
+	set_faults("{}");
+	CHECK_INT(env_open(&e, 0, false), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	remote_md5(e.root_id, "resume.bin", got);
+	CHECK_STR(got, want);
+	starts_after = stat_count("upload_start");
+	/* One session for the whole file: the second mount resumed it. */
+	CHECK_INT(starts_after - starts_before, 1);
+	CHECK_INT(count_named(e.root_id, "resume.bin"), 1);
+	env_close(&e, true);
+	free(buf);
+}
+
+static void test_faults_200_files_no_duplicates(void)
+{
+	struct env e = {0};
+	char path[64], data[64], want[33], got[33];
+	struct drive_file d;
+	struct drive_err err;
+	int i, bad = 0;
+
+	CHECK_INT(env_open(&e, 0, true), 0);
+	CHECK_INT(cache_mkdir(e.c, "runs", 0755), 0);
+	CHECK_INT(cache_mkdir(e.c, "runs/many", 0755), 0);
+	set_faults("{\"fail_rate\": 0.1, \"reset_rate\": 0.05}");
+	for (i = 0; i < 200; i++) {
+		snprintf(path, sizeof(path), "runs/many/f%03d", i);
+		snprintf(data, sizeof(data), "file %d\n", i);
+		CHECK_INT(put(e.c, path, data, strlen(data)), 0);
+	}
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	set_faults("{}");
+	CHECK_INT(drive_resolve_path(dc, e.root_id, "runs/many", &d, &err), 0);
+	CHECK_INT(count_named(d.id, NULL), 200);
+	CHECK_INT(count_named(e.root_id, "runs"), 1);
+	for (i = 0; i < 200; i++) {
+		snprintf(path, sizeof(path), "f%03d", i);
+		snprintf(data, sizeof(data), "file %d\n", i);
+		md5_hex(data, strlen(data), want);
+		remote_md5(d.id, path, got);
+		if (strcmp(got, want) != 0 || count_named(d.id, path) != 1)
+			bad++;
+	}
+	CHECK_INT(bad, 0);
+	env_close(&e, true);
+}
+
+/* A file made on Drive by someone else, read through a cold cache. */
+static void test_cold_read_of_file_created_on_drive(void)
+{
+	struct env e = {0};
+	size_t len = 200 << 20;
+	char *buf = malloc(len), *back = malloc(len), tmp[] = "/tmp/vc-XXXXXX";
+	char want[33], got[33], cmd[4096];
+	struct drive_upload up;
+	struct drive_file f, sub;
+	struct drive_err err;
+	struct cache_handle *h;
+	struct cache_attr a;
+	double t0, t_cache, t_curl;
+	static char small[128 << 10];
+	int fd;
+	ssize_t r;
+	size_t off;
+
+	fill(buf, len, 44);
+	md5_hex(buf, len, want);
+	CHECK_INT(env_open(&e, 0, true), 0);
+	fd = mkstemp(tmp);
+	CHECK_INT(write(fd, buf, len), (ssize_t)len);
+	CHECK_INT(drive_mkdir(dc, e.root_id, "runs", &sub, &err), 0);
+	memset(&up, 0, sizeof(up));
+	up.parent = sub.id;
+	up.name = "remote.bin";
+	up.fd = fd;
+	up.size = len;
+	CHECK_INT(drive_upload(dc, &up, &f, &err), 0);
+	close(fd);
+	unlink(tmp);
+
+	CHECK_INT(cache_getattr(e.c, "runs/remote.bin", &a), 0);
+	CHECK_INT(a.size, (int64_t)len);
+	CHECK(!a.dirty);
+	/* A reader in the middle first: it waits only for its range. */
+	CHECK_INT(cache_open_file(e.c, "runs/remote.bin", O_RDONLY, 0, &h), 0);
+	r = cache_read(h, back, 4096, 30 << 20);
+	CHECK_INT(r, 4096);
+	CHECK(memcmp(back, buf + (30 << 20), 4096) == 0);
+	cache_release(h);
+
+	/* A second cache dir, for a cold sequential read timed against
+	 * curl from the same emulator. */
+	env_close(&e, true);
+	CHECK_INT(env_open(&e, 0, true), 0);
+	snprintf(e.root_id, sizeof(e.root_id), "%s", sub.id);
+	env_close(&e, true);
+	snprintf(e.dir, sizeof(e.dir), "/tmp/vectur-cd-XXXXXX");
+	CHECK(mkdtemp(e.dir) != NULL);
+	CHECK_INT(env_open(&e, 0, false), 0);
+	t0 = now_s();
+	CHECK_INT(cache_open_file(e.c, "remote.bin", O_RDONLY, 0, &h), 0);
+	/* 128 KiB reads like FUSE's, into one buffer like a consumer that
+	 * hashes or parses as it goes. */
+	for (off = 0; off < len; off += r) {
+		r = cache_read(h, small, sizeof(small), off);
+		if (r <= 0)
+			break;
+	}
+	t_cache = now_s() - t0;
+	CHECK_INT(off, (int64_t)len);
+	for (off = 0; off < len; off += r) {
+		r = cache_read(h, back + off, 1 << 20, off);
+		if (r <= 0)
+			break;
+	}
+	cache_release(h);
+	md5_hex(back, len, got);
+	CHECK_STR(got, want);
+	{
+		char tok[1024] = "";
+		FILE *p;
+
+		/* The emulator's access tokens come from the token endpoint. */
+		snprintf(cmd, sizeof(cmd),
+			 "curl -s -d grant_type=refresh_token -d "
+			 "refresh_token=test-refresh-token %s/token | "
+			 "sed 's/.*\"access_token\": *\"\\([^\"]*\\)\".*/\\1/'",
+			 endpoint);
+		p = popen(cmd, "r");
+		if (p && fgets(tok, sizeof(tok), p))
+			tok[strcspn(tok, "\n")] = 0;
+		if (p)
+			pclose(p);
+		snprintf(cmd, sizeof(cmd),
+			 "curl -s -o /dev/null -H 'Authorization: Bearer %s' "
+			 "'%s/drive/v3/files/%s?alt=media'",
+			 tok, endpoint, f.id);
+		t0 = now_s();
+		if (system(cmd) != 0)
+			fprintf(stderr, "curl failed\n");
+		t_curl = now_s() - t0;
+		printf("cold read of %zu MiB: cache %.2f s, curl %.2f s, "
+		       "ratio %.2f\n",
+		       len >> 20, t_cache, t_curl, t_curl / t_cache);
+	}
+	env_close(&e, true);
+	free(buf);
+	free(back);
+}
+
+static void test_changes_feed_brings_remote_edit(void)
+{
+	struct env e = {0};
+	char tmp[] = "/tmp/vc-XXXXXX", buf[32] = {0}, id[128];
+	struct drive_upload up;
+	struct drive_file f;
+	struct drive_err err;
+	struct cache_handle *h;
+	int fd;
+
+	CHECK_INT(env_open(&e, 0, true), 0);
+	CHECK_INT(put(e.c, "g.json", "{\"v\":1}", 7), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	CHECK_INT(drive_resolve_path(dc, e.root_id, "g.json", &f, &err), 0);
+	/* Another instance replaces the content on Drive. */
+	fd = mkstemp(tmp);
+	CHECK_INT(write(fd, "{\"v\":2}", 7), 7);
+	memset(&up, 0, sizeof(up));
+	snprintf(id, sizeof(id), "%s", f.id); /* out is zeroed first */
+	up.id = id;
+	up.fd = fd;
+	up.size = 7;
+	CHECK_INT(drive_upload(dc, &up, &f, &err), 0);
+	if (err.message[0])
+		fprintf(stderr, "upload: %ld %s %s\n", err.status, err.reason,
+			err.message);
+	close(fd);
+	unlink(tmp);
+	usleep(1100000); /* open revalidates when the feed is > 1 s old */
+	CHECK_INT(cache_open_file(e.c, "g.json", O_RDONLY, 0, &h), 0);
+	CHECK_INT(cache_read(h, buf, sizeof(buf) - 1, 0), 7);
+	CHECK_STR(buf, "{\"v\":2}");
+	cache_release(h);
+	env_close(&e, true);
+}
+
+static char inval_seen[256];
+
+static void note_inval(const char *path, void *ud)
+{
+	if (strlen(inval_seen) + strlen(path) + 2 < sizeof(inval_seen)) {
+		strcat(inval_seen, path);
+		strcat(inval_seen, " ");
+	}
+}
+
+static void test_remote_delete_disappears_and_invalidates(void)
+{
+	struct env e = {0};
+	struct cache_opts o = {0};
+	struct drive_file f;
+	struct drive_err err;
+	struct cache_attr a;
+	char ebuf[256];
+
+	CHECK_INT(env_open(&e, 0, true), 0);
+	CHECK_INT(put(e.c, "gone.txt", "x", 1), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	env_close(&e, false);
+	o.dir = e.dir;
+	o.poll_interval_s = 1;
+	o.invalidate = note_inval;
+	inval_seen[0] = 0;
+	CHECK_INT(cache_open(&e.c, &o, dc, e.root_id, ebuf, sizeof(ebuf)), 0);
+	CHECK_INT(cache_getattr(e.c, "gone.txt", &a), 0);
+	CHECK_INT(drive_resolve_path(dc, e.root_id, "gone.txt", &f, &err), 0);
+	CHECK_INT(drive_delete(dc, f.id, &err), 0);
+	usleep(2500000); /* a poll_interval or two */
+	CHECK_INT(cache_getattr(e.c, "gone.txt", &a), -ENOENT);
+	CHECK(strstr(inval_seen, "gone.txt") != NULL);
+	env_close(&e, true);
+}
+
+/* Another instance renames a file: we follow, and never rename it back. */
+static void test_remote_rename_is_followed(void)
+{
+	struct env e = {0};
+	struct drive_file f, out;
+	struct drive_err err;
+	struct cache_attr a;
+	char id[128];
+	int i;
+
+	CHECK_INT(env_open(&e, 0, true), 0);
+	CHECK_INT(put(e.c, "old.txt", "o", 1), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	CHECK_INT(drive_resolve_path(dc, e.root_id, "old.txt", &f, &err), 0);
+	snprintf(id, sizeof(id), "%s", f.id);
+	CHECK_INT(
+		drive_update_meta(dc, id, "new.txt", NULL, NULL, 0, &out, &err),
+		0);
+	usleep(1100000);
+	CHECK_INT(feed_revalidate(e.c), 0);
+	CHECK_INT(cache_getattr(e.c, "new.txt", &a), 0);
+	CHECK_INT(cache_getattr(e.c, "old.txt", &a), -ENOENT);
+	for (i = 0; i < 10; i++) {
+		CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+		usleep(50000);
+	}
+	CHECK_INT(count_named(e.root_id, "new.txt"), 1);
+	CHECK_INT(count_named(e.root_id, "old.txt"), 0);
+	env_close(&e, true);
+}
+
+static void test_rename_and_unlink_reach_drive(void)
+{
+	struct env e = {0};
+	char got[33], want[33];
+
+	CHECK_INT(env_open(&e, 0, true), 0);
+	CHECK_INT(put(e.c, "a.txt", "A", 1), 0);
+	CHECK_INT(put(e.c, "b.txt", "B", 1), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	CHECK_INT(cache_mkdir(e.c, "sub", 0755), 0);
+	CHECK_INT(cache_rename(e.c, "a.txt", "sub/b.txt", 0), 0);
+	CHECK_INT(cache_unlink(e.c, "b.txt"), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	md5_hex("A", 1, want);
+	remote_md5(e.root_id, "sub/b.txt", got);
+	CHECK_STR(got, want);
+	CHECK_INT(count_named(e.root_id, "a.txt"), 0);
+	CHECK_INT(count_named(e.root_id, "b.txt"), 0);
+	/* tmp + rename over an existing file, as json.dump + os.replace. */
+	CHECK_INT(put(e.c, "sub/b.txt.tmp", "C", 1), 0);
+	CHECK_INT(cache_rename(e.c, "sub/b.txt.tmp", "sub/b.txt", 0), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	md5_hex("C", 1, want);
+	remote_md5(e.root_id, "sub/b.txt", got);
+	CHECK_STR(got, want);
+	{
+		struct drive_file d;
+		struct drive_err err;
+
+		CHECK_INT(drive_resolve_path(dc, e.root_id, "sub", &d, &err),
+			  0);
+		CHECK_INT(count_named(d.id, NULL), 1);
+	}
+	env_close(&e, true);
+}
+
+static void test_negative_lookups_do_not_ask_drive(void)
+{
+	struct env e = {0};
+	struct cache_attr a;
+	int64_t before;
+	int i;
+
+	CHECK_INT(env_open(&e, 0, true), 0);
+	CHECK_INT(cache_getattr(e.c, "missing", &a), -ENOENT);
+	before = stat_count("list");
+	for (i = 0; i < 50; i++)
+		CHECK_INT(cache_getattr(e.c, "missing", &a), -ENOENT);
+	CHECK_INT(stat_count("list") - before, 0);
+	env_close(&e, true);
+}
+
+/* Clean content is evicted above max_size and fetched again on demand. */
+static void test_evicted_file_is_fetched_again(void)
+{
+	struct env e = {0};
+	size_t len = 1 << 20;
+	char *buf = malloc(len), *back = malloc(len);
+	struct cache_handle *h;
+	struct cnode *n;
+	int i;
+
+	fill(buf, len, 55);
+	CHECK_INT(env_open(&e, 0, true), 0);
+	e.c->o.max_size = len; /* room for one clean file */
+	CHECK_INT(put(e.c, "a.bin", buf, len), 0);
+	CHECK_INT(put(e.c, "b.bin", buf, len), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	pthread_mutex_lock(&e.c->lock);
+	evict_run(e.c);
+	i = 0;
+	for (n = e.c->root->kids; n; n = n->sib_next)
+		i += n->cur != NULL;
+	pthread_mutex_unlock(&e.c->lock);
+	CHECK_INT(i, 1);
+	for (i = 0; i < 2; i++) {
+		CHECK_INT(cache_open_file(e.c, i ? "b.bin" : "a.bin", O_RDONLY,
+					  0, &h),
+			  0);
+		CHECK_INT(cache_read(h, back, len, 0), (ssize_t)len);
+		CHECK(memcmp(back, buf, len) == 0);
+		cache_release(h);
+	}
+	env_close(&e, true);
+	free(buf);
+	free(back);
+}
+
+/* kill -9 at random moments, mid-write and mid-upload, several times:
+ * Drive must end with the last closed version and must never have stored
+ * a version that was not complete at a close. */
+#define TORTURE_N 400
+
+static size_t torture_len(int i)
+{
+	return (256 << 10) + (size_t)i * 4099;
+}
+
+static void torture_child(struct env *e, int first, int fd)
+{
+	size_t max = torture_len(TORTURE_N);
+	char *buf = malloc(max);
+	struct cache_handle *h;
+	int i;
+
+	child_client();
+	if (!buf || env_open(e, 0, false) < 0)
+		_exit(2);
+	for (i = first; i < TORTURE_N; i++) {
+		size_t len = torture_len(i), off;
+
+		fill(buf, len, 1000 + i);
+		if (cache_open_file(e->c, "ckpt.pt",
+				    O_WRONLY | O_CREAT | O_TRUNC, 0644, &h) < 0)
+			_exit(3);
+		for (off = 0; off < len; off += 65536)
+			cache_write(h, buf + off,
+				    len - off < 65536 ? len - off : 65536, off);
+		cache_release(h);
+		if (write(fd, &i, sizeof(i)) != sizeof(i))
+			_exit(4);
+		usleep(20000);
+	}
+	_exit(0);
+}
+
+static void test_kill9_torture_no_torn_version(void)
+{
+	static char md5s[TORTURE_N][33], stored[256][33];
+	struct env e = {0};
+	char *buf = malloc(torture_len(TORTURE_N)), got[33];
+	struct drive_file f;
+	struct drive_err err;
+	int round, i, j, n, last = -1, next = 0, p[2], st;
+	bool known;
+	pid_t pid;
+
+	for (i = 0; i < TORTURE_N; i++) {
+		fill(buf, torture_len(i), 1000 + i);
+		md5_hex(buf, torture_len(i), md5s[i]);
+	}
+	CHECK_INT(env_open(&e, 0, true), 0);
+	env_close(&e, false);
+	set_faults("{\"bandwidth\": 3000000}");
+	srand(getpid());
+	for (round = 0; round < 4; round++) {
+		if (pipe(p) < 0)
+			break;
+		pid = fork();
+		if (pid == 0) {
+			close(p[0]);
+			torture_child(&e, next, p[1]);
+		}
+		close(p[1]);
+		usleep(300000 + rand() % 700000);
+		kill(pid, SIGKILL);
+		waitpid(pid, &st, 0);
+		while (read(p[0], &i, sizeof(i)) == sizeof(i))
+			last = i;
+		close(p[0]);
+		if (getenv("VECTUR_TEST_VERBOSE"))
+			fprintf(stderr, "round %d: last %d\n", round, last);
+		next = last + 2; /* last+1 may have closed unreported */
+	}
+	set_faults("{}");
+	CHECK(last >= 0);
+	CHECK_INT(env_open(&e, 0, false), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	remote_md5(e.root_id, "ckpt.pt", got);
+	for (i = 0; i < TORTURE_N; i++)
+		if (strcmp(got, md5s[i]) == 0)
+			fprintf(stderr,
+				"torture: last reported %d, Drive has %d\n",
+				last, i);
+	CHECK(strcmp(got, md5s[last]) == 0 ||
+	      (last + 1 < TORTURE_N && strcmp(got, md5s[last + 1]) == 0));
+	CHECK_INT(drive_resolve_path(dc, e.root_id, "ckpt.pt", &f, &err), 0);
+	n = drive_versions(f.id, stored, 256);
+	CHECK(n >= 1);
+	for (j = 0; j < n; j++) {
+		known = false;
+		for (i = 0; i < TORTURE_N && !known; i++)
+			known = strcmp(stored[j], md5s[i]) == 0;
+		if (getenv("VECTUR_TEST_VERBOSE"))
+			fprintf(stderr, "stored %d: %d\n", j,
+				known ? i - 1 : -1);
+		CHECK(known);
+	}
+	CHECK_INT(count_named(e.root_id, "ckpt.pt"), 1);
+	env_close(&e, true);
+	free(buf);
+}
+
+/* VECTUR_TEST_ONLY=substring runs the matching tests only. */
+#define TRY(fn)                                                                \
+	do {                                                                   \
+		if (!only || strstr(#fn, only))                                \
+			RUN(fn);                                               \
+	} while (0)
+
+int main(void)
+{
+	const char *only = getenv("VECTUR_TEST_ONLY");
+
+	endpoint = getenv("VECTUR_TEST_ENDPOINT");
+	if (!endpoint || !*endpoint) {
+		printf("skipped (VECTUR_TEST_ENDPOINT not set)\n");
+		return t_done();
+	}
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	if (setup() < 0) {
+		fprintf(stderr, "setup against %s failed\n", endpoint);
+		return 1;
+	}
+	TRY(test_upload_after_close_lands_with_right_md5);
+	TRY(test_fsync_means_on_drive);
+	TRY(test_rename_and_unlink_reach_drive);
+	TRY(test_remote_rename_is_followed);
+	TRY(test_negative_lookups_do_not_ask_drive);
+	TRY(test_remote_delete_disappears_and_invalidates);
+	TRY(test_evicted_file_is_fetched_again);
+	TRY(test_changes_feed_brings_remote_edit);
+	TRY(test_rewrite_while_uploading_ends_with_latest);
+	TRY(test_killed_upload_resumes_at_next_open);
+	TRY(test_kill9_torture_no_torn_version);
+	TRY(test_faults_200_files_no_duplicates);
+	TRY(test_cold_read_of_file_created_on_drive);
+	drive_client_free(dc);
+	if (!getenv("VECTUR_TEST_RCLONE_CONFIG")) {
+		unlink(conf_path);
+		*strrchr(conf_path, '/') = 0;
+		rmdir(conf_path);
+	}
+	return t_done();
+}
