@@ -109,6 +109,11 @@ fmt-check:
 bench: deps all
 	bash bench/run.sh
 
+# Long torture runs, reported in the README (not part of make test).
+soak: deps all
+	@set -e; for s in tests/soak/*.py; do [ -f "$$s" ] || continue; \
+	  echo "== $$s"; VECTUR_BIN=$(CURDIR)/$(BIN) $(PYTHON) $$s; done
+
 demo: deps all
 	@if [ -x demo/run.sh ]; then bash demo/run.sh; else \
 	  echo "make demo: not yet — the mount and scheduler it demonstrates are still being built (see README)."; fi

@@ -1,0 +1,1461 @@
+/* ops.c — the FUSE operations of vectur-mount: routing each path to the
+ * local directory under the mount point, to the persisted tree (cache/),
+ * or to the virtual .vectur/ control directory.
+ *
+ * Local paths are served with *at() calls on v->dirfd, the directory
+ * opened before mounting (DESIGN.md §3): after the mount it can no longer
+ * be reached by name, only through that fd. Open local files keep their
+ * own fd in the file handle so reads and writes are one pread/pwrite.
+ *
+ * Persisted paths go to cache_*(). Merged directories (the root, and any
+ * directory that is a strict prefix of a persist pattern) are the union of
+ * both; a persisted name wins and the local entry it hides is reported,
+ * never touched. Renames across the boundary copy content through
+ * cache_import/cache_export under v->rename_lock, so `os.replace(tmp,
+ * "experiments/work_graph.json")` works without EXDEV.
+ *
+ * `.vectur/local/` (a read-only view of the directory underneath, for
+ * local files hidden by persisted ones) is served here too.
+ *
+ * Every operation returns 0 or -errno. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "vfs.h"
+
+/* Persisted inode numbers are small SQLite row ids; this bit keeps them
+ * apart from the local filesystem's numbers (use_ino). */
+#define VFS_CACHE_INO_BIT (1ULL << 62)
+
+/* Cap on entries the mount-time shadow scan looks at. */
+#define VFS_SCAN_MAX 10000
+
+enum route { R_LOCAL, R_MERGED, R_PERSIST, R_CTL };
+
+enum fh_kind { FH_LOCAL, FH_CACHE, FH_CTL, FH_DIR };
+
+/* An open file or directory. With nullpath_ok (needed so that unlinked
+ * open files keep working under hard_remove) libfuse passes no path to
+ * operations on an open handle, so the handle keeps what they need. */
+struct fh {
+	enum fh_kind kind;
+	int fd;			 /* FH_LOCAL */
+	struct cache_handle *ch; /* FH_CACHE */
+	void *ctl;		 /* FH_CTL */
+	char *rel;		 /* FH_CTL, FH_DIR: path relative to root */
+	bool ro;		 /* a hidden local file under .vectur/local */
+	bool writable;		 /* FH_CACHE opened for writing */
+	atomic_bool flushed;	 /* FH_CACHE: counted in v->closing */
+};
+
+/* ".vectur/local[/X]" → "X" ("" for the directory itself), else NULL:
+ * the read-only view of the directory under the mount point, through
+ * which local files hidden by persisted ones can still be read. */
+static const char *ctl_local_sub(const char *rel)
+{
+	static const char pfx[] = VFS_CTL_DIR "/local";
+	size_t n = sizeof(pfx) - 1;
+
+	if (strncmp(rel, pfx, n) != 0)
+		return NULL;
+	if (rel[n] == '\0')
+		return "";
+	return rel[n] == '/' ? rel + n + 1 : NULL;
+}
+
+static struct vfs *vfs_get(void)
+{
+	return fuse_get_context()->private_data;
+}
+
+static struct fh *fh_of(const struct fuse_file_info *fi)
+{
+	return fi ? (struct fh *)(uintptr_t)fi->fh : NULL;
+}
+
+/* "/a/b" → "a/b"; "/" → "". */
+static const char *rel_of(const char *path)
+{
+	while (path && *path == '/')
+		path++;
+	return path ? path : "";
+}
+
+/* The name to give *at() calls: the root is ".". */
+static const char *at_name(const char *rel)
+{
+	return *rel ? rel : ".";
+}
+
+static enum route route_of(struct vfs *v, const char *rel)
+{
+	if (ctl_is_ctl_path(rel))
+		return R_CTL;
+	switch (persist_classify(v->ps, rel)) {
+	case PERSIST_PERSISTED:
+		return R_PERSIST;
+	case PERSIST_MERGED:
+		return R_MERGED;
+	default:
+		return R_LOCAL;
+	}
+}
+
+/* Copies the parent of rel into buf ("" for top-level names). */
+static void parent_of(const char *rel, char *buf, size_t len)
+{
+	const char *slash = strrchr(rel, '/');
+	size_t n = slash ? (size_t)(slash - rel) : 0;
+
+	if (n >= len)
+		n = len - 1;
+	memcpy(buf, rel, n);
+	buf[n] = '\0';
+}
+
+static int join(char *buf, size_t len, const char *dir, const char *name)
+{
+	int n = *dir ? snprintf(buf, len, "%s/%s", dir, name)
+		     : snprintf(buf, len, "%s", name);
+
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+static void attr_to_stat(struct vfs *v, const struct cache_attr *a,
+			 struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = a->ino | VFS_CACHE_INO_BIT;
+	st->st_mode = a->mode;
+	if (!(st->st_mode & S_IFMT))
+		st->st_mode |= a->is_dir ? S_IFDIR : S_IFREG;
+	st->st_nlink = a->is_dir ? 2 : 1;
+	st->st_uid = v->uid;
+	st->st_gid = v->gid;
+	st->st_size = a->size;
+	st->st_blksize = 4096;
+	st->st_blocks = (a->size + 511) / 512;
+	st->st_mtim = a->mtime;
+	st->st_atim = a->mtime;
+	st->st_ctim = a->ctime.tv_sec ? a->ctime : a->mtime;
+}
+
+void vfs_report_shadow(struct vfs *v, const char *path, const char *why)
+{
+	char **nl;
+
+	pthread_mutex_lock(&v->shadow_lock);
+	for (int i = 0; i < v->nshadowed; i++) {
+		if (strcmp(v->shadowed[i], path) == 0) {
+			pthread_mutex_unlock(&v->shadow_lock);
+			return;
+		}
+	}
+	nl = realloc(v->shadowed, (v->nshadowed + 1) * sizeof(char *));
+	if (nl) {
+		v->shadowed = nl;
+		nl[v->nshadowed] = strdup(path);
+		if (nl[v->nshadowed])
+			v->nshadowed++;
+	}
+	pthread_mutex_unlock(&v->shadow_lock);
+	vfs_log(LOG_WARNING,
+		"local '%s' is hidden by %s; it stays untouched under the "
+		"mount point and readable as " VFS_CTL_DIR "/local/%s",
+		path, why, path);
+}
+
+/* A persisted path whose parent is merged may hide a local entry of the
+ * same name: say so once. Deeper paths are covered by their ancestor. */
+static void check_shadow(struct vfs *v, const char *rel)
+{
+	char parent[PATH_MAX];
+	struct stat st;
+
+	parent_of(rel, parent, sizeof(parent));
+	if (route_of(v, parent) != R_MERGED)
+		return;
+	if (fstatat(v->dirfd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		vfs_report_shadow(v, rel,
+				  "the persist set (it lives on Drive)");
+}
+
+static void scan_dir(struct vfs *v, const char *rel, int *budget)
+{
+	int fd = openat(v->dirfd, at_name(rel),
+			O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d;
+	struct dirent *de;
+
+	if (fd < 0)
+		return;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return;
+	}
+	while ((de = readdir(d)) && (*budget)-- > 0) {
+		char child[PATH_MAX];
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (join(child, sizeof(child), rel, de->d_name) < 0)
+			continue;
+		switch (route_of(v, child)) {
+		case R_CTL:
+			vfs_report_shadow(v, child, "the control directory");
+			break;
+		case R_PERSIST:
+			vfs_report_shadow(
+				v, child,
+				"the persist set (it lives on Drive)");
+			break;
+		case R_MERGED:
+			if (de->d_type == DT_DIR)
+				scan_dir(v, child, budget);
+			break;
+		case R_LOCAL:
+			break;
+		}
+	}
+	closedir(d);
+}
+
+void vfs_scan_shadows(struct vfs *v)
+{
+	int budget = VFS_SCAN_MAX;
+
+	scan_dir(v, "", &budget);
+}
+
+/* Makes sure the local parent directory of `rel` exists before a local
+ * create: a merged directory may so far exist only on Drive (created by
+ * another instance), and the user sees it, so creating a local file in it
+ * must work. */
+static int local_parent_ready(struct vfs *v, const char *rel)
+{
+	char parent[PATH_MAX];
+	struct stat st;
+	struct cache_attr a;
+	int rc;
+
+	parent_of(rel, parent, sizeof(parent));
+	if (!*parent)
+		return 0;
+	if (fstatat(v->dirfd, parent, &st, 0) == 0)
+		return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+	if (errno != ENOENT)
+		return -errno;
+	if (route_of(v, parent) != R_MERGED)
+		return -ENOENT;
+	rc = cache_getattr(v->cache, parent, &a);
+	if (rc < 0)
+		return rc;
+	if (!a.is_dir)
+		return -ENOTDIR;
+	rc = local_parent_ready(v, parent);
+	if (rc < 0)
+		return rc;
+	if (mkdirat(v->dirfd, parent, a.mode & 07777) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* Makes sure the persisted tree has the merged ancestors of `rel` before a
+ * persisted create. cache_mkdir (and Drive) need the parent to exist; a
+ * merged directory the user sees (e.g. a local "experiments/") may not be
+ * in the cache yet. Persisted ancestors are not created: like any mkdir,
+ * creating "runs/a/b" needs "runs/a" to exist (-ENOENT otherwise). */
+static int cache_parents_ready(struct vfs *v, const char *rel)
+{
+	char parent[PATH_MAX], anc[PATH_MAX];
+	const char *p;
+	int rc;
+
+	parent_of(rel, parent, sizeof(parent));
+	for (p = parent; *p; p++) {
+		struct cache_attr a;
+		struct stat st;
+		size_t n;
+
+		/* Ancestors, shallowest first: "a", "a/b", ... */
+		p = strchrnul(p, '/');
+		n = p - parent;
+		memcpy(anc, parent, n);
+		anc[n] = '\0';
+		if (route_of(v, anc) != R_MERGED)
+			break;
+		rc = cache_getattr(v->cache, anc, &a);
+		if (rc == 0) {
+			if (!a.is_dir)
+				return -ENOTDIR;
+		} else if (rc == -ENOENT) {
+			if (fstatat(v->dirfd, anc, &st, 0) < 0)
+				return -ENOENT;
+			if (!S_ISDIR(st.st_mode))
+				return -ENOTDIR;
+			rc = cache_mkdir(v->cache, anc, st.st_mode & 07777);
+			if (rc < 0 && rc != -EEXIST)
+				return rc;
+		} else {
+			return rc;
+		}
+		if (!*p)
+			break;
+	}
+	return 0;
+}
+
+/* ---- attributes ------------------------------------------------------- */
+
+static int vfs_getattr(const char *path, struct stat *st,
+		       struct fuse_file_info *fi)
+{
+	struct vfs *v = vfs_get();
+	struct fh *fh = fh_of(fi);
+	const char *rel = rel_of(path), *sub;
+	struct cache_attr a;
+	int rc;
+
+	if (fh && fh->kind == FH_LOCAL)
+		return fstat(fh->fd, st) < 0 ? -errno : 0;
+	if (fh && fh->kind == FH_CACHE) {
+		rc = cache_fgetattr(fh->ch, &a);
+		if (rc == 0)
+			attr_to_stat(v, &a, st);
+		return rc;
+	}
+	if (fh && fh->rel && !path)
+		rel = fh->rel;
+	else if (!path)
+		return -ENOENT;
+	switch (route_of(v, rel)) {
+	case R_CTL:
+		if ((sub = ctl_local_sub(rel)))
+			return fstatat(v->dirfd, at_name(sub), st,
+				       AT_SYMLINK_NOFOLLOW) < 0
+				       ? -errno
+				       : 0;
+		return ctl_getattr(v, rel, st);
+	case R_LOCAL:
+		return fstatat(v->dirfd, at_name(rel), st,
+			       AT_SYMLINK_NOFOLLOW) < 0
+			       ? -errno
+			       : 0;
+	case R_MERGED:
+		if (fstatat(v->dirfd, at_name(rel), st, AT_SYMLINK_NOFOLLOW) ==
+		    0)
+			return 0;
+		if (errno != ENOENT)
+			return -errno;
+		/* A merged directory so far only on Drive. */
+		rc = cache_getattr(v->cache, rel, &a);
+		if (rc < 0)
+			return rc;
+		if (!a.is_dir)
+			return -ENOENT;
+		attr_to_stat(v, &a, st);
+		return 0;
+	case R_PERSIST:
+		rc = cache_getattr(v->cache, rel, &a);
+		if (rc < 0)
+			return rc;
+		attr_to_stat(v, &a, st);
+		check_shadow(v, rel);
+		return 0;
+	}
+	return -EIO;
+}
+
+static int vfs_access(const char *path, int mask)
+{
+	struct vfs *v = vfs_get();
+	const char *rel = rel_of(path);
+	struct cache_attr a;
+	int rc;
+
+	switch (route_of(v, rel)) {
+	case R_CTL:
+		if (mask & W_OK)
+			return -EACCES;
+		if (ctl_local_sub(rel))
+			return faccessat(v->dirfd, at_name(ctl_local_sub(rel)),
+					 mask, 0) < 0
+				       ? -errno
+				       : 0;
+		return 0;
+	case R_LOCAL:
+		return faccessat(v->dirfd, at_name(rel), mask, 0) < 0 ? -errno
+								      : 0;
+	case R_MERGED:
+		if (faccessat(v->dirfd, at_name(rel), mask, 0) == 0)
+			return 0;
+		if (errno != ENOENT)
+			return -errno;
+		/* only on Drive */
+		/* fallthrough */
+	case R_PERSIST:
+		rc = cache_getattr(v->cache, rel, &a);
+		if (rc < 0)
+			return rc;
+		if ((mask & X_OK) && !a.is_dir && !(a.mode & 0111))
+			return -EACCES;
+		return 0;
+	}
+	return -EIO;
+}
+
+static int vfs_readlink(const char *path, char *buf, size_t size)
+{
+	struct vfs *v = vfs_get();
+	const char *rel = rel_of(path);
+	ssize_t n;
+
+	if (ctl_local_sub(rel))
+		rel = ctl_local_sub(rel);
+	else if (route_of(v, rel) == R_PERSIST || route_of(v, rel) == R_CTL)
+		return -EINVAL; /* nothing persisted is a symlink */
+	n = readlinkat(v->dirfd, at_name(rel), buf, size - 1);
+	if (n < 0)
+		return -errno;
+	buf[n] = '\0';
+	return 0;
+}
+
+static int vfs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+	struct vfs *v = vfs_get();
+	struct fh *fh = fh_of(fi);
+	const char *rel = rel_of(path);
+
+	if (fh && fh->ro)
+		return -EROFS;
+	if (fh && fh->kind == FH_LOCAL)
+		return fchmod(fh->fd, mode) < 0 ? -errno : 0;
+	if (!path)
+		return -ENOENT;
+	switch (route_of(v, rel)) {
+	case R_CTL:
+		return -EACCES;
+	case R_PERSIST:
+		return cache_chmod(v->cache, rel, mode);
+	case R_MERGED:
+		if (fchmodat(v->dirfd, at_name(rel), mode, 0) == 0)
+			return 0;
+		if (errno != ENOENT)
+			return -errno;
+		return cache_chmod(v->cache, rel, mode); /* only on Drive */
+	default:
+		return fchmodat(v->dirfd, at_name(rel), mode, 0) < 0 ? -errno
+								     : 0;
+	}
+}
+
+static int vfs_chown(const char *path, uid_t uid, gid_t gid,
+		     struct fuse_file_info *fi)
+{
+	struct vfs *v = vfs_get();
+	struct fh *fh = fh_of(fi);
+	const char *rel = rel_of(path);
+	enum route r;
+
+	if (fh && fh->ro)
+		return -EROFS;
+	if (fh && fh->kind == FH_LOCAL)
+		return fchown(fh->fd, uid, gid) < 0 ? -errno : 0;
+	r = path ? route_of(v, rel) : R_PERSIST;
+	if (r == R_LOCAL || r == R_MERGED) {
+		if (fchownat(v->dirfd, at_name(rel), uid, gid,
+			     AT_SYMLINK_NOFOLLOW) == 0)
+			return 0;
+		if (r == R_LOCAL || errno != ENOENT)
+			return -errno;
+		/* a merged directory only on Drive: as persisted */
+	}
+	if (r == R_CTL)
+		return -EACCES;
+	/* Drive has one owner: the mount's. Accept no-op chowns (cp -p). */
+	if ((uid == (uid_t)-1 || uid == v->uid) &&
+	    (gid == (gid_t)-1 || gid == v->gid))
+		return 0;
+	return -EPERM;
+}
+
+static int vfs_utimens(const char *path, const struct timespec tv[2],
+		       struct fuse_file_info *fi)
+{
+	struct vfs *v = vfs_get();
+	struct fh *fh = fh_of(fi);
+	const char *rel = rel_of(path);
+	struct timespec t[2];
+	struct cache_attr a;
+	int rc;
+
+	if (fh && fh->ro)
+		return -EROFS;
+	if (fh && fh->kind == FH_LOCAL)
+		return futimens(fh->fd, tv) < 0 ? -errno : 0;
+	if (!path)
+		return -ENOENT;
+	switch (route_of(v, rel)) {
+	case R_CTL:
+		return -EACCES;
+	case R_PERSIST:
+		break;
+	case R_MERGED:
+		if (utimensat(v->dirfd, at_name(rel), tv,
+			      AT_SYMLINK_NOFOLLOW) == 0)
+			return 0;
+		if (errno != ENOENT)
+			return -errno;
+		break; /* only on Drive */
+	default:
+		return utimensat(v->dirfd, at_name(rel), tv,
+				 AT_SYMLINK_NOFOLLOW) < 0
+			       ? -errno
+			       : 0;
+	}
+	/* cache/ stores plain times: resolve UTIME_NOW and UTIME_OMIT. */
+	rc = cache_getattr(v->cache, rel, &a);
+	if (rc < 0)
+		return rc;
+	for (int i = 0; i < 2; i++) {
+		t[i] = tv ? tv[i] : (struct timespec){0, UTIME_NOW};
+		if (t[i].tv_nsec == UTIME_NOW)
+			clock_gettime(CLOCK_REALTIME, &t[i]);
+		else if (t[i].tv_nsec == UTIME_OMIT)
+			t[i] = a.mtime;
+	}
+	return cache_utimens(v->cache, rel, t);
+}
+
+static int vfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+{
+	struct vfs *v = vfs_get();
+	struct fh *fh = fh_of(fi);
+	const char *rel = rel_of(path);
+	int fd, rc = 0;
+
+	if (fh && fh->ro)
+		return -EROFS;
+	if (fh && fh->kind == FH_LOCAL)
+		return ftruncate(fh->fd, size) < 0 ? -errno : 0;
+	if (fh && fh->kind == FH_CACHE)
+		return cache_ftruncate(fh->ch, size);
+	if (!path)
+		return -ENOENT;
+	switch (route_of(v, rel)) {
+	case R_CTL:
+		return -EACCES;
+	case R_PERSIST:
+		return cache_truncate(v->cache, rel, size);
+	default:
+		fd = openat(v->dirfd, at_name(rel),
+			    O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0)
+			return -errno;
+		if (ftruncate(fd, size) < 0)
+			rc = -errno;
+		close(fd);
+		return rc;
+	}
+}
+
+/* ---- directories -------------------------------------------------------- */
+
+struct name_set {
+	char **names;
+	int n, cap;
+};
+
+static int name_set_add(struct name_set *s, const char *name)
+{
+	if (s->n == s->cap) {
+		int cap = s->cap ? s->cap * 2 : 16;
+		char **nn = realloc(s->names, cap * sizeof(char *));
+
+		if (!nn)
+			return -ENOMEM;
+		s->names = nn;
+		s->cap = cap;
+	}
+	s->names[s->n] = strdup(name);
+	if (!s->names[s->n])
+		return -ENOMEM;
+	s->n++;
+	return 0;
+}
+
+static bool name_set_has(const struct name_set *s, const char *name)
+{
+	for (int i = 0; i < s->n; i++)
+		if (strcmp(s->names[i], name) == 0)
+			return true;
+	return false;
+}
+
+static void name_set_free(struct name_set *s)
+{
+	for (int i = 0; i < s->n; i++)
+		free(s->names[i]);
+	free(s->names);
+}
+
+struct fill_ctx {
+	struct vfs *v;
+	const char *dir;
+	void *buf;
+	fuse_fill_dir_t filler;
+	bool merged;	       /* filter to names that belong to Drive */
+	struct name_set *seen; /* names emitted (merged only) */
+};
+
+static int fill_cached(const char *name, const struct cache_attr *a, void *ud)
+{
+	struct fill_ctx *fc = ud;
+	struct stat st;
+
+	if (fc->merged) {
+		char child[PATH_MAX];
+		enum route r;
+
+		if (join(child, sizeof(child), fc->dir, name) < 0)
+			return 0;
+		/* Drive entries outside the persist set are not reachable:
+		 * leave them out rather than list what getattr denies. */
+		r = route_of(fc->v, child);
+		if (r == R_CTL || r == R_LOCAL)
+			return 0;
+		if (r == R_MERGED && !a->is_dir)
+			return 0;
+		/* A merged directory present on both sides is listed from
+		 * the local side, as getattr reports it. */
+		if (r == R_MERGED &&
+		    fstatat(fc->v->dirfd, child, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			return 0;
+		if (name_set_add(fc->seen, name) < 0)
+			return -ENOMEM;
+	}
+	attr_to_stat(fc->v, a, &st);
+	if (fc->filler(fc->buf, name, &st, 0, 0))
+		return 1;
+	return 0;
+}
+
+static int list_local(struct vfs *v, const char *rel, void *buf,
+		      fuse_fill_dir_t filler, const struct name_set *skip)
+{
+	int fd = openat(v->dirfd, at_name(rel),
+			O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct dirent *de;
+	DIR *d;
+
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	while ((de = readdir(d))) {
+		struct stat st = {0};
+
+		if (skip) {
+			char child[PATH_MAX];
+
+			if (!strcmp(de->d_name, ".") ||
+			    !strcmp(de->d_name, ".."))
+				continue;
+			if (join(child, sizeof(child), rel, de->d_name) < 0)
+				continue;
+			switch (route_of(v, child)) {
+			case R_CTL:
+				vfs_report_shadow(v, child,
+						  "the control directory");
+				continue;
+			case R_PERSIST:
+				vfs_report_shadow(
+					v, child,
+					"the persist set (it lives on Drive)");
+				continue;
+			default:
+				break;
+			}
+			if (name_set_has(skip, de->d_name))
+				continue;
+		}
+		st.st_ino = de->d_ino;
+		st.st_mode = DTTOIF(de->d_type);
+		if (filler(buf, de->d_name, &st, 0, 0))
+			break;
+	}
+	closedir(d);
+	return 0;
+}
+
+static int vfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
+		       off_t off, struct fuse_file_info *fi,
+		       enum fuse_readdir_flags flags)
+{
+	struct vfs *v = vfs_get();
+	struct fh *fh = fh_of(fi);
+	const char *rel = fh && fh->rel ? fh->rel : rel_of(path);
+	struct name_set seen = {0};
+	struct fill_ctx fc = {v, rel, buf, filler, false, &seen};
+	int rc, lrc;
+
+	switch (route_of(v, rel)) {
+	case R_CTL:
+		if (ctl_local_sub(rel))
+			return list_local(v, ctl_local_sub(rel), buf, filler,
+					  NULL);
+		return ctl_readdir(v, rel, buf, filler);
+	case R_LOCAL:
+		return list_local(v, rel, buf, filler, NULL);
+	case R_PERSIST:
+		filler(buf, ".", NULL, 0, 0);
+		filler(buf, "..", NULL, 0, 0);
+		rc = cache_readdir(v->cache, rel, fill_cached, &fc);
+		return rc > 0 ? 0 : rc;
+	case R_MERGED:
+		break;
+	}
+
+	filler(buf, ".", NULL, 0, 0);
+	filler(buf, "..", NULL, 0, 0);
+	if (!*rel) {
+		struct stat st = {.st_mode = S_IFDIR | 0555,
+				  .st_ino = VFS_CTL_INO};
+
+		filler(buf, VFS_CTL_DIR, &st, 0, 0);
+		name_set_add(&seen, VFS_CTL_DIR);
+	}
+	fc.merged = true;
+	rc = cache_readdir(v->cache, rel, fill_cached, &fc);
+	if (rc < 0 && rc != -ENOENT && rc != -ENOTDIR)
+		/* Drive unreachable: the local side is still worth showing
+		 * (the user's code must stay usable). */
+		vfs_log(LOG_WARNING, "listing '%s' on Drive failed: %s",
+			*rel ? rel : "/", strerror(-rc));
+	lrc = list_local(v, rel, buf, filler, &seen);
+	if (lrc < 0 && !(lrc == -ENOENT && rc >= 0))
+		rc = lrc;
+	else
+		rc = 0;
+	name_set_free(&seen);
+	return rc;
+}
+
+static int vfs_opendir(const char *path, struct fuse_file_info *fi)
+{
+	struct fh *fh = calloc(1, sizeof(*fh));
+
+	if (!fh)
+		return -ENOMEM;
+	fh->kind = FH_DIR;
+	fh->fd = -1;
+	fh->rel = strdup(rel_of(path));
+	if (!fh->rel) {
+		free(fh);
+		return -ENOMEM;
+	}
+	fi->fh = (uintptr_t)fh;
+	return 0;
+}
+
+static int vfs_releasedir(const char *path, struct fuse_file_info *fi)
+{
+	struct fh *fh = fh_of(fi);
+
+	if (fh) {
+		free(fh->rel);
+		free(fh);
+	}
+	return 0;
+}
+
+static int vfs_mkdir(const char *path, mode_t mode)
+{
+	struct vfs *v = vfs_get();
+	const char *rel = rel_of(path);
+	int rc;
+
+	switch (route_of(v, rel)) {
+	case R_CTL:
+		return -EACCES;
+	case R_PERSIST:
+		rc = cache_parents_ready(v, rel);
+		return rc < 0 ? rc : cache_mkdir(v->cache, rel, mode);
+	default:
+		/* A merged directory is made locally only; its Drive side
+		 * appears when something persisted is first put in it
+		 * (cache_parents_ready), so code dirs don't fill Drive with
+		 * empty folders. */
+		rc = local_parent_ready(v, rel);
+		if (rc < 0)
+			return rc;
+		return mkdirat(v->dirfd, rel, mode) < 0 ? -errno : 0;
+	}
+}
+
+static int vfs_rmdir(const char *path)
+{
+	struct vfs *v = vfs_get();
+	const char *rel = rel_of(path);
+	struct cache_attr a;
+	int rc;
+
+	switch (route_of(v, rel)) {
+	case R_CTL:
+		return -EACCES;
+	case R_PERSIST:
+		return cache_rmdir(v->cache, rel);
+	case R_LOCAL:
+		return unlinkat(v->dirfd, rel, AT_REMOVEDIR) < 0 ? -errno : 0;
+	case R_MERGED:
+		break;
+	}
+	if (!*rel)
+		return -EBUSY;
+	/* Both sides must be empty; the Drive side goes first because its
+	 * emptiness is what the user cannot see locally. */
+	rc = cache_getattr(v->cache, rel, &a);
+	if (rc == 0) {
+		rc = cache_rmdir(v->cache, rel);
+		if (rc < 0)
+			return rc;
+		if (unlinkat(v->dirfd, rel, AT_REMOVEDIR) < 0 &&
+		    errno != ENOENT)
+			return -errno;
+		return 0;
+	}
+	return unlinkat(v->dirfd, rel, AT_REMOVEDIR) < 0 ? -errno : 0;
+}
+
+/* ---- names ----------------------------------------------------------------
+ */
+
+static int vfs_unlink(const char *path)
+{
+	struct vfs *v = vfs_get();
+	const char *rel = rel_of(path);
+
+	switch (route_of(v, rel)) {
+	case R_CTL:
+		return -EACCES;
+	case R_PERSIST:
+		return cache_unlink(v->cache, rel);
+	default:
+		return unlinkat(v->dirfd, rel, 0) < 0 ? -errno : 0;
+	}
+}
+
+static int vfs_symlink(const char *target, const char *path)
+{
+	struct vfs *v = vfs_get();
+	const char *rel = rel_of(path);
+	int rc;
+
+	switch (route_of(v, rel)) {
+	case R_CTL:
+		return -EACCES;
+	case R_PERSIST:
+		return -EPERM; /* Drive has no symlinks */
+	default:
+		rc = local_parent_ready(v, rel);
+		if (rc < 0)
+			return rc;
+		return symlinkat(target, v->dirfd, rel) < 0 ? -errno : 0;
+	}
+}
+
+static int vfs_mknod(const char *path, mode_t mode, dev_t rdev)
+{
+	struct vfs *v = vfs_get();
+	const char *rel = rel_of(path);
+	int rc;
+
+	switch (route_of(v, rel)) {
+	case R_CTL:
+		return -EACCES;
+	case R_PERSIST:
+		return -EPERM; /* no fifos, sockets or devices on Drive */
+	default:
+		rc = local_parent_ready(v, rel);
+		if (rc < 0)
+			return rc;
+		return mknodat(v->dirfd, rel, mode, rdev) < 0 ? -errno : 0;
+	}
+}
+
+static int vfs_link(const char *from, const char *to)
+{
+	struct vfs *v = vfs_get();
+	const char *rf = rel_of(from), *rt = rel_of(to);
+	enum route a = route_of(v, rf), b = route_of(v, rt);
+
+	if (a == R_CTL || b == R_CTL)
+		return -EACCES;
+	if (a == R_PERSIST || b == R_PERSIST)
+		return -EPERM; /* Drive has no hard links */
+	return linkat(v->dirfd, rf, v->dirfd, rt, 0) < 0 ? -errno : 0;
+}
+
+/* rename(local → persisted): the content becomes a new version of the
+ * persisted file, then the local file goes. */
+static int rename_import(struct vfs *v, const char *from, const char *to,
+			 unsigned int flags)
+{
+	struct cache_attr a;
+	struct stat st;
+	int fd = -1, rc;
+
+	if (flags & RENAME_EXCHANGE)
+		return -EINVAL;
+	pthread_mutex_lock(&v->rename_lock);
+	if (fstatat(v->dirfd, from, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		/* mv copes with EXDEV by copying file by file, each of
+		 * which lands on the right side. */
+		rc = -EXDEV;
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		rc = -EPERM;
+		goto out;
+	}
+	rc = cache_getattr(v->cache, to, &a);
+	if (rc == 0 && (flags & RENAME_NOREPLACE)) {
+		rc = -EEXIST;
+		goto out;
+	}
+	if (rc == 0 && a.is_dir) {
+		rc = -EISDIR;
+		goto out;
+	}
+	if (rc < 0 && rc != -ENOENT)
+		goto out;
+	rc = cache_parents_ready(v, to);
+	if (rc < 0)
+		goto out;
+	fd = openat(v->dirfd, from, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		rc = -errno;
+		goto out;
+	}
+	rc = cache_import(v->cache, to, fd, &st);
+	if (rc < 0)
+		goto out;
+	if (unlinkat(v->dirfd, from, 0) < 0)
+		vfs_log(LOG_WARNING,
+			"rename: '%s' is now on Drive as '%s' but the local "
+			"file could not be removed: %s",
+			from, to, strerror(errno));
+	rc = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	pthread_mutex_unlock(&v->rename_lock);
+	return rc;
+}
+
+/* rename(persisted → local): the content goes to a temp file next to the
+ * target, renamed into place, then the persisted file goes. */
+static int rename_export(struct vfs *v, const char *from, const char *to,
+			 unsigned int flags)
+{
+	char dir[PATH_MAX], tmp[PATH_MAX + 256];
+	const char *base;
+	struct cache_attr a;
+	struct stat st;
+	uint32_t rnd = 0;
+	int fd = -1, rc;
+
+	if (flags & RENAME_EXCHANGE)
+		return -EINVAL;
+	pthread_mutex_lock(&v->rename_lock);
+	rc = cache_getattr(v->cache, from, &a);
+	if (rc < 0)
+		goto out;
+	if (a.is_dir) {
+		rc = -EXDEV;
+		goto out;
+	}
+	if (fstatat(v->dirfd, to, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		if (flags & RENAME_NOREPLACE) {
+			rc = -EEXIST;
+			goto out;
+		}
+		if (S_ISDIR(st.st_mode)) {
+			rc = -EISDIR;
+			goto out;
+		}
+	}
+	rc = local_parent_ready(v, to);
+	if (rc < 0)
+		goto out;
+	parent_of(to, dir, sizeof(dir));
+	base = strrchr(to, '/');
+	base = base ? base + 1 : to;
+	if (getrandom(&rnd, sizeof(rnd), 0) < 0)
+		rnd = (uint32_t)getpid() ^ (uint32_t)time(NULL);
+	if (snprintf(tmp, sizeof(tmp), "%s%s.%.200s.vectur-%08x", dir,
+		     *dir ? "/" : "", base, rnd) >= (int)sizeof(tmp)) {
+		rc = -ENAMETOOLONG;
+		goto out;
+	}
+	fd = openat(v->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+		    a.mode & 07777);
+	if (fd < 0) {
+		rc = -errno;
+		goto out;
+	}
+	rc = cache_export(v->cache, from, fd);
+	if (rc == 0) {
+		struct timespec t[2] = {a.mtime, a.mtime};
+
+		futimens(fd, t);
+		if (renameat(v->dirfd, tmp, v->dirfd, to) < 0)
+			rc = -errno;
+	}
+	if (rc < 0) {
+		unlinkat(v->dirfd, tmp, 0);
+		goto out;
+	}
+	rc = cache_unlink(v->cache, from);
+	if (rc < 0)
+		vfs_log(LOG_WARNING,
+			"rename: '%s' was copied to local '%s' but could not "
+			"be removed from Drive: %s",
+			from, to, strerror(-rc));
+out:
+	if (fd >= 0)
+		close(fd);
+	pthread_mutex_unlock(&v->rename_lock);
+	return rc;
+}
+
+static int vfs_rename(const char *from, const char *to, unsigned int flags)
+{
+	struct vfs *v = vfs_get();
+	const char *rf = rel_of(from), *rt = rel_of(to);
+	enum route a = route_of(v, rf), b = route_of(v, rt);
+	bool pa = a == R_PERSIST, pb = b == R_PERSIST;
+	struct cache_attr ca;
+	int rc;
+
+	if (a == R_CTL || b == R_CTL)
+		return -EACCES;
+	if (pa && pb) {
+		rc = cache_parents_ready(v, rt);
+		return rc < 0 ? rc : cache_rename(v->cache, rf, rt, flags);
+	}
+	if (!pa && pb)
+		return rename_import(v, rf, rt, flags);
+	if (pa && !pb)
+		return rename_export(v, rf, rt, flags);
+	/* Local to local. A merged directory with a Drive side cannot be
+	 * moved as one piece. */
+	if (a == R_MERGED && cache_getattr(v->cache, rf, &ca) == 0 &&
+	    ca.is_dir && *rf)
+		return -EXDEV;
+	rc = local_parent_ready(v, rt);
+	if (rc < 0)
+		return rc;
+	if (flags)
+		return renameat2(v->dirfd, rf, v->dirfd, rt, flags) < 0 ? -errno
+									: 0;
+	return renameat(v->dirfd, rf, v->dirfd, rt) < 0 ? -errno : 0;
+}
+
+/* ---- files ----------------------------------------------------------------
+ */
+
+static int fh_new(struct fuse_file_info *fi, enum fh_kind kind, int fd,
+		  struct cache_handle *ch, void *ctl, const char *rel)
+{
+	struct fh *fh = calloc(1, sizeof(*fh));
+
+	if (!fh)
+		return -ENOMEM;
+	if (rel) {
+		fh->rel = strdup(rel);
+		if (!fh->rel) {
+			free(fh);
+			return -ENOMEM;
+		}
+	}
+	fh->kind = kind;
+	fh->fd = fd;
+	fh->ch = ch;
+	fh->ctl = ctl;
+	fi->fh = (uintptr_t)fh;
+	return 0;
+}
+
+static int open_common(const char *path, mode_t mode, struct fuse_file_info *fi,
+		       bool create)
+{
+	struct vfs *v = vfs_get();
+	const char *rel = rel_of(path);
+	struct cache_handle *ch = NULL;
+	void *ctl = NULL;
+	int fd, rc, flags = fi->flags;
+
+	switch (route_of(v, rel)) {
+	case R_CTL:
+		if (create)
+			return -EACCES;
+		if (ctl_local_sub(rel)) {
+			if ((flags & O_ACCMODE) != O_RDONLY ||
+			    (flags & O_TRUNC))
+				return -EROFS;
+			fd = openat(v->dirfd, at_name(ctl_local_sub(rel)),
+				    O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+			if (fd < 0)
+				return -errno;
+			rc = fh_new(fi, FH_LOCAL, fd, NULL, NULL, NULL);
+			if (rc < 0) {
+				close(fd);
+				return rc;
+			}
+			fh_of(fi)->ro = true;
+			return 0;
+		}
+		rc = ctl_open(v, rel, fi, &ctl);
+		if (rc < 0)
+			return rc;
+		rc = fh_new(fi, FH_CTL, -1, NULL, ctl, rel);
+		if (rc < 0)
+			ctl_release(v, ctl);
+		return rc;
+	case R_PERSIST:
+		if (create) {
+			rc = cache_parents_ready(v, rel);
+			if (rc < 0)
+				return rc;
+			flags |= O_CREAT;
+		}
+		rc = cache_open_file(v->cache, rel, flags, mode, &ch);
+		if (rc < 0)
+			return rc;
+		rc = fh_new(fi, FH_CACHE, -1, ch, NULL, NULL);
+		if (rc < 0) {
+			cache_release(ch);
+			return rc;
+		}
+		fh_of(fi)->writable = (flags & O_ACCMODE) != O_RDONLY;
+		return 0;
+	default:
+		if (create) {
+			rc = local_parent_ready(v, rel);
+			if (rc < 0)
+				return rc;
+			flags |= O_CREAT;
+		}
+		fd = openat(v->dirfd, at_name(rel),
+			    (flags & ~O_NOFOLLOW) | O_CLOEXEC, mode);
+		if (fd < 0)
+			return -errno;
+		rc = fh_new(fi, FH_LOCAL, fd, NULL, NULL, NULL);
+		if (rc < 0)
+			close(fd);
+		return rc;
+	}
+}
+
+static int vfs_open(const char *path, struct fuse_file_info *fi)
+{
+	return open_common(path, 0, fi, false);
+}
+
+static int vfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+	return open_common(path, mode, fi, true);
+}
+
+static int vfs_read(const char *path, char *buf, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct fh *fh = fh_of(fi);
+	ssize_t n;
+
+	switch (fh->kind) {
+	case FH_LOCAL:
+		n = pread(fh->fd, buf, size, off);
+		return n < 0 ? -errno : (int)n;
+	case FH_CACHE:
+		return (int)cache_read(fh->ch, buf, size, off);
+	case FH_CTL:
+		return ctl_read(vfs_get(), fh->ctl, buf, size, off);
+	case FH_DIR:
+		return -EISDIR;
+	}
+	return -EIO;
+}
+
+static int vfs_write(const char *path, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct fh *fh = fh_of(fi);
+	ssize_t n;
+
+	switch (fh->kind) {
+	case FH_LOCAL:
+		n = pwrite(fh->fd, buf, size, off);
+		return n < 0 ? -errno : (int)n;
+	case FH_CACHE:
+		return (int)cache_write(fh->ch, buf, size, off);
+	case FH_CTL:
+	case FH_DIR:
+		return -EBADF;
+	}
+	return -EIO;
+}
+
+static int vfs_flush(const char *path, struct fuse_file_info *fi)
+{
+	struct fh *fh = fh_of(fi);
+	int fd;
+
+	switch (fh->kind) {
+	case FH_LOCAL:
+		/* close(2) of a dup drops POSIX locks held through this
+		 * file, as a close of the application's fd would. */
+		fd = dup(fh->fd);
+		if (fd < 0)
+			return -errno;
+		return close(fd) < 0 ? -errno : 0;
+	case FH_CACHE:
+		/* Two close(2)s of dup'd fds may race: count it once. */
+		if (fh->writable && !atomic_exchange(&fh->flushed, true))
+			atomic_fetch_add(&vfs_get()->closing, 1);
+		return cache_flush(fh->ch);
+	case FH_CTL:
+	case FH_DIR:
+		return 0;
+	}
+	return 0;
+}
+
+static int vfs_release(const char *path, struct fuse_file_info *fi)
+{
+	struct vfs *v = vfs_get();
+	struct fh *fh = fh_of(fi);
+	int rc = 0;
+
+	switch (fh->kind) {
+	case FH_LOCAL:
+		close(fh->fd);
+		break;
+	case FH_CACHE:
+		rc = cache_release(fh->ch);
+		if (atomic_load(&fh->flushed))
+			atomic_fetch_sub(&v->closing, 1);
+		if (rc < 0)
+			vfs_log(LOG_ERR, "closing a persisted file failed: %s",
+				strerror(-rc));
+		break;
+	case FH_CTL:
+		ctl_release(v, fh->ctl);
+		break;
+	case FH_DIR:
+		break;
+	}
+	free(fh->rel);
+	free(fh);
+	return rc;
+}
+
+static int vfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
+{
+	struct fh *fh = fh_of(fi);
+	int rc;
+
+	switch (fh->kind) {
+	case FH_LOCAL:
+		rc = datasync ? fdatasync(fh->fd) : fsync(fh->fd);
+		return rc < 0 ? -errno : 0;
+	case FH_CACHE:
+		return cache_fsync(fh->ch);
+	case FH_CTL:
+	case FH_DIR:
+		return 0;
+	}
+	return 0;
+}
+
+static int vfs_fallocate(const char *path, int mode, off_t off, off_t len,
+			 struct fuse_file_info *fi)
+{
+	struct fh *fh = fh_of(fi);
+
+	if (fh->kind != FH_LOCAL)
+		return -EOPNOTSUPP;
+	return fallocate(fh->fd, mode, off, len) < 0 ? -errno : 0;
+}
+
+static int vfs_statfs(const char *path, struct statvfs *st)
+{
+	struct vfs *v = vfs_get();
+
+	/* Where persisted data lands before Drive: the cache dir's disk. */
+	return statvfs(v->cache_dir, st) < 0 ? -errno : 0;
+}
+
+/* ---- extended attributes: local only (Drive has none to map to) ------- */
+
+static int xattr_path(struct vfs *v, const char *path, char *buf, size_t len)
+{
+	const char *rel = rel_of(path);
+
+	if (route_of(v, rel) != R_LOCAL && route_of(v, rel) != R_MERGED)
+		return -ENOTSUP;
+	/* No getxattrat() before Linux 6.13: go through the dirfd's
+	 * /proc/self/fd link, which resolves to the hidden directory. */
+	snprintf(buf, len, "/proc/self/fd/%d/%s", v->dirfd, rel);
+	return 0;
+}
+
+static int vfs_getxattr(const char *path, const char *name, char *value,
+			size_t size)
+{
+	char p[PATH_MAX + 64];
+	ssize_t n;
+	int rc = xattr_path(vfs_get(), path, p, sizeof(p));
+
+	if (rc < 0)
+		return rc;
+	n = lgetxattr(p, name, value, size);
+	return n < 0 ? -errno : (int)n;
+}
+
+static int vfs_listxattr(const char *path, char *list, size_t size)
+{
+	char p[PATH_MAX + 64];
+	ssize_t n;
+	int rc = xattr_path(vfs_get(), path, p, sizeof(p));
+
+	if (rc < 0)
+		return rc;
+	n = llistxattr(p, list, size);
+	return n < 0 ? -errno : (int)n;
+}
+
+static int vfs_setxattr(const char *path, const char *name, const char *value,
+			size_t size, int flags)
+{
+	char p[PATH_MAX + 64];
+	int rc = xattr_path(vfs_get(), path, p, sizeof(p));
+
+	if (rc < 0)
+		return rc;
+	return lsetxattr(p, name, value, size, flags) < 0 ? -errno : 0;
+}
+
+static int vfs_removexattr(const char *path, const char *name)
+{
+	char p[PATH_MAX + 64];
+	int rc = xattr_path(vfs_get(), path, p, sizeof(p));
+
+	if (rc < 0)
+		return rc;
+	return lremovexattr(p, name) < 0 ? -errno : 0;
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+static void *vfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+	struct vfs *v = vfs_get();
+
+	/* Persisted files can change on Drive: short kernel caches, and
+	 * auto_cache keeps page-cache content across opens only while the
+	 * mtime and size are unchanged. No negative caching: another
+	 * instance may create a lock any moment. */
+	cfg->use_ino = 1;
+	cfg->entry_timeout = 1.0;
+	cfg->attr_timeout = 1.0;
+	cfg->negative_timeout = 0;
+	cfg->kernel_cache = 0;
+	cfg->auto_cache = 1;
+	/* Unlinking an open file must not leave .fuse_hidden* files, which
+	 * would be uploaded; our handles stay valid without a path. */
+	cfg->hard_remove = 1;
+	cfg->nullpath_ok = 1;
+	/* Writes must reach us at write(2) time so close() sees the whole
+	 * version: no kernel write-back cache. */
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	return v;
+}
+
+static void vfs_destroy(void *private_data)
+{
+	struct vfs *v = private_data;
+
+	/* The mount is gone: drain the upload queue (bounded), then stop. A
+	 * `--sync` whose reader went away may still be inside cache_sync():
+	 * it finishes as the queue drains; if it does not, the cache is left
+	 * open (its queue is durable: the next mount resumes it) rather than
+	 * freed under that thread. */
+	if (!v->cache)
+		return;
+	if (!ctl_syncs_wait(v, (int)(v->o->drain_timeout + 0.5))) {
+		vfs_log(LOG_WARNING, "a sync is still running; leaving the "
+				     "queue for the next mount");
+		v->cache_abandoned = true;
+		return;
+	}
+	cache_close(v->cache, (int)(v->o->drain_timeout + 0.5));
+	v->cache = NULL;
+}
+
+const struct fuse_operations vfs_ops = {
+	.getattr = vfs_getattr,
+	.readlink = vfs_readlink,
+	.mknod = vfs_mknod,
+	.mkdir = vfs_mkdir,
+	.unlink = vfs_unlink,
+	.rmdir = vfs_rmdir,
+	.symlink = vfs_symlink,
+	.rename = vfs_rename,
+	.link = vfs_link,
+	.chmod = vfs_chmod,
+	.chown = vfs_chown,
+	.truncate = vfs_truncate,
+	.open = vfs_open,
+	.read = vfs_read,
+	.write = vfs_write,
+	.statfs = vfs_statfs,
+	.flush = vfs_flush,
+	.release = vfs_release,
+	.fsync = vfs_fsync,
+	.setxattr = vfs_setxattr,
+	.getxattr = vfs_getxattr,
+	.listxattr = vfs_listxattr,
+	.removexattr = vfs_removexattr,
+	.opendir = vfs_opendir,
+	.readdir = vfs_readdir,
+	.releasedir = vfs_releasedir,
+	.init = vfs_init,
+	.destroy = vfs_destroy,
+	.access = vfs_access,
+	.create = vfs_create,
+	.utimens = vfs_utimens,
+	.fallocate = vfs_fallocate,
+};

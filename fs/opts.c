@@ -1,0 +1,459 @@
+/* opts.c — parses vectur-mount's command line from one table (vopt_table)
+ * that also prints --help, the way sshfs builds its fuse_opt table with
+ * offsetof. Options libfuse knows (ro, nosuid, fsname, ...) are handed on;
+ * the ones only mount(8)/fstab care about (_netdev, noauto, user, ...) are
+ * accepted and dropped so that a `fuse.vectur-mount` fstab line works. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "opts.h"
+
+#define O(field) offsetof(struct mount_opts, field)
+
+const struct vopt vopt_table[] = {
+	{"cache_dir", VOPT_STR, O(cache_dir), NULL,
+	 "where cached content and the queue live (default "
+	 "$XDG_CACHE_HOME/vectur/<remote>-<hash>, mode 0700)",
+	 false},
+	{"cache_max_size", VOPT_SIZE, O(cache_max_size), "10G",
+	 "clean content kept before LRU eviction (K/M/G/T suffixes)", false},
+	{"persist", VOPT_LIST, O(persist), NULL,
+	 "gitignore-like pattern of paths kept on Drive; repeatable; replaces "
+	 "vectur.persist and the default runs/**, "
+	 "experiments/work_graph.json, locks/**; persist=** = everything",
+	 false},
+	{"poll_interval", VOPT_SECS, O(poll_interval), "15",
+	 "seconds between reads of Drive's changes feed (0 = never)", false},
+	{"lock_ttl", VOPT_SECS, O(lock_ttl), "60",
+	 "lease of files under locks/**, refreshed every ttl/3", false},
+	{"write_back", VOPT_SECS, O(write_back), "5",
+	 "seconds after the last close before an upload starts (0.5 ok)",
+	 false},
+	{"transfers", VOPT_INT, O(transfers), "4", "parallel uploads/downloads",
+	 false},
+	{"chunk_size", VOPT_SIZE, O(chunk_size), "8M",
+	 "resumable upload chunk size (multiple of 256K)", false},
+	{"endpoint", VOPT_STR, O(endpoint), NULL,
+	 "base URL replacing https://www.googleapis.com (token URL becomes "
+	 "ENDPOINT/token unless token_url is set)",
+	 false},
+	{"token_url", VOPT_STR, O(token_url), NULL,
+	 "OAuth token URL (default from the config or the endpoint)", false},
+	{"config", VOPT_STR, O(config), NULL,
+	 "rclone config file (same as --config FILE)", false},
+	{"allow_other", VOPT_BOOL, O(allow_other), "0",
+	 "let other users in (implies default_permissions; needs "
+	 "user_allow_other in /etc/fuse.conf for non-root)",
+	 true},
+	{"drain_timeout", VOPT_SECS, O(drain_timeout), "60",
+	 "at unmount, wait this long for queued uploads; the rest stays "
+	 "queued for the next mount",
+	 false},
+	{"read_timeout", VOPT_SECS, O(read_timeout), "30",
+	 "an uncached read that gets nothing from Drive for this long fails "
+	 "with EIO",
+	 false},
+	{"use_trash", VOPT_BOOL, O(use_trash), "1",
+	 "deleting a persisted file moves it to Drive's trash (0 = delete)",
+	 false},
+	{"debug", VOPT_BOOL, O(debug), "0",
+	 "log every FUSE request (implies -f)", true},
+	{NULL, 0, 0, NULL, NULL, false},
+};
+
+/* mount(8) and fstab options that mean nothing to a FUSE daemon. */
+static const char *const fstab_only[] = {
+	"_netdev", "noauto",   "auto",	"user",	 "users",      "nouser",
+	"nofail",  "defaults", "owner", "group", "nobootwait", NULL,
+};
+
+enum {
+	KEY_HELP,
+	KEY_VERSION,
+	KEY_FOREGROUND,
+	KEY_DEBUG,
+	KEY_SINGLE,
+	KEY_CHECK,
+	KEY_SYNC,
+};
+
+static const struct fuse_opt cli_spec[] = {
+	FUSE_OPT_KEY("-h", KEY_HELP),
+	FUSE_OPT_KEY("--help", KEY_HELP),
+	FUSE_OPT_KEY("-V", KEY_VERSION),
+	FUSE_OPT_KEY("--version", KEY_VERSION),
+	FUSE_OPT_KEY("-f", KEY_FOREGROUND),
+	FUSE_OPT_KEY("-d", KEY_DEBUG),
+	FUSE_OPT_KEY("-s", KEY_SINGLE),
+	FUSE_OPT_KEY("--check", KEY_CHECK),
+	FUSE_OPT_KEY("--sync", KEY_SYNC),
+	{"--config=%s", O(config), 0},
+	{"--config %s", O(config), 0},
+	FUSE_OPT_END,
+};
+
+int opts_parse_bool(const char *s, int *out)
+{
+	static const char *const yes[] = {"1", "yes", "true", "on", NULL};
+	static const char *const no[] = {"0", "no", "false", "off", NULL};
+
+	for (int i = 0; yes[i]; i++)
+		if (strcasecmp(s, yes[i]) == 0) {
+			*out = 1;
+			return 0;
+		}
+	for (int i = 0; no[i]; i++)
+		if (strcasecmp(s, no[i]) == 0) {
+			*out = 0;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+int opts_parse_size(const char *s, int64_t *out)
+{
+	char *end;
+	double v;
+	int shift = 0;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (end == s || errno || v < 0 || !isfinite(v))
+		return -EINVAL;
+	switch (*end) {
+	case 'k':
+	case 'K':
+		shift = 10;
+		break;
+	case 'm':
+	case 'M':
+		shift = 20;
+		break;
+	case 'g':
+	case 'G':
+		shift = 30;
+		break;
+	case 't':
+	case 'T':
+		shift = 40;
+		break;
+	case 'b':
+	case 'B':
+	case '\0':
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (shift) {
+		end++;
+		if (*end == 'i')
+			end++;
+	}
+	if (*end == 'B' || *end == 'b')
+		end++;
+	if (*end != '\0')
+		return -EINVAL;
+	v = ldexp(v, shift);
+	if (v > (double)INT64_MAX)
+		return -EINVAL;
+	*out = (int64_t)v;
+	return 0;
+}
+
+int opts_parse_secs(const char *s, double *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (end == s || errno || v < 0 || !isfinite(v))
+		return -EINVAL;
+	if (strcmp(end, "") == 0 || strcmp(end, "s") == 0)
+		;
+	else if (strcmp(end, "ms") == 0)
+		v /= 1000;
+	else if (strcmp(end, "m") == 0)
+		v *= 60;
+	else if (strcmp(end, "h") == 0)
+		v *= 3600;
+	else
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+static int set_option(struct mount_opts *o, const struct vopt *v,
+		      const char *val)
+{
+	void *p = (char *)o + v->offset;
+	char *end;
+	long l;
+
+	if (!val && v->type != VOPT_BOOL)
+		return -EINVAL;
+	switch (v->type) {
+	case VOPT_STR:
+		free(*(char **)p);
+		*(char **)p = strdup(val);
+		return *(char **)p ? 0 : -ENOMEM;
+	case VOPT_BOOL:
+		if (!val) {
+			*(int *)p = 1;
+			return 0;
+		}
+		return opts_parse_bool(val, (int *)p);
+	case VOPT_INT:
+		errno = 0;
+		l = strtol(val, &end, 10);
+		if (end == val || *end || errno || l < 0 || l > 1000000)
+			return -EINVAL;
+		*(int *)p = (int)l;
+		return 0;
+	case VOPT_SIZE:
+		return opts_parse_size(val, (int64_t *)p);
+	case VOPT_SECS:
+		return opts_parse_secs(val, (double *)p);
+	case VOPT_LIST: {
+		char ***list = (char ***)p;
+		char **nl = realloc(*list, (o->npersist + 2) * sizeof(char *));
+
+		if (!nl)
+			return -ENOMEM;
+		*list = nl;
+		nl[o->npersist] = strdup(val);
+		if (!nl[o->npersist])
+			return -ENOMEM;
+		nl[++o->npersist] = NULL;
+		return 0;
+	}
+	}
+	return -EINVAL;
+}
+
+static const struct vopt *find_option(const char *name, size_t len)
+{
+	for (const struct vopt *v = vopt_table; v->name; v++)
+		if (strlen(v->name) == len && strncmp(v->name, name, len) == 0)
+			return v;
+	return NULL;
+}
+
+static bool is_fstab_only(const char *arg)
+{
+	if (strncmp(arg, "x-", 2) == 0 || strncmp(arg, "comment=", 8) == 0)
+		return true;
+	for (int i = 0; fstab_only[i]; i++)
+		if (strcmp(arg, fstab_only[i]) == 0)
+			return true;
+	return false;
+}
+
+static int opt_proc(void *data, const char *arg, int key,
+		    struct fuse_args *outargs)
+{
+	struct mount_opts *o = data;
+
+	switch (key) {
+	case FUSE_OPT_KEY_OPT: {
+		const char *eq = strchr(arg, '=');
+		size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+		const struct vopt *v = find_option(arg, len);
+
+		if (!v) {
+			if (is_fstab_only(arg))
+				return 0;
+			return 1; /* libfuse's (ro, fsname, ...) */
+		}
+		if (set_option(o, v, eq ? eq + 1 : NULL) < 0) {
+			fprintf(stderr,
+				"vectur-mount: bad value for option '%s'\n",
+				arg);
+			return -1;
+		}
+		if (v->type == VOPT_BOOL && v->offset == O(debug) && o->debug)
+			o->foreground = 1;
+		return v->pass ? 1 : 0;
+	}
+	case FUSE_OPT_KEY_NONOPT:
+		if (o->nargs >= 2) {
+			fprintf(stderr,
+				"vectur-mount: unexpected argument '%s'\n",
+				arg);
+			return -1;
+		}
+		o->args[o->nargs] = strdup(arg);
+		if (!o->args[o->nargs])
+			return -1;
+		o->nargs++;
+		return 0;
+	case KEY_HELP:
+		o->show_help = 1;
+		return 0;
+	case KEY_VERSION:
+		o->show_version = 1;
+		return 0;
+	case KEY_FOREGROUND:
+		o->foreground = 1;
+		return 0;
+	case KEY_DEBUG:
+		o->foreground = 1;
+		o->debug = 1;
+		return 1;
+	case KEY_SINGLE:
+		o->single_thread = 1;
+		return 0;
+	case KEY_CHECK:
+		o->check = 1;
+		return 0;
+	case KEY_SYNC:
+		o->sync = 1;
+		return 0;
+	}
+	return 1;
+}
+
+int opts_parse(int argc, char **argv, struct mount_opts *o,
+	       struct fuse_args *fuse_args)
+{
+	struct fuse_args tmp = FUSE_ARGS_INIT(argc, argv);
+	int rc;
+
+	memset(o, 0, sizeof(*o));
+	for (const struct vopt *v = vopt_table; v->name; v++) {
+		if (v->def && set_option(o, v, v->def) < 0) {
+			fprintf(stderr, "vectur-mount: bad default for %s\n",
+				v->name);
+			return -EINVAL;
+		}
+	}
+	rc = fuse_opt_parse(&tmp, o, cli_spec, opt_proc);
+	if (rc < 0) {
+		fuse_opt_free_args(&tmp);
+		return -EINVAL;
+	}
+	*fuse_args = tmp;
+	return 0;
+}
+
+void opts_free(struct mount_opts *o)
+{
+	for (const struct vopt *v = vopt_table; v->name; v++) {
+		void *p = (char *)o + v->offset;
+
+		if (v->type == VOPT_STR) {
+			free(*(char **)p);
+			*(char **)p = NULL;
+		}
+	}
+	for (int i = 0; i < o->npersist; i++)
+		free(o->persist[i]);
+	free(o->persist);
+	o->persist = NULL;
+	o->npersist = 0;
+	for (int i = 0; i < o->nargs; i++)
+		free(o->args[i]);
+	o->nargs = 0;
+}
+
+static const char *type_meta(enum vopt_type t)
+{
+	switch (t) {
+	case VOPT_STR:
+		return "=STR";
+	case VOPT_BOOL:
+		return "[=BOOL]";
+	case VOPT_INT:
+		return "=N";
+	case VOPT_SIZE:
+		return "=SIZE";
+	case VOPT_SECS:
+		return "=SECS";
+	case VOPT_LIST:
+		return "=PATTERN";
+	}
+	return "";
+}
+
+/* Wraps `text` at ~78 columns with a hanging indent of `indent`. */
+static void print_wrapped(FILE *f, const char *text, int col, int indent)
+{
+	const char *p = text;
+	bool first = true;
+
+	while (*p) {
+		size_t w = strcspn(p, " ");
+
+		if (!first && col + 1 + (int)w > 79) {
+			fprintf(f, "\n%*s", indent, "");
+			col = indent;
+		} else if (!first) {
+			fputc(' ', f);
+			col++;
+		}
+		fprintf(f, "%.*s", (int)w, p);
+		col += w;
+		p += w;
+		while (*p == ' ')
+			p++;
+		first = false;
+	}
+	fputc('\n', f);
+}
+
+void opts_print_help(FILE *f, const char *prog)
+{
+	fprintf(f,
+		"usage: %s [options] REMOTE:[PATH] MOUNTPOINT\n"
+		"       %s --check [-o endpoint=URL] [--config FILE] "
+		"REMOTE:[PATH]\n"
+		"       %s --sync MOUNTPOINT\n"
+		"\n"
+		"Mounts the Drive folder REMOTE:PATH (an rclone `drive` "
+		"remote) "
+		"over\nMOUNTPOINT, keeping the directory's own files visible: "
+		"paths in the\npersist set live on Drive, everything else "
+		"stays "
+		"local.\nUnmount with `fusermount3 -u MOUNTPOINT`.\n"
+		"\n"
+		"general options:\n"
+		"    -h, --help             print this help\n"
+		"    -V, --version          print the version\n"
+		"    -f                     stay in the foreground\n"
+		"    -d, -o debug           debug output (implies -f)\n"
+		"    -s                     single-threaded\n"
+		"    --config FILE          rclone config file\n"
+		"    --check                check config, credentials and "
+		"path, then exit\n"
+		"    --sync                 wait until everything written "
+		"under MOUNTPOINT\n"
+		"                           is on Drive\n"
+		"\n"
+		"vectur options (-o name=value,...):\n",
+		prog, prog, prog);
+	for (const struct vopt *v = vopt_table; v->name; v++) {
+		char head[64];
+		char help[512];
+		int col;
+
+		snprintf(head, sizeof(head), "    -o %s%s", v->name,
+			 type_meta(v->type));
+		col = fprintf(f, "%-28s", head);
+		if (col > 28) {
+			fprintf(f, "\n%28s", "");
+			col = 28;
+		}
+		if (v->def)
+			snprintf(help, sizeof(help), "%s (default: %s)",
+				 v->help, v->def);
+		else
+			snprintf(help, sizeof(help), "%s", v->help);
+		print_wrapped(f, help, col, 28);
+	}
+	fprintf(f, "\nStandard mount options (ro, rw, nosuid, nodev, noexec, "
+		   "fsname=, ...) are\npassed to FUSE; fstab-only ones "
+		   "(_netdev, noauto, user, nofail, x-*) are\nignored.\n");
+}

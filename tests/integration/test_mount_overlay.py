@@ -1,0 +1,290 @@
+"""test_mount_overlay.py — vectur-mount behaviours beyond the basic data
+path: fsync reaching Drive, renames out of the persisted tree, two mounts
+seeing each other's writes, kill -9 of the mount, merged directories that
+exist only on Drive, the persist set's sources, the errno of what Drive
+cannot do, and injected server faults.
+
+Same conventions as test_mount_basic.py (whose helpers these reuse): root,
+the `emulator` fixture, one Drive folder and mount directory per test."""
+
+import errno
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from test_mount_basic import Mount, drive_lookup, run_argv, wait_for, wait_on_drive
+from test_mount_basic import pytestmark  # noqa: F401  (root, /dev/fuse, binary)
+
+
+@pytest.fixture
+def mounts(emulator, tmp_path):
+    made = []
+
+    def make(**kw):
+        m = Mount(emulator, tmp_path, **kw)
+        made.append(m)
+        return m
+    yield make
+    emulator.clear_faults()
+    for m in made:
+        m.cleanup()
+
+
+FSYNC_CHILD = r"""
+import hashlib, os, sys
+path = sys.argv[1]
+data = os.urandom(1 << 20)
+with open(path, "wb") as f:
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+    print(hashlib.md5(data).hexdigest(), flush=True)
+"""
+
+
+def test_fsync_returns_when_the_version_is_on_drive(mounts):
+    m = mounts().start(extra="write_back=60")  # only fsync can push it now
+    os.makedirs(m.p("runs/f"))
+    # In a child with a timeout: a hung fsync must fail the test, not
+    # hang the suite (SIGKILL interrupts a FUSE request).
+    r = subprocess.run([sys.executable, "-c", FSYNC_CHILD, m.p("runs/f/ckpt.pt")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    got = drive_lookup(m.emu, m.folder, "runs/f/ckpt.pt")
+    assert got is not None and got["md5Checksum"] == r.stdout.strip()
+
+
+def test_rename_from_drive_to_local_moves_the_content(mounts):
+    m = mounts().start()
+    os.makedirs(m.p("runs/r"))
+    with open(m.p("runs/r/best.pt"), "wb") as f:
+        f.write(b"weights" * 1000)
+    wait_on_drive(m.emu, m.folder, "runs/r/best.pt", b"weights" * 1000)
+    os.rename(m.p("runs/r/best.pt"), m.p("best.pt"))
+    assert open(m.p("best.pt"), "rb").read() == b"weights" * 1000
+    assert not os.path.exists(m.p("runs/r/best.pt"))
+    wait_for(lambda: drive_lookup(m.emu, m.folder, "runs/r/best.pt") is None, 30,
+             "best.pt to leave Drive")
+    m.stop()
+    assert open(os.path.join(m.mnt, "best.pt"), "rb").read() == b"weights" * 1000
+
+
+def test_rename_local_to_drive_with_noreplace_semantics(mounts):
+    m = mounts().start()
+    os.makedirs(m.p("runs/n"))
+    with open(m.p("a.txt"), "w") as f:
+        f.write("a")
+    os.rename(m.p("a.txt"), m.p("runs/n/a.txt"))
+    assert open(m.p("runs/n/a.txt")).read() == "a"
+    assert not os.path.exists(m.p("a.txt"))
+    # A directory cannot cross in one piece: mv falls back to copying.
+    os.makedirs(m.p("localdir"))
+    with pytest.raises(OSError) as e:
+        os.rename(m.p("localdir"), m.p("runs/n/localdir"))
+    assert e.value.errno == errno.EXDEV
+    wait_on_drive(m.emu, m.folder, "runs/n/a.txt", b"a")
+
+
+def test_a_second_mount_sees_the_first_ones_writes(mounts, tmp_path):
+    a = mounts(name="a", cache="cache-a").start()
+    b = mounts(name="b", cache="cache-b", folder=a.folder).start()
+    os.makedirs(a.p("runs/shared"))
+    with open(a.p("runs/shared/x.txt"), "w") as f:
+        f.write("from a")
+    wait_on_drive(a.emu, a.folder, "runs/shared/x.txt", b"from a")
+
+    def seen():
+        try:
+            return open(b.p("runs/shared/x.txt")).read() == "from a"
+        except OSError:
+            return False
+    wait_for(seen, 30, "b to see a's file")
+    # ... and a change to it.
+    with open(a.p("runs/shared/x.txt"), "w") as f:
+        f.write("from a, v2")
+    wait_on_drive(a.emu, a.folder, "runs/shared/x.txt", b"from a, v2")
+    wait_for(lambda: open(b.p("runs/shared/x.txt")).read() == "from a, v2", 30,
+             "b to see the new version")
+
+
+def test_closed_file_survives_kill9_of_the_mount(mounts):
+    m = mounts().start(extra="write_back=60")
+    os.makedirs(m.p("runs/k"))
+    data = os.urandom(512 << 10)
+    with open(m.p("runs/k/ckpt.pt"), "wb") as f:
+        f.write(data)
+    time.sleep(0.3)  # the RELEASE is asynchronous to close(2)
+    os.kill(m.proc.pid, signal.SIGKILL)
+    m.proc.wait()
+    m.proc = None
+    subprocess.run(["fusermount3", "-u", m.mnt], capture_output=True)
+    assert drive_lookup(m.emu, m.folder, "runs/k/ckpt.pt") is None
+    m.start()  # same cache dir: the queued version goes up now
+    wait_on_drive(m.emu, m.folder, "runs/k/ckpt.pt", data, timeout=60)
+    assert open(m.p("runs/k/ckpt.pt"), "rb").read() == data
+
+
+def test_merged_dir_that_exists_only_on_drive_is_usable(mounts):
+    a = mounts(name="a", cache="cache-a").start()
+    os.makedirs(a.p("experiments"))
+    with open(a.p("experiments/work_graph.json"), "w") as f:
+        f.write("{}")
+    wait_on_drive(a.emu, a.folder, "experiments/work_graph.json", b"{}")
+    b = mounts(name="b", cache="cache-b", folder=a.folder).start()
+    assert not os.path.exists(os.path.join(b.tmp, "b", "experiments")) or True
+    assert "experiments" in os.listdir(b.mnt)
+    assert os.listdir(b.p("experiments")) == ["work_graph.json"]
+    # A local file next to it: the local directory is made on demand.
+    with open(b.p("experiments/notes.txt"), "w") as f:
+        f.write("local note")
+    assert sorted(os.listdir(b.p("experiments"))) == ["notes.txt", "work_graph.json"]
+    b.stop()
+    assert open(os.path.join(b.mnt, "experiments", "notes.txt")).read() == "local note"
+    assert drive_lookup(a.emu, a.folder, "experiments/notes.txt") is None
+
+
+def test_vectur_persist_file_replaces_the_default_set(mounts):
+    m = mounts()
+    with open(m.p("vectur.persist"), "w") as f:
+        f.write("# only checkpoints\n*.ckpt\n")
+    m.start()
+    os.makedirs(m.p("out/deep"))
+    with open(m.p("out/deep/model.ckpt"), "wb") as f:
+        f.write(b"ckpt")
+    os.makedirs(m.p("runs"))
+    with open(m.p("runs/log.txt"), "w") as f:
+        f.write("stays local")
+    wait_on_drive(m.emu, m.folder, "out/deep/model.ckpt", b"ckpt")
+    st = json.load(open(m.p(".vectur/status")))
+    assert st["mount"]["persist"] == ["*.ckpt"]
+    m.stop()
+    assert open(os.path.join(m.mnt, "runs", "log.txt")).read() == "stays local"
+    assert not os.path.exists(os.path.join(m.mnt, "out", "deep", "model.ckpt"))
+
+
+def test_persist_everything_puts_new_files_on_drive(mounts):
+    m = mounts().start(extra="persist=**")
+    with open(m.p("notes.md"), "w") as f:
+        f.write("all on drive")
+    wait_on_drive(m.emu, m.folder, "notes.md", b"all on drive")
+    m.stop()
+    assert not os.path.exists(os.path.join(m.mnt, "notes.md"))
+
+
+def test_what_drive_cannot_do_gets_a_proper_errno(mounts):
+    m = mounts().start()
+    os.makedirs(m.p("runs/e"))
+    with open(m.p("runs/e/f"), "w") as f:
+        f.write("x")
+    cases = [
+        (lambda: os.symlink("f", m.p("runs/e/link")), errno.EPERM),
+        (lambda: os.link(m.p("runs/e/f"), m.p("runs/e/hard")), errno.EPERM),
+        (lambda: os.mkfifo(m.p("runs/e/fifo")), errno.EPERM),
+        (lambda: os.setxattr(m.p("runs/e/f"), "user.k", b"v"), errno.ENOTSUP),
+    ]
+    for fn, want in cases:
+        with pytest.raises(OSError) as e:
+            fn()
+        assert e.value.errno == want, fn
+    # The control directory is read-only.
+    with pytest.raises(OSError):
+        open(m.p(".vectur/new"), "w")
+
+
+def test_exclusive_create_of_an_existing_persisted_file_fails(mounts):
+    m = mounts().start()
+    os.makedirs(m.p("locks"))
+    fd = os.open(m.p("locks/a.lock"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    os.close(fd)
+    with pytest.raises(FileExistsError):
+        os.open(m.p("locks/a.lock"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+
+
+def test_server_errors_slow_uploads_down_but_lose_nothing(mounts):
+    m = mounts().start()
+    os.makedirs(m.p("runs/faults"))
+    m.emu.set_faults({"fail_rate": 0.3, "fail_status": 503, "seed": 7})
+    want = {}
+    for i in range(5):
+        data = os.urandom(64 << 10) + bytes([i])
+        with open(m.p("runs/faults/c%d.pt" % i), "wb") as f:
+            f.write(data)
+        want["runs/faults/c%d.pt" % i] = data
+    r = run_argv([os.path.join(os.path.dirname(m.argv()[0]), "vectur-mount"), "--sync", m.mnt],
+                 timeout=300)
+    m.emu.clear_faults()
+    assert r.returncode == 0, r.stderr
+    for rel, data in want.items():
+        wait_on_drive(m.emu, m.folder, rel, data, timeout=10)
+
+
+def test_merged_listing_is_the_union_and_drive_wins_a_clash(mounts):
+    m = mounts()
+    os.makedirs(m.p("experiments"))
+    with open(m.p("experiments/work_graph.json"), "w") as f:
+        f.write('{"local": true}')
+    with open(m.p("experiments/config.yaml"), "w") as f:
+        f.write("lr: 1")
+    with open(m.p("train.py"), "w") as f:
+        f.write("pass\n")
+    m.start()
+    # Drive has no graph yet: the local one is hidden, not shown as Drive's.
+    assert sorted(os.listdir(m.p("experiments"))) == ["config.yaml"]
+    assert not os.path.exists(m.p("experiments/work_graph.json"))
+    with open(m.p("experiments/work_graph.json"), "w") as f:
+        f.write('{"drive": true}')
+    assert sorted(os.listdir(m.p("experiments"))) == ["config.yaml", "work_graph.json"]
+    assert json.load(open(m.p("experiments/work_graph.json"))) == {"drive": True}
+    os.makedirs(m.p("runs"))
+    assert sorted(os.listdir(m.mnt)) == [".vectur", "experiments", "runs", "train.py"]
+    st = json.load(open(m.p(".vectur/status")))
+    assert "experiments/work_graph.json" in st["mount"]["shadowed"]
+    wait_on_drive(m.emu, m.folder, "experiments/work_graph.json", b'{"drive": true}')
+    m.stop()
+    assert open(os.path.join(m.mnt, "experiments", "work_graph.json")).read() == '{"local": true}'
+
+
+def test_unmount_drains_the_queue_before_the_process_exits(mounts):
+    m = mounts().start(extra="write_back=60")  # nothing would go up by itself
+    os.makedirs(m.p("runs/d"))
+    data = os.urandom(256 << 10)
+    with open(m.p("runs/d/last.pt"), "wb") as f:
+        f.write(data)
+    time.sleep(0.3)  # the RELEASE is asynchronous to close(2)
+    assert drive_lookup(m.emu, m.folder, "runs/d/last.pt") is None
+    assert m.stop() == 0
+    f = drive_lookup(m.emu, m.folder, "runs/d/last.pt")
+    assert f is not None and f["md5Checksum"] == hashlib.md5(data).hexdigest()
+    assert "drain" in m.logtext()
+
+
+def test_a_file_open_for_writing_when_the_mount_dies_never_reaches_drive(mounts):
+    m = mounts().start(extra="write_back=0.2")
+    os.makedirs(m.p("runs/o"))
+    with open(m.p("runs/o/done.pt"), "wb") as f:
+        f.write(b"complete")
+    wait_on_drive(m.emu, m.folder, "runs/o/done.pt", b"complete")
+    f = open(m.p("runs/o/half.pt"), "wb")
+    f.write(b"half of a checkpoint")
+    f.flush()
+    os.kill(m.proc.pid, signal.SIGKILL)
+    m.proc.wait()
+    m.proc = None
+    try:
+        f.close()
+    except OSError:
+        pass  # ENOTCONN: the mount is gone
+    subprocess.run(["fusermount3", "-u", m.mnt], capture_output=True)
+    m.start()
+    time.sleep(2)  # several write_back periods
+    m.stop()
+    assert drive_lookup(m.emu, m.folder, "runs/o/half.pt") is None or \
+        drive_lookup(m.emu, m.folder, "runs/o/half.pt").get("size") in ("0", 0, None)
+    assert drive_lookup(m.emu, m.folder, "runs/o/done.pt")["md5Checksum"] == \
+        hashlib.md5(b"complete").hexdigest()

@@ -1,0 +1,215 @@
+/* test_fs_opts.c — vectur-mount's command line: sizes and durations, the
+ * one options table, fstab lines, and what is handed on to libfuse. */
+#include <errno.h>
+
+/* Unit tests link libvectur.a only (drive/ + cache/): compile it in. */
+#include "../../fs/opts.c"
+#include "t.h"
+
+static int parse(struct mount_opts *o, struct fuse_args *fa, char **argv)
+{
+	int argc = 0;
+
+	while (argv[argc])
+		argc++;
+	return opts_parse(argc, argv, o, fa);
+}
+
+static bool has_arg(const struct fuse_args *fa, const char *s)
+{
+	for (int i = 0; i < fa->argc; i++)
+		if (strstr(fa->argv[i], s))
+			return true;
+	return false;
+}
+
+static void test_sizes_accept_suffixes(void)
+{
+	int64_t v = 0;
+
+	CHECK_INT(opts_parse_size("10G", &v), 0);
+	CHECK_INT(v, 10LL << 30);
+	CHECK_INT(opts_parse_size("500M", &v), 0);
+	CHECK_INT(v, 500LL << 20);
+	CHECK_INT(opts_parse_size("8MiB", &v), 0);
+	CHECK_INT(v, 8LL << 20);
+	CHECK_INT(opts_parse_size("1.5k", &v), 0);
+	CHECK_INT(v, 1536);
+	CHECK_INT(opts_parse_size("4096", &v), 0);
+	CHECK_INT(v, 4096);
+	CHECK_INT(opts_parse_size("10X", &v), -EINVAL);
+	CHECK_INT(opts_parse_size("", &v), -EINVAL);
+	CHECK_INT(opts_parse_size("-1G", &v), -EINVAL);
+}
+
+static void test_durations_accept_fractions_and_units(void)
+{
+	double d = 0;
+
+	CHECK_INT(opts_parse_secs("0.5", &d), 0);
+	CHECK(d == 0.5);
+	CHECK_INT(opts_parse_secs("2m", &d), 0);
+	CHECK(d == 120);
+	CHECK_INT(opts_parse_secs("250ms", &d), 0);
+	CHECK(d == 0.25);
+	CHECK_INT(opts_parse_secs("soon", &d), -EINVAL);
+}
+
+static void test_defaults_come_from_the_table(void)
+{
+	struct mount_opts o;
+	struct fuse_args fa;
+	char *argv[] = {"vectur-mount", "gdrive:x", "/mnt", NULL};
+
+	CHECK_INT(parse(&o, &fa, argv), 0);
+	CHECK_INT(o.cache_max_size, 10LL << 30);
+	CHECK(o.poll_interval == 15);
+	CHECK(o.lock_ttl == 60);
+	CHECK(o.write_back == 5);
+	CHECK_INT(o.transfers, 4);
+	CHECK_INT(o.chunk_size, 8 << 20);
+	CHECK(o.drain_timeout == 60);
+	CHECK(o.read_timeout == 30);
+	CHECK_INT(o.use_trash, 1);
+	CHECK_INT(o.nargs, 2);
+	CHECK_STR(o.args[0], "gdrive:x");
+	CHECK_STR(o.args[1], "/mnt");
+	CHECK(o.persist == NULL);
+	fuse_opt_free_args(&fa);
+	opts_free(&o);
+}
+
+static void test_options_parse_and_persist_repeats(void)
+{
+	struct mount_opts o;
+	struct fuse_args fa;
+	char *argv[] = {
+		"vectur-mount",
+		"-o",
+		"cache_dir=/c,write_back=0.2,persist=runs/**",
+		"-o",
+		"persist=*.ckpt,use_trash=no,endpoint=http://127.0.0.1:9",
+		"--config",
+		"/etc/r.conf",
+		"-f",
+		"gdrive:",
+		"/mnt",
+		NULL};
+
+	CHECK_INT(parse(&o, &fa, argv), 0);
+	CHECK_STR(o.cache_dir, "/c");
+	CHECK(o.write_back == 0.2);
+	CHECK_INT(o.npersist, 2);
+	CHECK_STR(o.persist[0], "runs/**");
+	CHECK_STR(o.persist[1], "*.ckpt");
+	CHECK_INT(o.use_trash, 0);
+	CHECK_STR(o.endpoint, "http://127.0.0.1:9");
+	CHECK_STR(o.config, "/etc/r.conf");
+	CHECK_INT(o.foreground, 1);
+	CHECK(!has_arg(&fa, "cache_dir"));
+	CHECK(!has_arg(&fa, "persist"));
+	fuse_opt_free_args(&fa);
+	opts_free(&o);
+}
+
+static void test_fstab_options_are_accepted_and_dropped(void)
+{
+	struct mount_opts o;
+	struct fuse_args fa;
+	char *argv[] = {"vectur-mount",
+			"gdrive:proj",
+			"/work",
+			"-o",
+			"rw,nodev,nosuid,_netdev,noauto,user,nofail,x-systemd."
+			"automount,allow_other,cache_max_size=500M",
+			NULL};
+
+	CHECK_INT(parse(&o, &fa, argv), 0);
+	CHECK_INT(o.cache_max_size, 500LL << 20);
+	CHECK_INT(o.allow_other, 1);
+	CHECK(has_arg(&fa, "allow_other")); /* libfuse needs it too */
+	CHECK(has_arg(&fa, "nodev"));
+	CHECK(has_arg(&fa, "nosuid"));
+	CHECK(!has_arg(&fa, "_netdev"));
+	CHECK(!has_arg(&fa, "noauto"));
+	CHECK(!has_arg(&fa, "user"));
+	CHECK(!has_arg(&fa, "x-systemd"));
+	fuse_opt_free_args(&fa);
+	opts_free(&o);
+}
+
+static void test_debug_implies_foreground_and_reaches_fuse(void)
+{
+	struct mount_opts o;
+	struct fuse_args fa;
+	char *argv[] = {"vectur-mount", "-d", "gdrive:", "/m", NULL};
+
+	CHECK_INT(parse(&o, &fa, argv), 0);
+	CHECK_INT(o.debug, 1);
+	CHECK_INT(o.foreground, 1);
+	CHECK(has_arg(&fa, "-d"));
+	fuse_opt_free_args(&fa);
+	opts_free(&o);
+}
+
+static void test_bad_values_and_extra_arguments_fail(void)
+{
+	struct mount_opts o;
+	struct fuse_args fa;
+	char *bad[] = {"vectur-mount", "-o", "cache_max_size=lots",
+		       "r:",	       "/m", NULL};
+	char *extra[] = {"vectur-mount", "r:", "/m", "/x", NULL};
+
+	CHECK(parse(&o, &fa, bad) < 0);
+	opts_free(&o);
+	CHECK(parse(&o, &fa, extra) < 0);
+	opts_free(&o);
+}
+
+static void test_modes(void)
+{
+	struct mount_opts o;
+	struct fuse_args fa;
+	char *check[] = {"vectur-mount", "--check", "gdrive:", NULL};
+	char *sync[] = {"vectur-mount", "--sync", "/m", NULL};
+
+	CHECK_INT(parse(&o, &fa, check), 0);
+	CHECK_INT(o.check, 1);
+	CHECK_INT(o.nargs, 1);
+	fuse_opt_free_args(&fa);
+	opts_free(&o);
+	CHECK_INT(parse(&o, &fa, sync), 0);
+	CHECK_INT(o.sync, 1);
+	CHECK_STR(o.args[0], "/m");
+	fuse_opt_free_args(&fa);
+	opts_free(&o);
+}
+
+static void test_help_shows_every_option_with_its_default(void)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	opts_print_help(f, "vectur-mount");
+	fclose(f);
+	for (const struct vopt *v = vopt_table; v->name; v++)
+		CHECK(strstr(buf, v->name) != NULL);
+	CHECK(strstr(buf, "(default: 10G)") != NULL);
+	CHECK(strstr(buf, "(default: 15)") != NULL);
+	free(buf);
+}
+
+int main(void)
+{
+	RUN(test_sizes_accept_suffixes);
+	RUN(test_durations_accept_fractions_and_units);
+	RUN(test_defaults_come_from_the_table);
+	RUN(test_options_parse_and_persist_repeats);
+	RUN(test_fstab_options_are_accepted_and_dropped);
+	RUN(test_debug_implies_foreground_and_reaches_fuse);
+	RUN(test_bad_values_and_extra_arguments_fail);
+	RUN(test_modes);
+	RUN(test_help_shows_every_option_with_its_default);
+	return t_done();
+}
