@@ -137,8 +137,11 @@ static void *hk_main(void *arg)
 	pthread_mutex_lock(&c->lock);
 	while (!c->stopping) {
 		last = c->last_poll_mono;
-		if (c->dc && c->o.poll_interval_s > 0 &&
-		    cache_now_ms() - last >= c->o.poll_interval_s * 1000LL) {
+		if (c->dc && (c->poll_wanted ||
+			      (c->o.poll_interval_s > 0 &&
+			       cache_now_ms() - last >=
+				       c->o.poll_interval_s * 1000LL))) {
+			c->poll_wanted = false;
 			pthread_mutex_unlock(&c->lock);
 			feed_poll(c);
 			pthread_mutex_lock(&c->lock);

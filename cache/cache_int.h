@@ -53,11 +53,15 @@ struct cver {
 	int64_t close_seq; /* order of closes; 0 while OPEN */
 	bool complete;	   /* every byte present (fetches fill it later) */
 	bool was_clean;	   /* OPEN from a CLEAN one modified in place */
-	bool dropped;	   /* no longer part of its node; file unlinked */
-	bool preparing;	   /* being filled by a copy: wait */
-	int refs;	   /* handles, workers, fetches using the struct */
-	int writers;	   /* handles open for writing */
-	uint64_t gen;	   /* bumped by every write or truncate */
+	/* CLOSED at a close() without fdatasync (close must stay at
+	 * local-disk speed): the uploader syncs it first. Recovery in another
+	 * boot (power loss) cannot trust its bytes and drops it. */
+	bool unsynced;
+	bool dropped;	/* no longer part of its node; file unlinked */
+	bool preparing; /* being filled by a copy: wait */
+	int refs;	/* handles, workers, fetches using the struct */
+	int writers;	/* handles open for writing */
+	uint64_t gen;	/* bumped by every write or truncate */
 	/* Identity with another version, to avoid uploading the same bytes
 	 * twice: this is a copy of copy_of untouched while gen == 0, or a
 	 * snapshot of snap_of taken at its gen snap_gen. */
@@ -133,6 +137,7 @@ struct cache_handle {
 	struct cver *v;
 	int flags;
 	bool writer;
+	bool closed; /* its version was closed at flush(): writes reopen */
 };
 
 #define CACHE_HASH 4096
@@ -182,6 +187,10 @@ struct cache {
 	char token[256];
 	int64_t last_poll_ms; /* wall clock of the last feed read */
 	int64_t last_poll_mono;
+	/* When the last completed poll began: an open waits for one that
+	 * began after it (close-to-open). */
+	int64_t poll_started_mono;
+	bool poll_wanted; /* an open waits for a poll (hk_main runs it) */
 
 	/* Paths to pass to opts->invalidate once c->lock is dropped. */
 	char **inval;
@@ -267,6 +276,7 @@ void ver_put(struct cache *c, struct cver *v);
 /* Removes v from its node and deletes its row and file (c->lock held). */
 void ver_drop(struct cache *c, struct cver *v);
 /* v became CLOSED: persist, supersede older closed ones, queue. */
+void ver_drop_superseded(struct cache *c, struct cver *v);
 void ver_mark_closed(struct cache *c, struct cver *v);
 struct cver *ver_newest_closed(struct cnode *n);
 int64_t ver_bytes(struct cache *c, bool clean_only);

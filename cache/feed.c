@@ -137,11 +137,13 @@ int feed_poll(struct cache *c)
 	struct chlist l = {0};
 	struct drive_err err;
 	char tok[256], next[256];
+	int64_t started;
 	int rc = 0, i;
 
 	if (!c->dc)
 		return 0;
 	pthread_mutex_lock(&c->poll_lock);
+	started = cache_now_ms();
 	if (!c->token[0]) {
 		rc = feed_init(c);
 		goto out;
@@ -167,6 +169,7 @@ int feed_poll(struct cache *c)
 		store_set_meta(c, "changes_token", next);
 	}
 	c->last_poll_mono = cache_now_ms();
+	c->poll_started_mono = started;
 	c->last_poll_ms = cache_wall_ms();
 	pthread_cond_broadcast(&c->changed);
 	pthread_mutex_unlock(&c->lock);
@@ -177,25 +180,33 @@ out:
 	return rc;
 }
 
+/* Close-to-open: what another instance had on Drive when this open began
+ * must be seen, so the open needs a poll that BEGAN after it (a poll that
+ * merely ended recently may have read the feed just before the other
+ * instance's fsync returned). The housekeeping thread runs the poll, so
+ * concurrent opens share one request; an open waits for it at most a few
+ * seconds (Drive down or slow: it goes on with what the cache knows, and
+ * an uncached read then fails after read_timeout). */
 int feed_revalidate(struct cache *c)
 {
-	int64_t last;
+	int64_t t0, bound;
 
 	if (!c->dc)
 		return 0;
+	t0 = cache_now_ms();
+	bound = c->o.read_timeout_s > 0 ? c->o.read_timeout_s * 500LL : 5000;
+	if (bound > 5000)
+		bound = 5000;
+	if (bound < 1000)
+		bound = 1000;
 	pthread_mutex_lock(&c->lock);
-	last = c->last_poll_mono;
+	while (c->poll_started_mono < t0 && !c->stopping) {
+		if (cache_now_ms() - t0 >= bound)
+			break;
+		c->poll_wanted = true;
+		pthread_cond_broadcast(&c->hk_cv);
+		cache_wait(c, 100);
+	}
 	pthread_mutex_unlock(&c->lock);
-	if (cache_now_ms() - last <= 1000)
-		return 0;
-	/* A concurrent poll may have just finished: poll_lock then the time
-	 * check again, so N opens at once make one request. */
-	pthread_mutex_lock(&c->poll_lock);
-	pthread_mutex_lock(&c->lock);
-	last = c->last_poll_mono;
-	pthread_mutex_unlock(&c->lock);
-	pthread_mutex_unlock(&c->poll_lock);
-	if (cache_now_ms() - last <= 1000)
-		return 0;
-	return feed_poll(c);
+	return 0;
 }

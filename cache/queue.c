@@ -180,6 +180,77 @@ static int classify(struct cache *c, struct cnode *n, const char *what,
 	return -drive_err_errno(err);
 }
 
+struct oldest_folder {
+	const char *name;
+	struct drive_file best;
+	bool found;
+};
+
+static int pick_oldest_folder(const struct drive_file *f, void *ud)
+{
+	struct oldest_folder *o = ud;
+
+	if (!f->is_folder || strcmp(f->name, o->name) != 0)
+		return 0;
+	if (!o->found || f->created_ms < o->best.created_ms ||
+	    (f->created_ms == o->best.created_ms &&
+	     strcmp(f->id, o->best.id) < 0)) {
+		o->best = *f;
+		o->found = true;
+	}
+	return 0;
+}
+
+/* The oldest folder named `name` in `parent`, by (createdTime, id) — the
+ * same order every instance computes. Lists by parent: name queries lag
+ * behind creates. 1 = found, 0 = none, -1 = error. */
+static int oldest_folder(struct cache *c, const char *parent, const char *name,
+			 struct drive_file *out, struct drive_err *err)
+{
+	struct oldest_folder o;
+
+	memset(&o, 0, sizeof(o));
+	o.name = name;
+	if (drive_list(c->dc, parent, NULL, pick_oldest_folder, &o, NULL, err) <
+	    0)
+		return -1;
+	if (o.found)
+		*out = o.best;
+	return o.found;
+}
+
+/* Two instances creating runs/ or locks/ at the same moment both succeed
+ * (Drive allows duplicate names), which would split lock decisions and
+ * listings between two folders. So a folder already on Drive is adopted,
+ * and after a create the oldest of the same name wins: a loser deletes its
+ * own (still empty: children wait for their parent) folder and adopts the
+ * winner. Drive calls only; c->lock not held. */
+static int mkdir_or_adopt(struct cache *c, const char *parent, const char *name,
+			  const char *id, struct drive_file *out,
+			  struct drive_err *err)
+{
+	struct drive_file win;
+	struct drive_err ignored;
+	int rc;
+
+	rc = oldest_folder(c, parent, name, out, err);
+	if (rc != 0)
+		return rc < 0 ? -1 : 0;
+	if (drive_mkdir_id)
+		rc = drive_mkdir_id(c->dc, parent, name, id[0] ? id : NULL, out,
+				    err);
+	else
+		rc = drive_mkdir(c->dc, parent, name, out, err);
+	if (rc < 0)
+		return -1;
+	if (oldest_folder(c, parent, name, &win, err) == 1 &&
+	    strcmp(win.id, out->id) != 0) {
+		drive_delete(c->dc, out->id, &ignored);
+		*out = win;
+	}
+	return 0;
+}
+
 static int create_dir(struct cache *c, struct cnode *n)
 {
 	struct drive_file out;
@@ -196,14 +267,14 @@ static int create_dir(struct cache *c, struct cnode *n)
 	snprintf(id, sizeof(id), "%s", n->drive_id);
 	pthread_mutex_unlock(&c->lock);
 	drive_err_clear(&err);
-	if (drive_mkdir_id)
-		rc = drive_mkdir_id(c->dc, parent, name, id[0] ? id : NULL,
-				    &out, &err);
-	else
-		rc = drive_mkdir(c->dc, parent, name, &out, &err);
+	rc = mkdir_or_adopt(c, parent, name, id, &out, &err);
 	pthread_mutex_lock(&c->lock);
 	if (rc < 0)
 		return classify(c, n, "mkdir", &err);
+	/* An adopted folder (made by another instance) may hold entries we
+	 * have not seen: list it on the next lookup. */
+	if (strcmp(out.id, id) != 0)
+		n->listed = false;
 	node_apply_remote(c, n, &out);
 	return store_save_node(c, n);
 }
@@ -349,8 +420,8 @@ static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 	struct drive_file out;
 	struct drive_err err;
 	char name[1024], parent[128], id[128];
-	bool create = !n->remote_exists;
-	int rc, fd;
+	bool create = !n->remote_exists, unsynced;
+	int rc = -1, fd;
 
 	if (create) {
 		rc = assign_id(c, n);
@@ -388,10 +459,25 @@ static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 	v->refs++;
 	store_save_version(c, v);
 	c->uploading++;
+	unsynced = v->unsynced;
 	pthread_mutex_unlock(&c->lock);
 	drive_err_clear(&err);
-	rc = drive_upload(c->dc, &up, &out, &err);
+	/* A version closed without fdatasync (see cache_flush) reaches the
+	 * disk before any of it reaches Drive. */
+	if (unsynced && fdatasync(fd) < 0) {
+		drive_err_set(&err, 0, "localIO",
+			      "fdatasync of a cached version: %s",
+			      strerror(errno));
+		rc = -1;
+	} else {
+		rc = drive_upload(c->dc, &up, &out, &err);
+	}
 	pthread_mutex_lock(&c->lock);
+	if (unsynced && strcmp(err.reason, "localIO") != 0 && !v->dropped) {
+		v->unsynced = false;
+		ver_drop_superseded(c, v);
+		store_save_version(c, v);
+	}
 	c->uploading--;
 	if (rc == 0) {
 		count_bytes(c, v->size - u.counted);

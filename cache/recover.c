@@ -29,12 +29,43 @@
  * sync and drain respect it like an error backoff). */
 #define RECOVER_SETTLE_MS 10000
 
+/* True when the previous mount ran in this same boot, so the page cache
+ * it wrote into survived (kill -9, preemption of the process). Records
+ * this boot for the next mount. */
+static bool recover_same_boot(struct cache *c)
+{
+	char now[64] = "", was[64] = "";
+	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+	bool same;
+
+	if (f) {
+		if (!fgets(now, sizeof(now), f))
+			now[0] = '\0';
+		fclose(f);
+		now[strcspn(now, "\n")] = '\0';
+	}
+	same = store_get_meta(c, "boot_id", was, sizeof(was)) < 0 ||
+	       strcmp(was, now) == 0;
+	store_set_meta(c, "boot_id", now);
+	return same;
+}
+
 static void fix_versions(struct cache *c)
 {
+	bool same_boot = recover_same_boot(c);
 	struct cver *v, *next;
+	int lost = 0;
 
 	for (v = c->vers; v; v = next) {
 		next = v->gnext;
+		/* Closed without fdatasync and the machine went down since:
+		 * its bytes may be torn. Drop it rather than upload it. */
+		if (!same_boot && v->unsynced &&
+		    (v->state == CV_CLOSED || v->state == CV_UPLOADING)) {
+			ver_drop(c, v);
+			lost++;
+			continue;
+		}
 		if (v->state == CV_OPEN ||
 		    (v->state == CV_CLEAN && !v->complete)) {
 			ver_drop(c, v);
@@ -46,6 +77,12 @@ static void fix_versions(struct cache *c)
 			store_save_version(c, v);
 		}
 	}
+	if (lost)
+		fprintf(stderr,
+			"vectur: %d version(s) closed just before the machine "
+			"went down were never synced to disk and are dropped; "
+			"the previous versions stay\n",
+			lost);
 }
 
 /* Picks n->cur among what survived and drops what it supersedes. */

@@ -46,8 +46,8 @@ static const char *const stmt_sql[ST_N] = {
 	[ST_DEL_NODE] = "DELETE FROM nodes WHERE ino=?",
 	[ST_SAVE_VER] =
 		"INSERT OR REPLACE INTO versions(vid,ino,state,size,mtime_ns,"
-		"close_seq,complete,was_clean,session_url,session_off,atime_ms)"
-		" VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+		"close_seq,complete,was_clean,session_url,session_off,atime_ms,"
+		"unsynced) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
 	[ST_DEL_VER] = "DELETE FROM versions WHERE vid=?",
 	[ST_SESSION] =
 		"UPDATE versions SET session_url=?, session_off=? WHERE vid=?",
@@ -68,7 +68,7 @@ static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS versions(vid INTEGER PRIMARY KEY,"
 	" ino INT, state INT, size INT, mtime_ns INT, close_seq INT,"
 	" complete INT, was_clean INT, session_url TEXT, session_off INT,"
-	" atime_ms INT);"
+	" atime_ms INT, unsynced INT DEFAULT 0);"
 	"CREATE TABLE IF NOT EXISTS tombs(tid INTEGER PRIMARY KEY,"
 	" drive_id TEXT, hard INT, ino INT);";
 
@@ -315,6 +315,7 @@ int store_save_version(struct cache *c, const struct cver *v)
 			  SQLITE_STATIC);
 	sqlite3_bind_int64(st, 10, v->session_off);
 	sqlite3_bind_int64(st, 11, v->atime_ms);
+	sqlite3_bind_int(st, 12, v->unsynced);
 	return step(c, st);
 }
 
@@ -440,7 +441,7 @@ static int load_versions(struct cache *c)
 	if (sqlite3_prepare_v2(c->db,
 			       "SELECT vid,ino,state,size,mtime_ns,close_seq,"
 			       "complete,was_clean,session_url,session_off,"
-			       "atime_ms FROM versions ORDER BY vid",
+			       "atime_ms, unsynced FROM versions ORDER BY vid",
 			       -1, &st, NULL) != SQLITE_OK)
 		return -EIO;
 	while (sqlite3_step(st) == SQLITE_ROW) {
@@ -469,6 +470,7 @@ static int load_versions(struct cache *c)
 		v->session_url = strdup(col_text(st, 8));
 		v->session_off = sqlite3_column_int64(st, 9);
 		v->atime_ms = sqlite3_column_int64(st, 10);
+		v->unsynced = sqlite3_column_int(st, 11);
 		pthread_rwlock_init(&v->rw, NULL);
 		v->nnext = n->vers;
 		n->vers = v;

@@ -140,23 +140,34 @@ struct cver *ver_newest_closed(struct cnode *n)
 	return best;
 }
 
+/* A closed version on disk supersedes every older one not already on its
+ * way to Drive; the one uploading may finish. c->lock held. */
+void ver_drop_superseded(struct cache *c, struct cver *v)
+{
+	struct cver *o, *next;
+
+	for (o = v->node->vers; o; o = next) {
+		next = o->nnext;
+		if (o == v || o->state == CV_UPLOADING || o->state == CV_OPEN)
+			continue;
+		if (o->state == CV_CLOSED && o->close_seq > v->close_seq)
+			continue; /* newer than v */
+		ver_drop(c, o);
+	}
+}
+
 void ver_mark_closed(struct cache *c, struct cver *v)
 {
 	struct cnode *n = v->node;
-	struct cver *o, *next;
 	char buf[32];
 
 	v->state = CV_CLOSED;
 	v->complete = true;
 	v->close_seq = ++c->close_seq;
-	/* A closed version supersedes every older one not already on its
-	 * way to Drive; the one uploading may finish. */
-	for (o = n->vers; o; o = next) {
-		next = o->nnext;
-		if (o == v || o->state == CV_UPLOADING || o->state == CV_OPEN)
-			continue;
-		ver_drop(c, o);
-	}
+	/* An unsynced version keeps what it supersedes until its bytes are
+	 * on disk: after a power loss recovery drops it and falls back. */
+	if (!v->unsynced)
+		ver_drop_superseded(c, v);
 	snprintf(buf, sizeof(buf), "%" PRId64, c->close_seq);
 	store_set_meta(c, "close_seq", buf);
 	store_save_version(c, v);
@@ -485,6 +496,8 @@ static void note_write(struct cache *c, struct cver *v, int64_t end,
 	pthread_mutex_unlock(&c->lock);
 }
 
+static int handle_reopen(struct cache_handle *h);
+
 ssize_t cache_write(struct cache_handle *h, const void *buf, size_t size,
 		    off_t off)
 {
@@ -494,6 +507,9 @@ ssize_t cache_write(struct cache_handle *h, const void *buf, size_t size,
 
 	if (!h->writer)
 		return -EBADF;
+	if (h->closed && (r = handle_reopen(h)) < 0)
+		return r;
+	v = h->v;
 	if (h->flags & O_APPEND) {
 		/* The end of file and the write must be one step. */
 		pthread_rwlock_wrlock(&v->rw);
@@ -532,6 +548,9 @@ int cache_ftruncate(struct cache_handle *h, off_t size)
 		return -EBADF;
 	if (size < 0)
 		return -EINVAL;
+	if (h->closed && (rc = handle_reopen(h)) < 0)
+		return rc;
+	v = h->v;
 	pthread_rwlock_rdlock(&v->rw);
 	if (ftruncate(v->fd, size) < 0)
 		rc = -errno;
@@ -657,14 +676,12 @@ out:
 	return rc;
 }
 
-int cache_flush(struct cache_handle *h)
-{
-	return 0;
-}
-
 /* The last writer closed v: it becomes CLOSED and queued, unless it is
- * byte-for-byte a version Drive has or is getting. c->lock held. */
-static void ver_last_close(struct cache *c, struct cnode *n, struct cver *v)
+ * byte-for-byte a version Drive has or is getting. c->lock held. With
+ * `sync` the bytes are fdatasynced first; without (a close() waiting in
+ * flush) the version is marked unsynced and the uploader syncs it. */
+static void ver_last_close(struct cache *c, struct cnode *n, struct cver *v,
+			   bool sync)
 {
 	struct cver *y;
 
@@ -689,12 +706,16 @@ static void ver_last_close(struct cache *c, struct cnode *n, struct cver *v)
 		store_save_version(c, v);
 		return;
 	}
-	pthread_mutex_unlock(&c->lock);
-	/* The bytes reach the disk before the row says CLOSED (store.c). */
-	fdatasync(v->fd);
-	pthread_mutex_lock(&c->lock);
-	if (v->writers > 0 || v->state != CV_OPEN || v->dropped)
-		return; /* a writer came back meanwhile */
+	if (sync) {
+		pthread_mutex_unlock(&c->lock);
+		/* The bytes reach the disk before the row says CLOSED
+		 * (store.c). */
+		fdatasync(v->fd);
+		pthread_mutex_lock(&c->lock);
+		if (v->writers > 0 || v->state != CV_OPEN || v->dropped)
+			return; /* a writer came back meanwhile */
+	}
+	v->unsynced = !sync;
 	ver_mark_closed(c, v);
 	for (y = n->vers; y; y = y->nnext)
 		if (y != v && y->state == CV_UPLOADING &&
@@ -706,6 +727,55 @@ static void ver_last_close(struct cache *c, struct cnode *n, struct cver *v)
 	upload_queue(c, n, cache_now_ms() + c->o.write_back_ms);
 }
 
+/* close(2) waits for FLUSH but not for RELEASE, which the kernel sends
+ * later. A version must therefore be CLOSED (committed in SQLite) before
+ * flush returns, or a mount killed right after close() returned would
+ * drop it as still OPEN at recovery. Done here when this handle is the
+ * last writer; the fdatasync is left to the uploader so that close()
+ * stays at local-disk speed (a kill -9 keeps the page cache; a power loss
+ * is caught by recovery's boot-id check). */
+int cache_flush(struct cache_handle *h)
+{
+	struct cache *c = h->c;
+	struct cnode *n = h->n;
+	struct cver *v = h->v;
+
+	if (!h->writer)
+		return 0;
+	pthread_mutex_lock(&c->lock);
+	if (!h->closed && v->writers == 1 && v->state == CV_OPEN &&
+	    !v->dropped && !n->unlinked) {
+		h->closed = true;
+		v->writers = 0;
+		ver_last_close(c, n, v, false);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
+/* A write through a handle whose version flush() closed (a dup'd fd, or
+ * mmap'd pages written back after close): like a new open for writing,
+ * it gets an OPEN version of its own. */
+static int handle_reopen(struct cache_handle *h)
+{
+	struct cache *c = h->c;
+	struct cver *v;
+	int rc = 0;
+
+	pthread_mutex_lock(&c->lock);
+	if (h->closed) {
+		rc = ver_for_open(c, h->n,
+				  h->flags & ~(O_TRUNC | O_CREAT | O_EXCL), &v);
+		if (rc == 0) {
+			ver_put(c, h->v);
+			h->v = v;
+			h->closed = false;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
 int cache_release(struct cache_handle *h)
 {
 	struct cache *c = h->c;
@@ -714,9 +784,9 @@ int cache_release(struct cache_handle *h)
 
 	pthread_mutex_lock(&c->lock);
 	v->atime_ms = cache_wall_ms();
-	if (h->writer && --v->writers == 0 && v->state == CV_OPEN &&
-	    !v->dropped && !n->unlinked)
-		ver_last_close(c, n, v);
+	if (h->writer && !h->closed && --v->writers == 0 &&
+	    v->state == CV_OPEN && !v->dropped && !n->unlinked)
+		ver_last_close(c, n, v, true);
 	ver_put(c, v);
 	node_put(c, n);
 	pthread_mutex_unlock(&c->lock);

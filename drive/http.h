@@ -104,7 +104,7 @@ struct drive_req {
 	const char *const *headers; /* extra "Name: value", NULL-terminated */
 	struct drive_body *body;    /* NULL = no body */
 	bool accept_308;	    /* resumable uploads: 308 is not an error */
-	bool data_plane;	    /* a chunk on an open session: not paced */
+	bool data_plane;	    /* moves content (upload chunk, download range): not paced */
 	/* Where 2xx body bytes go; NULL = collected into resp->body. Return
 	 * 0, or an errno to abort (reported as a local, non-retried error). */
 	int (*sink)(const char *p, size_t n, struct drive_resp *rs, void *ud);

@@ -13,6 +13,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "cache.h"
 #include "cache_int.h"
 #include "t.h"
@@ -269,6 +271,101 @@ static void test_recovery_drops_open_keeps_closed(void)
 	CHECK_STR(get(c, "both.txt"), "v1");
 	CHECK_INT(count_state(c, "both.txt", CV_CLOSED), 1);
 	CHECK_INT(count_state(c, "both.txt", CV_OPEN), 0);
+	cache_close(c, 0);
+	rm_rf(dir);
+}
+
+/* close(2) returns after FLUSH; RELEASE comes later. A mount killed in
+ * between must still treat the version as closed (it dropped it as OPEN). */
+static void test_close_is_durable_at_flush_before_release(void)
+{
+	const char *dir = new_dir();
+	struct cache *c;
+	int st;
+	pid_t pid;
+
+	pid = fork();
+	if (pid == 0) {
+		struct cache_handle *h;
+
+		c = open_cache(dir, 0);
+		cache_open_file(c, "ckpt.bin", O_WRONLY | O_CREAT, 0644, &h);
+		cache_write(h, "weights", 7, 0);
+		cache_flush(h); /* close(2) returned; no release yet */
+		kill(getpid(), SIGKILL);
+		_exit(0);
+	}
+	waitpid(pid, &st, 0);
+	CHECK(WIFSIGNALED(st));
+	c = open_cache(dir, 0);
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	CHECK_STR(get(c, "ckpt.bin"), "weights");
+	CHECK_INT(count_state(c, "ckpt.bin", CV_CLOSED), 1);
+	cache_close(c, 0);
+	rm_rf(dir);
+}
+
+/* A write through a handle after its flush (a dup'd fd) must not modify
+ * the version that flush closed: it gets a new one. */
+static void test_write_after_flush_makes_a_new_version(void)
+{
+	const char *dir = new_dir();
+	struct cache *c = open_cache(dir, 0);
+	struct cache_handle *h;
+
+	cache_open_file(c, "log.txt", O_WRONLY | O_CREAT, 0644, &h);
+	cache_write(h, "one\n", 4, 0);
+	cache_flush(h);
+	CHECK_INT(count_state(c, "log.txt", CV_CLOSED), 1);
+	CHECK_INT(cache_write(h, "two\n", 4, 4), 4);
+	CHECK_INT(count_state(c, "log.txt", CV_CLOSED), 1);
+	CHECK_INT(count_state(c, "log.txt", CV_OPEN), 1);
+	cache_release(h);
+	CHECK_STR(get(c, "log.txt"), "one\ntwo\n");
+	cache_close(c, 0);
+	rm_rf(dir);
+}
+
+/* A version closed without fdatasync is trusted after a kill -9 in the
+ * same boot, but not after the machine went down (its bytes may be torn):
+ * then the previous version stays. */
+static void test_unsynced_close_dropped_after_a_reboot(void)
+{
+	const char *dir = new_dir();
+	char db[4096];
+	struct cache *c;
+	sqlite3 *s;
+	int st;
+	pid_t pid;
+
+	c = open_cache(dir, 0);
+	put(c, "g.json", "old", 0);
+	cache_close(c, 0);
+	pid = fork();
+	if (pid == 0) {
+		struct cache_handle *h;
+
+		c = open_cache(dir, 0);
+		cache_open_file(c, "g.json", O_WRONLY | O_TRUNC, 0, &h);
+		cache_write(h, "new", 3, 0);
+		cache_flush(h);
+		kill(getpid(), SIGKILL);
+		_exit(0);
+	}
+	waitpid(pid, &st, 0);
+	snprintf(db, sizeof(db), "%s/meta.db", dir);
+	CHECK(sqlite3_open(db, &s) == SQLITE_OK);
+	CHECK(sqlite3_exec(s,
+			   "UPDATE meta SET v='another-boot' WHERE k='boot_id'",
+			   NULL, NULL, NULL) == SQLITE_OK);
+	sqlite3_close(s);
+	c = open_cache(dir, 0);
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	CHECK_STR(get(c, "g.json"), "old");
 	cache_close(c, 0);
 	rm_rf(dir);
 }
@@ -625,6 +722,9 @@ int main(void)
 	RUN(test_closed_version_not_modified_by_later_writer);
 	RUN(test_clean_version_modified_in_place);
 	RUN(test_recovery_drops_open_keeps_closed);
+	RUN(test_close_is_durable_at_flush_before_release);
+	RUN(test_write_after_flush_makes_a_new_version);
+	RUN(test_unsynced_close_dropped_after_a_reboot);
 	RUN(test_second_open_on_same_dir_is_busy);
 	RUN(test_dir_modes_are_private);
 	RUN(test_tree_mkdir_rmdir_unlink);
