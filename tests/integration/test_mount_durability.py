@@ -1,0 +1,480 @@
+"""test_mount_durability.py — issue 4's acceptance tests for what the write-back
+cache promises (DESIGN.md §3, cache/README.md): kill -9 of the mount at many
+points loses nothing closed and never puts a torn or mixed version on Drive;
+a file rewritten while its previous version uploads ends as the latest closed
+version; 200 files land intact through injected faults, without duplicates;
+two mounts see each other's writes (changes feed, close-to-open after fsync);
+Drive unreachable: writes queue, uncached reads fail with EIO in bounded time,
+the queue drains when Drive is back; one mount per cache dir.
+
+Runs as root against the Drive emulator (tests/conftest.py). Every check of
+Drive reads the emulator's own records: /_emu/files for what is live and
+/_emu/versions for every content version it ever stored. Helpers are in
+mountlib.py; the long version of the torture is tests/soak/mount_torture.py."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mountlib import (DriveView, Mount, Torture, PYTHON, md5,  # noqa: E402
+                      can_run, wait_for)
+
+_ok, _why = can_run()
+pytestmark = pytest.mark.skipif(not _ok, reason=_why)
+
+
+@pytest.fixture
+def mounts(emulator, tmp_path):
+    made = []
+
+    def make(**kw):
+        m = Mount(emulator, tmp_path, **kw)
+        made.append(m)
+        return m
+    yield make
+    try:
+        if emulator.proc is not None:
+            emulator.clear_faults()
+    finally:
+        for m in made:
+            m.cleanup()
+
+
+def write_file(path, data, step=1 << 20):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for off in range(0, len(data), step):
+            os.write(fd, data[off:off + step])
+    finally:
+        os.close(fd)
+
+
+def sync_ok(m, timeout=120):
+    t0 = time.monotonic()
+    r = m.sync(timeout=timeout)
+    assert r.returncode == 0, "--sync exited %d:\n%s\n%s\n%s" % (
+        r.returncode, r.stdout[-2000:], r.stderr[-2000:], m.diag())
+    return time.monotonic() - t0
+
+
+def assert_no_duplicates(view):
+    dups = view.duplicates()
+    assert not dups, "duplicate names on Drive: %r" % dups
+
+
+# ---- 1. kill -9 torture ------------------------------------------------------------
+
+def test_kill9_of_the_mount_at_20_points_loses_nothing_closed_and_tears_nothing(
+        mounts, emulator):
+    """20 SIGKILLs of the mount (same cache dir each time) while a writer
+    writes and closes 0 B .. 11.5 MB files, uploads in flight (write_back=0,
+    2 MiB resumable chunks, Drive capped at 24 MB/s)."""
+    emulator.set_faults({"bandwidth": 24_000_000, "latency_ms": 5})
+    m = mounts(opts="write_back=0,poll_interval=1,chunk_size=2M,drain_timeout=30")
+    lines = []
+    t = Torture(m, random.Random(int(os.environ.get("VECTUR_TORTURE_SEED", "4242"))),
+                log=lines.append)
+    t0 = time.monotonic()
+    t.run(20, max_delay=2.6)
+    problems, summary = t.finish()
+    summary["elapsed_s"] = round(time.monotonic() - t0, 1)
+    print("torture:", json.dumps(summary))
+    print("\n".join(lines))
+    assert not problems, "%d problems after 20 kills (%s):\n%s\n%s" % (
+        len(problems), json.dumps(summary), "\n".join(problems[:40]), m.diag())
+    assert summary["closed"] >= 40, summary  # the writer did write
+    assert summary["kills_uploading"] >= 3, \
+        "too few kills landed while an upload was in flight: %s" % summary
+
+
+# ---- 2. rewrite while uploading ---------------------------------------------------
+
+def test_a_file_rewritten_while_its_previous_version_uploads_ends_as_the_latest(
+        mounts, emulator):
+    m = mounts(opts="write_back=0,poll_interval=1,drain_timeout=60").start()
+    emulator.set_faults({"bandwidth": 10_000_000})  # 30 MB take 3 s
+    os.makedirs(m.p("runs/big"))
+    path = m.p("runs/big/ckpt.pt")
+    v1 = os.urandom(30 << 20)
+    write_file(path, v1)
+    # v1's upload is under way.
+    wait_for(lambda: m.status().get("uploading", 0) >= 1 and
+             emulator.stats()["bytes_in"] > (1 << 20), 20, "v1's upload to start")
+    v2 = os.urandom(30 << 20)
+    write_file(path, v2)                       # O_TRUNC while v1 uploads
+    assert m.status().get("uploading", 0) >= 1, "v1 finished too soon for this test"
+    # v3: an in-place patch (no O_TRUNC) of v2 while v1 or v2 uploads.
+    patch = os.urandom(1 << 20)
+    with open(path, "r+b") as f:
+        f.seek(7 << 20)
+        f.write(patch)
+    v3 = v2[:7 << 20] + patch + v2[8 << 20:]
+    assert open(path, "rb").read() == v3
+    sync_ok(m, timeout=150)
+    emulator.clear_faults()
+
+    view = DriveView(emulator, m.folder)
+    live = view.live_files()
+    assert list(live) == ["runs/big/ckpt.pt"] and len(live["runs/big/ckpt.pt"]) == 1, live
+    f = live["runs/big/ckpt.pt"][0]
+    names = {md5(v1): "v1", md5(v2): "v2", md5(v3): "v3"}
+    assert f["md5Checksum"] == md5(v3), "Drive ends with %s, not v3" % names.get(
+        f["md5Checksum"], "an unknown content")
+    stored = [names.get(v["md5"], "UNKNOWN md5 %s size %s" % (v["md5"], v["size"]))
+              for v in view.versions_of(f["id"])]
+    print("versions stored on Drive:", stored)
+    assert all(not s.startswith("UNKNOWN") for s in stored), stored
+    assert_no_duplicates(view)
+    assert open(path, "rb").read() == v3
+
+
+# ---- 3. faults -------------------------------------------------------------------
+
+FAULTS = {"fail_rate": 0.1, "reset_rate": 0.03, "seed": 11,
+          "mix_status": [[500, "backendError"], [503, "backendError"],
+                         [429, "rateLimitExceeded"], [403, "userRateLimitExceeded"],
+                         [403, "rateLimitExceeded"]]}
+
+
+def test_200_files_land_intact_through_10_percent_faults_without_duplicates(
+        mounts, emulator):
+    # Retry backoff base 100 ms instead of 1 s (drive/'s test knob): with
+    # the production base every rate-limit answer pauses all requests for
+    # 2 s and this test takes 50-150 s.
+    m = mounts(env={"VECTUR_BACKOFF_BASE_MS": "100"}).start()
+    rnd = random.Random(5)
+    emulator.set_faults(FAULTS)
+    want = {}
+    for i in range(200):
+        if i % 40 == 7:   # 5 files > 8 MiB: resumable, chunked
+            data = os.urandom(rnd.randint(8 << 20 | 1, 12 << 20))
+        else:
+            data = os.urandom(rnd.randint(0, 64 << 10))
+        rel = "runs/faults/d%d/f%03d.bin" % (i % 4, i)
+        if i % 4 == 0 and not os.path.isdir(m.p(os.path.dirname(rel))):
+            os.makedirs(m.p(os.path.dirname(rel)))
+        os.makedirs(m.p(os.path.dirname(rel)), exist_ok=True)
+        write_file(m.p(rel), data)
+        want[rel] = md5(data)
+    took = sync_ok(m, timeout=170)
+    injected = emulator.stats()["faults_injected"]
+    emulator.clear_faults()
+    print("sync took %.1f s, %s faults injected" % (took, injected))
+    assert injected >= 20, "hardly any faults were injected: %s" % injected
+
+    view = DriveView(emulator, m.folder)
+    live = view.live_files()
+    missing = sorted(set(want) - set(live))
+    assert not missing, "not on Drive: %s" % missing[:20]
+    bad = {rel: (want[rel], [f.get("md5Checksum") for f in live[rel]])
+           for rel in want if [f.get("md5Checksum") for f in live[rel]] != [want[rel]]}
+    assert not bad, "wrong content or duplicates on Drive: %r" % dict(list(bad.items())[:10])
+    assert set(live) == set(want), sorted(set(live) - set(want))
+    assert_no_duplicates(view)
+    for rel, f in view.under_top():
+        for v in view.versions_of(f["id"]):
+            assert v["md5"] == want.get(rel), "%s: stored version with md5 %s" % (rel, v)
+    m.stop()
+
+    # And it all reads back through a mount with an empty cache.
+    m.start(cache=os.path.join(m.tmp, "cache-empty"))
+    for rel, digest in want.items():
+        with open(m.p(rel), "rb") as f:
+            assert md5(f.read()) == digest, rel
+    assert sorted(os.listdir(m.p("runs/faults"))) == ["d0", "d1", "d2", "d3"]
+
+
+# ---- 4. two mounts -------------------------------------------------------------------
+
+HOLD_FSYNC = r"""
+import os, sys
+path, data = sys.argv[1], os.urandom(int(sys.argv[2]))
+import hashlib
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, data)
+os.fsync(fd)
+print(hashlib.md5(data).hexdigest(), flush=True)
+sys.stdin.readline()          # keep it open until the parent has looked
+os.close(fd)
+"""
+
+
+def fsync_then(m, path, size, look):
+    """A child writes `size` random bytes to `path`, fsyncs, and while it
+    still holds the file open `look(md5)` runs; then the child closes."""
+    child = subprocess.Popen([PYTHON, "-c", HOLD_FSYNC, path, str(size)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        line = child.stdout.readline().strip()
+        assert len(line) == 32, "fsync child failed: %s\n%s" % (child.stderr.read(), m.diag())
+        look(line)
+        child.stdin.write("\n")
+        child.stdin.close()
+        assert child.wait(60) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def read_or_none(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def two_mounts_sharing(mounts, rel, first):
+    a = mounts(name="a", cache="cache-a").start()
+    b = mounts(name="b", cache="cache-b", folder=a.folder).start()
+    os.makedirs(a.p(os.path.dirname(rel)))
+    write_file(a.p(rel), first)
+    wait_for(lambda: read_or_none(b.p(rel)) == first, 15, "b to see the file")
+    assert read_or_none(b.p(rel)) == first  # cached on b now
+    return a, b
+
+
+def test_two_mounts_see_each_others_closes_within_poll_interval(mounts, emulator):
+    poll = 1
+    rel = "runs/shared/x.txt"
+    a, b = two_mounts_sharing(mounts, rel, b"version 1 from a")
+
+    def on_drive(data):
+        fs = DriveView(emulator, a.folder).live_files().get(rel, [])
+        return fs and fs[0].get("md5Checksum") == md5(data)
+
+    # (a) the changes feed alone: stat() on b (no open), a longer file.
+    v2 = b"version 2 from a, longer"
+    write_file(a.p(rel), v2)
+    wait_for(lambda: on_drive(v2), 30, "v2 on Drive", interval=0.02)
+    t_drive = time.monotonic()
+    wait_for(lambda: os.stat(b.p(rel)).st_size == len(v2), poll + 1 + 10,
+             "b's stat to change", interval=0.02)
+    lag_stat = time.monotonic() - t_drive
+    assert read_or_none(b.p(rel)) == v2
+
+    # (b) the content, by open/read on b.
+    v3 = b"version 3 from a, different length again"
+    write_file(a.p(rel), v3)
+    wait_for(lambda: on_drive(v3), 30, "v3 on Drive", interval=0.02)
+    t_drive = time.monotonic()
+    wait_for(lambda: read_or_none(b.p(rel)) == v3, poll + 1 + 10, "b to read v3",
+             interval=0.02)
+    lag_read = time.monotonic() - t_drive
+    print("b saw the change %.2f s (stat) and %.2f s (read) after Drive had it" % (
+        lag_stat, lag_read))
+    # 0.25 s for this test's own polling of the emulator and of b.
+    assert lag_stat <= poll + 1 + 0.25, "stat on b lagged %.2f s" % lag_stat
+    assert lag_read <= poll + 1 + 0.25, "read on b lagged %.2f s" % lag_read
+
+
+def test_after_an_fsync_on_one_mount_the_other_opens_the_new_content_at_once(
+        mounts, emulator):
+    """b has the file cached; a rewrites it and fsyncs; the moment fsync
+    returned, b's open+read gives the new bytes — three times, sizes
+    different and equal."""
+    rel = "runs/shared/y.txt"
+    a, b = two_mounts_sharing(mounts, rel, b"x" * 4096)
+    stale = []
+    for i, size in enumerate((40, 4096, 4096)):
+        before = read_or_none(b.p(rel))
+        assert before is not None
+
+        def look(digest):
+            got = read_or_none(b.p(rel))
+            if got is None or md5(got) != digest:
+                stale.append("round %d (%d bytes): b read %s%s" % (
+                    i, size, "an error" if got is None else "%d bytes" % len(got),
+                    " = the previous version" if got == before else ""))
+        fsync_then(a, a.p(rel), size, look)
+    assert not stale, "b did not see a's fsynced version at once:\n" + "\n".join(stale)
+
+
+def test_a_new_file_fsynced_on_one_mount_appears_on_the_other_within_the_poll(mounts, emulator):
+    # A NEW name is seen through the changes feed (within poll_interval + 1 s),
+    # not at once: checking Drive on every failed lookup would cost a request
+    # per file created. (Locks get "at once" through their acquire barrier.)
+    a = mounts(name="a", cache="cache-a").start()
+    b = mounts(name="b", cache="cache-b", folder=a.folder).start()
+    os.makedirs(a.p("runs/n"))
+    write_file(a.p("runs/n/first.txt"), b"1")
+    sync_ok(a)
+    wait_for(lambda: read_or_none(b.p("runs/n/first.txt")) == b"1", 15, "b to see runs/n")
+    assert sorted(os.listdir(b.p("runs/n"))) == ["first.txt"]  # b has listed runs/n
+    for i in range(3):
+        rel = "runs/n/new-%d.txt" % i
+        data = os.urandom(1000)
+        with open(a.p(rel), "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        wait_for(lambda: read_or_none(b.p(rel)) == data, 1 + 1 + 1,
+                 "b to see %s within poll_interval + 1 s" % rel)
+
+
+# ---- 5. failures ------------------------------------------------------------------
+
+WRITE_CHILD = r"""
+import json, os, sys, time, hashlib
+root, n = sys.argv[1], int(sys.argv[2])
+out = {}
+t0 = time.monotonic()
+os.makedirs(os.path.join(root, "runs/offline"), exist_ok=True)
+out["mkdir_s"] = time.monotonic() - t0
+out["files"] = {}
+for i in range(n):
+    data = os.urandom(2 << 20 if i % 3 == 0 else 1000 + i)
+    rel = "runs/offline/f%d.bin" % i
+    t = time.monotonic()
+    with open(os.path.join(root, rel), "wb") as f:
+        f.write(data)
+    out["files"][rel] = [hashlib.md5(data).hexdigest(), time.monotonic() - t]
+print(json.dumps(out))
+"""
+
+READ_CHILD = r"""
+import errno, json, os, sys, time
+t0 = time.monotonic()
+res = {}
+try:
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    res["open_s"] = time.monotonic() - t0
+    try:
+        os.read(fd, 65536)
+        res["result"] = "ok"
+    except OSError as e:
+        res["result"] = errno.errorcode.get(e.errno, str(e.errno))
+    os.close(fd)
+except OSError as e:
+    res["result"] = "open: " + errno.errorcode.get(e.errno, str(e.errno))
+res["total_s"] = time.monotonic() - t0
+print(json.dumps(res))
+"""
+
+
+def timed_read(path, timeout):
+    """open+read in a child (a hung FUSE read must not hang the test)."""
+    try:
+        r = subprocess.run([PYTHON, "-c", READ_CHILD, path], capture_output=True, text=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"result": "HUNG for %d s" % timeout}
+    return json.loads(r.stdout) if r.stdout.strip() else {"result": "child: " + r.stderr}
+
+
+def put_remote_file(emu, folder, data):
+    """folder/runs/remote.bin created on Drive directly (never through a mount)."""
+    top = emu.create_folder(folder)
+    runs = emu.create_folder("runs", parent=top["id"])
+    return emu.upload("remote.bin", data, parent=runs["id"])
+
+
+def test_with_drive_down_writes_queue_uncached_reads_fail_and_the_queue_drains(
+        mounts, emulator):
+    m = mounts(opts="write_back=0.2,poll_interval=1,read_timeout=3,drain_timeout=30")
+    remote = os.urandom(3 << 20)
+    put_remote_file(emulator, m.folder, remote)
+    m.start()
+    assert os.stat(m.p("runs/remote.bin")).st_size == len(remote)  # listed, never read
+
+    emulator.stop()                       # Drive unreachable
+    try:
+        r = subprocess.run([PYTHON, "-c", WRITE_CHILD, m.mnt, "6"], capture_output=True,
+                           text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("writes hang while Drive is down\n" + m.diag())
+    assert r.returncode == 0, "writes fail while Drive is down: %s\n%s" % (r.stderr, m.diag())
+    wrote = json.loads(r.stdout)
+    slow = {k: v[1] for k, v in wrote["files"].items() if v[1] > 5}
+    assert wrote["mkdir_s"] < 5 and not slow, "writes waited for Drive: %r" % wrote
+
+    def queued():
+        st = m.status()
+        return st if st.get("queue_files", 0) >= 6 else None
+    st = wait_for(queued, 10, "6 files queued in .vectur/status")
+    assert st["queue_bytes"] >= 2 * (2 << 20), st
+
+    res = timed_read(m.p("runs/remote.bin"), timeout=40)
+    print("uncached read with Drive down:", res)
+    assert res["result"] in ("EIO", "open: EIO"), res
+    assert res["total_s"] <= 3 + 7, res
+
+    emulator.start(emulator.port)         # Drive is back
+    took = sync_ok(m, timeout=150)
+    print("queue drained by --sync in %.1f s" % took)
+    assert m.status()["queue_files"] == 0
+    view = DriveView(emulator, m.folder)
+    live = view.live_files()
+    for rel, (digest, _) in wrote["files"].items():
+        assert [f.get("md5Checksum") for f in live.get(rel, [])] == [digest], rel
+    assert_no_duplicates(view)
+    assert read_or_none(m.p("runs/remote.bin")) == remote
+
+
+def test_an_uncached_read_fails_with_eio_in_bounded_time_when_drive_hangs(
+        mounts, emulator):
+    m = mounts(opts="write_back=0.2,poll_interval=1,read_timeout=3,drain_timeout=5")
+    remote = os.urandom(1 << 20)
+    put_remote_file(emulator, m.folder, remote)
+    m.start()
+    assert os.stat(m.p("runs/remote.bin")).st_size == len(remote)
+    emulator.set_faults({"latency_ms": 12000})   # every request answered after 12 s
+    try:
+        res = timed_read(m.p("runs/remote.bin"), timeout=40)
+        print("uncached read with Drive hanging:", res)
+        assert res["result"] in ("EIO", "open: EIO"), res
+        assert res["total_s"] <= 3 + 7, res
+    finally:
+        emulator.clear_faults()
+
+
+def test_the_same_failures_with_every_request_answered_503(mounts, emulator):
+    m = mounts(opts="write_back=0.2,poll_interval=1,read_timeout=3,drain_timeout=30")
+    remote = os.urandom(1 << 20)
+    put_remote_file(emulator, m.folder, remote)
+    m.start()
+    assert os.stat(m.p("runs/remote.bin")).st_size == len(remote)
+    emulator.set_faults({"fail_rate": 1.0, "fail_status": 503})
+    r = subprocess.run([PYTHON, "-c", WRITE_CHILD, m.mnt, "3"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, "writes fail while Drive answers 503: %s\n%s" % (
+        r.stderr, m.diag())
+    wrote = json.loads(r.stdout)
+    wait_for(lambda: m.status().get("queue_files", 0) >= 3, 10, "3 files queued")
+    res = timed_read(m.p("runs/remote.bin"), timeout=40)
+    print("uncached read with Drive answering 503:", res)
+    assert res["result"] in ("EIO", "open: EIO"), res
+    assert res["total_s"] <= 3 + 7, res
+    emulator.clear_faults()
+    sync_ok(m, timeout=150)
+    live = DriveView(emulator, m.folder).live_files()
+    for rel, (digest, _) in wrote["files"].items():
+        assert [f.get("md5Checksum") for f in live.get(rel, [])] == [digest], rel
+
+
+def test_a_second_mount_on_the_same_cache_dir_is_refused_with_a_clear_message(
+        mounts, tmp_path):
+    m = mounts().start()
+    other = mounts(name="other")   # same tmp dir => same default cache dir name
+    assert other.cache == m.cache
+    r = subprocess.run(other.argv("gdrive:" + m.folder, other.mnt), capture_output=True,
+                       text=True, timeout=60)  # daemon mode: returns either way
+    assert r.returncode != 0
+    assert not os.path.ismount(other.mnt)
+    msg = r.stderr
+    assert m.cache in msg and "in use" in msg and str(m.proc.pid) in msg, msg
+    # -f too, and the first mount is unharmed.
+    r = subprocess.run(other.argv("-f", "gdrive:" + m.folder, other.mnt),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "in use" in r.stderr, r.stderr
+    os.makedirs(m.p("runs/ok"))
+    write_file(m.p("runs/ok/a"), b"fine")
+    sync_ok(m)
