@@ -113,6 +113,8 @@ bench: deps all
 soak: deps all
 	@set -e; for s in tests/soak/*.py; do [ -f "$$s" ] || continue; \
 	  echo "== $$s"; VECTUR_BIN=$(CURDIR)/$(BIN) $(PYTHON) $$s; done
+	VECTUR_LOCK_SOAK=faults VECTUR_BIN=$(CURDIR)/$(BIN) $(PYTHON) -m pytest -q \
+	  -p no:cacheprovider tests/integration/test_locks.py -k soak
 
 demo: deps all
 	@if [ -x demo/run.sh ]; then bash demo/run.sh; else \

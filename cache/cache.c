@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cache_int.h"
+#include "lock.h"
 
 int64_t cache_now_ms(void)
 {
@@ -390,6 +391,9 @@ void cache_close(struct cache *c, int drain_timeout_s)
 		}
 	}
 	pthread_mutex_unlock(&c->lock);
+	/* After the drain: held locks are released only if what was
+	 * written under them made it to Drive. */
+	cache_locks_stop(c);
 	hk_stop(c);
 	upload_stop(c);
 	fetch_stop(c);
@@ -518,7 +522,19 @@ char *cache_status_json(struct cache *c)
 			       json_object_new_int64(c->o.max_size));
 	json_object_object_add(o, "dirty_files", json_object_new_int64(dirty));
 	json_object_object_add(o, "offline", json_object_new_boolean(!c->dc));
-	json_object_object_add(o, "locks_held", json_object_new_array());
+	{
+		struct json_object *held = json_object_new_array();
+		char **paths;
+		int i, k = cache_locks_list(c, &paths);
+
+		for (i = 0; i < k; i++) {
+			json_object_array_add(held,
+					      json_object_new_string(paths[i]));
+			free(paths[i]);
+		}
+		free(paths);
+		json_object_object_add(o, "locks_held", held);
+	}
 	pthread_mutex_unlock(&c->lock);
 	s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cache_int.h"
+#include "lock.h"
 
 static uint64_t hash_str(uint64_t h, const char *s)
 {
@@ -645,6 +646,11 @@ int cache_mkdir(struct cache *c, const char *path, mode_t mode)
 		rc = -EEXIST;
 		goto out;
 	}
+	if (cache_lock_path(path)) {
+		/* The mkdir-lock idiom: decided on Drive (lock.c). */
+		rc = cache_lock_mkdir(c, path, d, name, mode);
+		goto out;
+	}
 	n = node_new(c, d, name, true, mode);
 	if (!n) {
 		rc = -ENOMEM;
@@ -664,6 +670,8 @@ int cache_rmdir(struct cache *c, const char *path)
 	struct cnode *n;
 	int rc;
 
+	if (cache_lock_path(path))
+		return cache_lock_unlink(c, path, true); /* a release */
 	pthread_mutex_lock(&c->lock);
 	rc = node_lookup(c, path, &n);
 	if (rc < 0)
@@ -701,6 +709,8 @@ int cache_unlink(struct cache *c, const char *path)
 	struct cnode *n;
 	int rc;
 
+	if (cache_lock_path(path))
+		return cache_lock_unlink(c, path, false); /* a release */
 	pthread_mutex_lock(&c->lock);
 	rc = node_lookup(c, path, &n);
 	if (rc < 0)

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "cache_int.h"
+#include "lock.h"
 
 struct cver *ver_new(struct cache *c, struct cnode *n, int state)
 {
@@ -409,6 +410,13 @@ int cache_open_file(struct cache *c, const char *path, int flags, mode_t mode,
 		if (n && (flags & O_EXCL)) {
 			rc = -EEXIST;
 			goto out;
+		}
+		if (!n && cache_lock_path(path)) {
+			/* A lock: decided on Drive, not by our view. */
+			rc = cache_lock_create(c, path, d, name, mode, &n);
+			if (rc < 0)
+				goto out;
+			flags &= ~O_TRUNC; /* born holding its holder JSON */
 		}
 		if (!n) {
 			n = node_new(c, d, name, false, mode);
