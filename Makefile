@@ -120,9 +120,19 @@ demo: deps all
 	@if [ -x demo/run.sh ]; then bash demo/run.sh; else \
 	  echo "make demo: not yet — the mount and scheduler it demonstrates are still being built (see README)."; fi
 
+# Binaries, the helper scripts (vectur-setup on PATH; units, fstab example and
+# on-start script under share/vectur) and the docs. --help is the manual.
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 $(PROGS) $(DESTDIR)$(PREFIX)/bin/
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/vectur \
+	  $(DESTDIR)$(PREFIX)/share/doc/vectur
+	install -m 0755 $(PROGS) mount-helpers/vectur-setup $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 mount-helpers/vast-onstart.sh $(DESTDIR)$(PREFIX)/share/vectur/
+	install -m 0644 mount-helpers/fstab.example mount-helpers/vectur-mount@.service \
+	  mount-helpers/vectur-sched.service $(DESTDIR)$(PREFIX)/share/vectur/
+	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/vectur/
+	install -m 0644 fs/README.md $(DESTDIR)$(PREFIX)/share/doc/vectur/MOUNT.md
+	install -m 0644 scheduler/README.md $(DESTDIR)$(PREFIX)/share/doc/vectur/SCHEDULER.md
+	install -m 0644 mount-helpers/README.md $(DESTDIR)$(PREFIX)/share/doc/vectur/MOUNT-HELPERS.md
 
 clean:
 	rm -rf build build-san bin bin-san
