@@ -136,9 +136,9 @@ void drive_file_from_json(struct json_object *o, struct drive_file *f)
 
 /* Sends a request with an optional JSON body and parses a JSON answer
  * into *out (NULL = ignore the answer). */
-static int api_call(struct drive_client *c, const char *method, const char *url,
-		    struct json_object *body, struct json_object **out,
-		    int64_t *date_ms, struct drive_err *err)
+int drive_call(struct drive_client *c, const char *method, const char *url,
+	       const char *body, const char *ctype, struct json_object **out,
+	       int64_t *date_ms, struct drive_err *err)
 {
 	struct drive_resp rs = {0};
 	struct drive_body b = {0};
@@ -154,13 +154,11 @@ static int api_call(struct drive_client *c, const char *method, const char *url,
 	rq.method = method;
 	rq.url = url;
 	if (body) {
-		b.pre = json_object_to_json_string_ext(
-			body, JSON_C_TO_STRING_PLAIN |
-				      JSON_C_TO_STRING_NOSLASHESCAPE);
-		b.pre_len = strlen(b.pre);
+		b.pre = body;
+		b.pre_len = strlen(body);
 		b.fd = -1;
 		rq.body = &b;
-		rq.content_type = "application/json; charset=UTF-8";
+		rq.content_type = ctype;
 	}
 	if (drive_http_do(c, &rq, &rs, err) < 0)
 		goto out;
@@ -175,6 +173,20 @@ static int api_call(struct drive_client *c, const char *method, const char *url,
 out:
 	drive_resp_reset(&rs);
 	return rc;
+}
+
+static int api_call(struct drive_client *c, const char *method, const char *url,
+		    struct json_object *body, struct json_object **out,
+		    int64_t *date_ms, struct drive_err *err)
+{
+	const char *text = NULL;
+
+	if (body)
+		text = json_object_to_json_string_ext(
+			body, JSON_C_TO_STRING_PLAIN |
+				      JSON_C_TO_STRING_NOSLASHESCAPE);
+	return drive_call(c, method, url, text,
+			  "application/json; charset=UTF-8", out, date_ms, err);
 }
 
 static int api_get_file(struct drive_client *c, char *url,

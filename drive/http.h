@@ -104,7 +104,8 @@ struct drive_req {
 	const char *const *headers; /* extra "Name: value", NULL-terminated */
 	struct drive_body *body;    /* NULL = no body */
 	bool accept_308;	    /* resumable uploads: 308 is not an error */
-	bool data_plane;	    /* moves content (upload chunk, download range): not paced */
+	bool data_plane; /* moves content (upload chunk, download range): not
+			    paced */
 	/* Where 2xx body bytes go; NULL = collected into resp->body. Return
 	 * 0, or an errno to abort (reported as a local, non-retried error). */
 	int (*sink)(const char *p, size_t n, struct drive_resp *rs, void *ud);
@@ -151,6 +152,13 @@ int drive_http_do(struct drive_client *c, const struct drive_req *rq,
 /* The collected 2xx body as JSON (caller puts it); NULL with err set. */
 struct json_object *drive_resp_json(const struct drive_resp *rs,
 				    struct drive_err *err);
+
+/* One request whose body (NULL = none, else `ctype`) can be sent again as
+ * is, in the retry loop; the 2xx JSON answer into *out (NULL = ignored;
+ * caller puts it) and the Date header into *date_ms. url NULL = ENOMEM. */
+int drive_call(struct drive_client *c, const char *method, const char *url,
+	       const char *body, const char *ctype, struct json_object **out,
+	       int64_t *date_ms, struct drive_err *err);
 
 /* malloc'd endpoint + printf(fmt); NULL only on out of memory. */
 char *drive_urlf(struct drive_client *c, const char *fmt, ...)

@@ -16,45 +16,14 @@
 
 #define LEASE_FIELDS DRIVE_FILE_FIELDS ",appProperties"
 
-/* One request with a body (NULL = none) of the given type; the JSON answer
- * into *out (NULL = ignored) and the Date header into *date_ms. */
+/* drive_call() for a malloc'd url, which it frees. */
 static int lease_call(struct drive_client *c, const char *method, char *url,
 		      const char *body, const char *ctype,
 		      struct json_object **out, int64_t *date_ms,
 		      struct drive_err *err)
 {
-	struct drive_resp rs = {0};
-	struct drive_body b = {0};
-	struct drive_req rq = {0};
-	int rc = -1;
+	int rc = drive_call(c, method, url, body, ctype, out, date_ms, err);
 
-	if (out)
-		*out = NULL;
-	if (!url) {
-		drive_err_local(err, ENOMEM, method);
-		return -1;
-	}
-	rq.method = method;
-	rq.url = url;
-	if (body) {
-		b.pre = body;
-		b.pre_len = strlen(body);
-		b.fd = -1;
-		rq.body = &b;
-		rq.content_type = ctype;
-	}
-	if (drive_http_do(c, &rq, &rs, err) < 0)
-		goto out;
-	if (date_ms)
-		*date_ms = rs.date_ms;
-	if (out) {
-		*out = drive_resp_json(&rs, err);
-		if (!*out)
-			goto out;
-	}
-	rc = 0;
-out:
-	drive_resp_reset(&rs);
 	free(url);
 	return rc;
 }
