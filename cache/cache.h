@@ -68,15 +68,15 @@ struct cache;
 struct cache_handle;
 
 struct cache_opts {
-	const char *dir;	  /* cache_dir; created 0700 */
-	int64_t max_size;	  /* bytes of clean content kept; LRU beyond */
-	int write_back_ms;	  /* delay after last close before upload */
-	int transfers;		  /* parallel upload/download workers */
-	size_t chunk_size;	  /* resumable chunk size */
-	int poll_interval_s;	  /* changes feed period; 0 = never */
-	int long_open_upload_s;	  /* snapshot files open for writing this long */
-	int read_timeout_s;	  /* an uncached read gives EIO after this */
-	bool use_trash;		  /* unlink trashes instead of deleting */
+	const char *dir;	/* cache_dir; created 0700 */
+	int64_t max_size;	/* bytes of clean content kept; LRU beyond */
+	int write_back_ms;	/* delay after last close before upload */
+	int transfers;		/* parallel upload/download workers */
+	size_t chunk_size;	/* resumable chunk size */
+	int poll_interval_s;	/* changes feed period; 0 = never */
+	int long_open_upload_s; /* snapshot files open for writing this long */
+	int read_timeout_s;	/* an uncached read gives EIO after this */
+	bool use_trash;		/* unlink trashes instead of deleting */
 	/* Called (from a cache thread) with the path of every node whose
 	 * content or attributes changed on Drive, so fs/ can invalidate the
 	 * kernel's caches. May be NULL. */
@@ -102,11 +102,11 @@ void cache_close(struct cache *c, int drain_timeout_s);
 struct cache_attr {
 	uint64_t ino;
 	bool is_dir;
-	mode_t mode;		/* type bits + permissions */
+	mode_t mode; /* type bits + permissions */
 	int64_t size;
 	struct timespec mtime;
 	struct timespec ctime;
-	bool dirty;		/* not yet on Drive as shown */
+	bool dirty; /* not yet on Drive as shown */
 };
 
 /* Looks a path up, listing its parent directory on Drive first if that
@@ -115,13 +115,12 @@ int cache_getattr(struct cache *c, const char *path, struct cache_attr *out);
 
 typedef int (*cache_dir_cb)(const char *name, const struct cache_attr *a,
 			    void *ud);
-int cache_readdir(struct cache *c, const char *path, cache_dir_cb cb,
-		  void *ud);
+int cache_readdir(struct cache *c, const char *path, cache_dir_cb cb, void *ud);
 
 /* mkdir -p semantics are NOT implied: the parent must exist (-ENOENT). The
  * root "" always exists. */
 int cache_mkdir(struct cache *c, const char *path, mode_t mode);
-int cache_rmdir(struct cache *c, const char *path);	  /* -ENOTEMPTY */
+int cache_rmdir(struct cache *c, const char *path); /* -ENOTEMPTY */
 int cache_unlink(struct cache *c, const char *path);
 /* POSIX rename within the persisted tree, replacing an existing file (or
  * empty directory). flags: RENAME_NOREPLACE / RENAME_EXCHANGE(-EINVAL). */
@@ -135,8 +134,8 @@ int cache_truncate(struct cache *c, const char *path, off_t size);
 /* ---- open files ----------------------------------------------------- */
 
 /* flags as open(2): O_CREAT, O_EXCL, O_TRUNC, O_APPEND, access mode. */
-int cache_open_file(struct cache *c, const char *path, int flags,
-		    mode_t mode, struct cache_handle **out);
+int cache_open_file(struct cache *c, const char *path, int flags, mode_t mode,
+		    struct cache_handle **out);
 ssize_t cache_read(struct cache_handle *h, void *buf, size_t size, off_t off);
 ssize_t cache_write(struct cache_handle *h, const void *buf, size_t size,
 		    off_t off);

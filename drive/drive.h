@@ -46,19 +46,20 @@ bool drive_err_retryable(const struct drive_err *err);
 
 /* One remote from rclone's configuration, after env-over-file precedence. */
 struct drive_config {
-	char name[128];		  /* remote name, without ':' */
-	char source[1024];	  /* config file path it came from, or "environment" */
+	char name[128];	   /* remote name, without ':' */
+	char source[1024]; /* config file path it came from, or "environment" */
 	char client_id[256];
 	char client_secret[256];
-	char token_url[512];	  /* "" = default (or endpoint + "/token") */
-	char scope[256];	  /* default "drive" */
+	char token_url[512]; /* "" = default (or endpoint + "/token") */
+	char scope[256];     /* default "drive" */
 	char root_folder_id[256];
 	char team_drive[256];
 	char service_account_file[1024];
 	char *service_account_credentials; /* JSON text or NULL; owned */
-	char *token_json;		    /* rclone's token JSON or NULL; owned */
-	char endpoint[512];	  /* base URL; default https://www.googleapis.com */
-	bool token_from_env;	  /* token came from RCLONE_CONFIG_*_TOKEN: no write-back */
+	char *token_json;    /* rclone's token JSON or NULL; owned */
+	char endpoint[512];  /* base URL; default https://www.googleapis.com */
+	bool token_from_env; /* token came from RCLONE_CONFIG_*_TOKEN: no
+				write-back */
 };
 
 /* Splits "REMOTE:path/in/remote" into the remote name and the path (without
@@ -84,17 +85,18 @@ void drive_config_free(struct drive_config *cfg);
 struct drive_client;
 
 struct drive_client_opts {
-	const char *endpoint;	/* overrides cfg->endpoint when non-NULL */
-	double pacer_rate;	/* sustained requests/s; 0 = default (10) */
-	int pacer_burst;	/* 0 = default (100) */
-	int max_retries;	/* 0 = default (10) */
-	int timeout_s;		/* stall timeout for transfers; 0 = default 60 */
-	int connect_timeout_s;	/* 0 = default 15 */
+	const char *endpoint;  /* overrides cfg->endpoint when non-NULL */
+	double pacer_rate;     /* sustained requests/s; 0 = default (10) */
+	int pacer_burst;       /* 0 = default (100) */
+	int max_retries;       /* 0 = default (10) */
+	int timeout_s;	       /* stall timeout for transfers; 0 = default 60 */
+	int connect_timeout_s; /* 0 = default 15 */
 };
 
 /* Takes ownership of nothing; copies what it needs from cfg. */
 int drive_client_new(struct drive_client **out, const struct drive_config *cfg,
-		     const struct drive_client_opts *opts, struct drive_err *err);
+		     const struct drive_client_opts *opts,
+		     struct drive_err *err);
 void drive_client_free(struct drive_client *c);
 
 /* Obtains a valid access token now (refreshing if needed): used by --check
@@ -105,13 +107,13 @@ int drive_auth_check(struct drive_client *c, struct drive_err *err);
 
 struct drive_file {
 	char id[128];
-	char name[1024];	/* Drive's name, not mapped */
+	char name[1024]; /* Drive's name, not mapped */
 	char mime_type[128];
-	char parent[128];	/* first parent or "" */
-	char md5[33];		/* "" for folders and Google docs */
+	char parent[128]; /* first parent or "" */
+	char md5[33];	  /* "" for folders and Google docs */
 	int64_t size;
 	int64_t version;
-	int64_t created_ms;	/* ms since the epoch */
+	int64_t created_ms; /* ms since the epoch */
 	int64_t modified_ms;
 	bool trashed;
 	bool is_folder;
@@ -122,7 +124,7 @@ struct drive_file {
 struct drive_about {
 	char user_email[256];
 	char user_name[256];
-	int64_t quota_limit;	/* -1 = unlimited */
+	int64_t quota_limit; /* -1 = unlimited */
 	int64_t quota_usage;
 };
 int drive_about(struct drive_client *c, struct drive_about *out,
@@ -161,8 +163,8 @@ int drive_mkdir(struct drive_client *c, const char *parent, const char *name,
 		struct drive_file *out, struct drive_err *err);
 /* mkdir with a pre-generated id (new_id may be NULL); a 409 fileIdInUse on
  * a retry means an earlier attempt succeeded: it returns that folder. */
-int drive_mkdir_id(struct drive_client *c, const char *parent,
-		   const char *name, const char *new_id, struct drive_file *out,
+int drive_mkdir_id(struct drive_client *c, const char *parent, const char *name,
+		   const char *new_id, struct drive_file *out,
 		   struct drive_err *err);
 
 /* files.generateIds: fills ids[0..count) (count <= 1000). */
@@ -195,8 +197,8 @@ struct drive_upload {
 	 * recognised (409 fileIdInUse → fetch it and compare md5) instead of
 	 * making a duplicate. NULL = Drive picks. */
 	const char *new_id;
-	const char *mime_type;	/* NULL = application/octet-stream */
-	int64_t modified_ms;	/* 0 = let Drive set it */
+	const char *mime_type; /* NULL = application/octet-stream */
+	int64_t modified_ms;   /* 0 = let Drive set it */
 	int fd;
 	int64_t size;
 	size_t chunk_size;

@@ -8,7 +8,7 @@
 
 #include "drive.h"
 
-#define DRIVE_DEFAULT_ENDPOINT "https://www.googleapis.com"
+#define DRIVE_DEFAULT_ENDPOINT	"https://www.googleapis.com"
 #define DRIVE_DEFAULT_TOKEN_URL "https://oauth2.googleapis.com/token"
 
 /* ---- http.c ---------------------------------------------------------- */

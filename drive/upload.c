@@ -650,4 +650,3 @@ int drive_upload(struct drive_client *c, struct drive_upload *up,
 	up->id = caller_id;
 	return rc;
 }
-
