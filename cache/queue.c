@@ -17,13 +17,6 @@
 
 #define ID_BATCH 100
 
-/* drive_generate_ids and drive_mkdir_id came late to drive.h; until
- * drive/ has them the queue still works, creating without pre-generated
- * ids (Drive picks; a create retried after a lost response may then
- * duplicate). Weak references resolve to the real calls once linked. */
-#pragma weak drive_generate_ids
-#pragma weak drive_mkdir_id
-
 void upload_queue(struct cache *c, struct cnode *n, int64_t due)
 {
 	if (n->unlinked || !n->parent)
@@ -130,7 +123,7 @@ static int assign_id(struct cache *c, struct cnode *n)
 	struct drive_err err;
 	int rc = 0, i;
 
-	if (n->drive_id[0] || !drive_generate_ids)
+	if (n->drive_id[0])
 		return 0;
 	if (c->nids == 0) {
 		pthread_mutex_unlock(&c->lock);
@@ -236,11 +229,7 @@ static int mkdir_or_adopt(struct cache *c, const char *parent, const char *name,
 	rc = oldest_folder(c, parent, name, out, err);
 	if (rc != 0)
 		return rc < 0 ? -1 : 0;
-	if (drive_mkdir_id)
-		rc = drive_mkdir_id(c->dc, parent, name, id[0] ? id : NULL, out,
-				    err);
-	else
-		rc = drive_mkdir(c->dc, parent, name, out, err);
+	rc = drive_mkdir_id(c->dc, parent, name, id[0] ? id : NULL, out, err);
 	if (rc < 0)
 		return -1;
 	if (oldest_folder(c, parent, name, &win, err) == 1 &&
