@@ -3,6 +3,7 @@
 
 PREFIX ?= /usr/local
 DESTDIR ?=
+MANDIR ?= $(PREFIX)/share/man
 PYTHON ?= /usr/bin/python3
 PKGS := fuse3 libcurl json-c sqlite3 libcrypto
 
@@ -35,6 +36,9 @@ FS_SRC := $(wildcard fs/*.c)
 SCHED_SRC := $(wildcard scheduler/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 TOOL_SRC := $(wildcard tests/tools/*.c)
+# Hand-written roff; tests/integration/test_man_pages.py keeps them in step
+# with each program's --help.
+MANPAGES := $(wildcard man/*.1)
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 # One archive per folder: `ar` keys members by file name, so drive/upload.o
@@ -121,10 +125,10 @@ demo: deps all
 	  echo "make demo: not yet — the mount and scheduler it demonstrates are still being built (see README)."; fi
 
 # Binaries, the helper scripts (vectur-setup on PATH; units, fstab example and
-# on-start script under share/vectur) and the docs. --help is the manual.
+# on-start script under share/vectur), the man pages and the docs.
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/vectur \
-	  $(DESTDIR)$(PREFIX)/share/doc/vectur
+	  $(DESTDIR)$(PREFIX)/share/doc/vectur $(DESTDIR)$(MANDIR)/man1
 	install -m 0755 $(PROGS) mount-helpers/vectur-setup $(DESTDIR)$(PREFIX)/bin/
 	install -m 0755 mount-helpers/vast-onstart.sh $(DESTDIR)$(PREFIX)/share/vectur/
 	install -m 0644 mount-helpers/fstab.example mount-helpers/vectur-mount@.service \
@@ -133,6 +137,7 @@ install: all
 	install -m 0644 fs/README.md $(DESTDIR)$(PREFIX)/share/doc/vectur/MOUNT.md
 	install -m 0644 scheduler/README.md $(DESTDIR)$(PREFIX)/share/doc/vectur/SCHEDULER.md
 	install -m 0644 mount-helpers/README.md $(DESTDIR)$(PREFIX)/share/doc/vectur/MOUNT-HELPERS.md
+	install -m 0644 $(MANPAGES) $(DESTDIR)$(MANDIR)/man1/
 
 clean:
 	rm -rf build build-san bin bin-san
