@@ -5,7 +5,7 @@ set -eu
 PKGS="build-essential pkg-config libfuse3-dev fuse3 libcurl4-openssl-dev
 libjson-c-dev libsqlite3-dev libssl-dev python3 python3-pytest
 python3-filelock rclone openssl curl fio hyperfine shellcheck clang-format
-util-linux procps"
+util-linux procps groff-base man-db"
 missing=""
 for p in $PKGS; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
