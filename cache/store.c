@@ -176,7 +176,12 @@ int store_open(struct cache *c, char *errbuf, size_t errlen)
 		return -EIO;
 	}
 	sqlite3_busy_timeout(c->db, 5000);
-	if (exec(c, "PRAGMA journal_mode=WAL") ||
+	/* One connection in one process (the cache dir lock keeps other
+	 * mounts out): exclusive locking keeps the WAL index in memory and
+	 * skips the shared-memory file and its fcntl locks, ~27 system
+	 * calls per created file. Must come before journal_mode=WAL. */
+	if (exec(c, "PRAGMA locking_mode=EXCLUSIVE") ||
+	    exec(c, "PRAGMA journal_mode=WAL") ||
 	    exec(c, "PRAGMA synchronous=NORMAL") || exec(c, schema)) {
 		snprintf(errbuf, errlen, "cannot set up %s: %s", path,
 			 c->last_error);

@@ -29,7 +29,6 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/xattr.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -1318,65 +1317,15 @@ static int vfs_statfs(const char *path, struct statvfs *st)
 	return statvfs(v->cache_dir, st) < 0 ? -errno : 0;
 }
 
-/* ---- extended attributes: local only (Drive has none to map to) ------- */
-
-static int xattr_path(struct vfs *v, const char *path, char *buf, size_t len)
-{
-	const char *rel = rel_of(path);
-
-	if (route_of(v, rel) != R_LOCAL && route_of(v, rel) != R_MERGED)
-		return -ENOTSUP;
-	/* No getxattrat() before Linux 6.13: go through the dirfd's
-	 * /proc/self/fd link, which resolves to the hidden directory. */
-	snprintf(buf, len, "/proc/self/fd/%d/%s", v->dirfd, rel);
-	return 0;
-}
-
-static int vfs_getxattr(const char *path, const char *name, char *value,
-			size_t size)
-{
-	char p[PATH_MAX + 64];
-	ssize_t n;
-	int rc = xattr_path(vfs_get(), path, p, sizeof(p));
-
-	if (rc < 0)
-		return rc;
-	n = lgetxattr(p, name, value, size);
-	return n < 0 ? -errno : (int)n;
-}
-
-static int vfs_listxattr(const char *path, char *list, size_t size)
-{
-	char p[PATH_MAX + 64];
-	ssize_t n;
-	int rc = xattr_path(vfs_get(), path, p, sizeof(p));
-
-	if (rc < 0)
-		return rc;
-	n = llistxattr(p, list, size);
-	return n < 0 ? -errno : (int)n;
-}
-
-static int vfs_setxattr(const char *path, const char *name, const char *value,
-			size_t size, int flags)
-{
-	char p[PATH_MAX + 64];
-	int rc = xattr_path(vfs_get(), path, p, sizeof(p));
-
-	if (rc < 0)
-		return rc;
-	return lsetxattr(p, name, value, size, flags) < 0 ? -errno : 0;
-}
-
-static int vfs_removexattr(const char *path, const char *name)
-{
-	char p[PATH_MAX + 64];
-	int rc = xattr_path(vfs_get(), path, p, sizeof(p));
-
-	if (rc < 0)
-		return rc;
-	return lremovexattr(p, name) < 0 ? -errno : 0;
-}
+/* ---- extended attributes: none ----------------------------------------
+ *
+ * No xattr operation is implemented, on any path. The kernel asks
+ * getxattr("security.capability") before every write(2) to a FUSE file
+ * (to drop file capabilities) unless the filesystem answered ENOSYS once;
+ * that doubled the round trips of every write. With no handlers libfuse
+ * answers ENOSYS, the kernel stops asking, and xattr calls through the
+ * mount fail with EOPNOTSUPP (Drive has nothing to map them to anyway).
+ */
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
@@ -1445,10 +1394,6 @@ const struct fuse_operations vfs_ops = {
 	.flush = vfs_flush,
 	.release = vfs_release,
 	.fsync = vfs_fsync,
-	.setxattr = vfs_setxattr,
-	.getxattr = vfs_getxattr,
-	.listxattr = vfs_listxattr,
-	.removexattr = vfs_removexattr,
 	.opendir = vfs_opendir,
 	.readdir = vfs_readdir,
 	.releasedir = vfs_releasedir,

@@ -182,11 +182,19 @@ def test_what_drive_cannot_do_gets_a_proper_errno(mounts):
     os.makedirs(m.p("runs/e"))
     with open(m.p("runs/e/f"), "w") as f:
         f.write("x")
+    with open(m.p("local.txt"), "w") as f:
+        f.write("local")
     cases = [
         (lambda: os.symlink("f", m.p("runs/e/link")), errno.EPERM),
         (lambda: os.link(m.p("runs/e/f"), m.p("runs/e/hard")), errno.EPERM),
         (lambda: os.mkfifo(m.p("runs/e/fifo")), errno.EPERM),
         (lambda: os.setxattr(m.p("runs/e/f"), "user.k", b"v"), errno.ENOTSUP),
+        # No xattrs anywhere, local files included: the kernel then skips
+        # its getxattr("security.capability") round trip on every write.
+        (lambda: os.getxattr(m.p("runs/e/f"), "security.capability"),
+         errno.ENOTSUP),
+        (lambda: os.setxattr(m.p("local.txt"), "user.k", b"v"), errno.ENOTSUP),
+        (lambda: os.getxattr(m.p("local.txt"), "user.k"), errno.ENOTSUP),
     ]
     for fn, want in cases:
         with pytest.raises(OSError) as e:
