@@ -111,8 +111,12 @@ struct cnode {
 	int attempts;
 	bool failed;	    /* permanent error; retried at a new close */
 	int64_t landed_seq; /* close_seq of the newest version on Drive */
-	struct cver *vers;  /* every version, any order */
-	struct cver *cur;   /* the content readers and new opens see */
+	/* close_seq of the oldest close not yet on Drive (pending while >
+	 * landed_seq). Outlives that version when a newer close supersedes
+	 * it, so cache_sync keeps waiting for the newer one. */
+	int64_t pend_seq;
+	struct cver *vers; /* every version, any order */
+	struct cver *cur;  /* the content readers and new opens see */
 	/* Tree and hashes. */
 	struct cnode *kids, *sib_next, *sib_prev;
 	struct cnode *h_ino, *h_kid, *h_id;

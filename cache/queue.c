@@ -760,7 +760,13 @@ int64_t upload_pending(struct cache *c, int64_t upto, int64_t *bytes,
 	for (v = c->vers; v; v = v->gnext) {
 		if (v->state != CV_CLOSED && v->state != CV_UPLOADING)
 			continue;
-		if (upto >= 0 && v->close_seq > upto)
+		/* Closed after `upto`: waited for only when it carries a
+		 * close before `upto` that it superseded before that one
+		 * landed (what is on Drive is older than sync promises). */
+		n = v->node;
+		if (upto >= 0 && v->close_seq > upto &&
+		    !(n->pend_seq > n->landed_seq && n->pend_seq <= upto &&
+		      !n->unlinked && v == ver_newest_closed(n)))
 			continue;
 		if (v->node->failed) {
 			if (failed)

@@ -165,6 +165,8 @@ void ver_mark_closed(struct cache *c, struct cver *v)
 	v->state = CV_CLOSED;
 	v->complete = true;
 	v->close_seq = ++c->close_seq;
+	if (n->pend_seq <= n->landed_seq)
+		n->pend_seq = v->close_seq;
 	/* An unsynced version keeps what it supersedes until its bytes are
 	 * on disk: after a power loss recovery drops it and falls back. */
 	if (!v->unsynced)

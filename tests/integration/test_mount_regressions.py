@@ -3,8 +3,12 @@ failing before its fix. Uses the Mount helper of test_mount_basic.py."""
 
 import json
 import os
+import subprocess
+import threading
+import time
 
-from test_mount_basic import Mount, wait_on_drive, pytestmark  # noqa: F401
+from test_mount_basic import (Mount, VM, drive_lookup, md5_bytes,  # noqa: F401
+                              wait_on_drive, pytestmark)
 
 import pytest
 
@@ -33,3 +37,54 @@ def test_o_trunc_truncates_a_file_already_uploaded_after_a_replace(mount):
     assert open(g).read() == "{}"
     assert os.stat(g).st_size == 2
     wait_on_drive(mount.emu, mount.folder, "experiments/work_graph.json", b"{}")
+
+
+def test_sync_waits_for_a_version_superseded_before_it_landed(mount):
+    # `--sync` promises that everything closed before it is on Drive. A
+    # version closed before the sync and superseded before it could be
+    # sent (here by an fsync of a newer write, whose version is on disk
+    # at once) was dropped, and sync stopped waiting: it returned while
+    # the newer one was still uploading, with neither on Drive.
+    mount.base_opts = "write_back=60,poll_interval=1,drain_timeout=30"
+    mount.env["VECTUR_BACKOFF_BASE_MS"] = "1"  # the client gives up fast
+    mount.start()
+    os.makedirs(mount.p("runs"))
+    v1, v2 = os.urandom(3 << 20), os.urandom(3 << 20)
+    ck = mount.p("runs/ck.bin")
+    with open(ck, "wb") as f:
+        f.write(v1)
+    mount.emu.set_faults({"fail_rate": 1.0, "fail_status": 503})
+    sync = subprocess.Popen([VM, "--sync", mount.mnt], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    writer = None
+    try:
+        # v1's upload fails for good this round: the file backs off,
+        # with v1 closed and not being sent.
+        deadline = time.time() + 60
+        while True:
+            with open(mount.p(".vectur/status")) as sf:
+                st = json.load(sf)
+            if st["last_error"] and not st["uploading"]:
+                break
+            assert time.time() < deadline, st
+            time.sleep(0.05)
+        mount.emu.set_faults({"bandwidth": 1000000})  # v2 takes ~3 s
+
+        def write_v2():
+            with open(ck, "wb") as f:
+                f.write(v2)
+                f.flush()
+                os.fsync(f.fileno())
+        writer = threading.Thread(target=write_v2)
+        writer.start()
+        out, _ = sync.communicate(timeout=120)
+        f = drive_lookup(mount.emu, mount.folder, "runs/ck.bin")
+    finally:
+        if sync.poll() is None:
+            sync.kill()
+        if writer:
+            writer.join(120)
+        mount.emu.clear_faults()
+    assert sync.returncode == 0, out
+    assert f is not None, "sync returned with runs/ck.bin not on Drive"
+    assert f.get("md5Checksum") in (md5_bytes(v1), md5_bytes(v2))
