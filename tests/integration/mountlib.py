@@ -152,8 +152,13 @@ class Mount:
         self._lazy_unmount()
         return rc
 
-    def kill9(self):
-        """SIGKILL of the mount process, then a lazy unmount of the dead mount."""
+    def kill9(self, unmount=True):
+        """SIGKILL of the mount process, then a lazy unmount of the dead mount.
+        With unmount=False the dead mount stays in place (every access gets
+        ENOTCONN) until the caller has stopped whatever was writing through
+        it: after a lazy unmount, a path opened by a writer still running
+        reaches the directory underneath, and a file "closed" there never
+        went through vectur (the torture once took that for a lost file)."""
         if self.proc is None:
             return
         try:
@@ -162,7 +167,8 @@ class Mount:
             pass
         self.proc.wait()
         self.proc = None
-        self._lazy_unmount()
+        if unmount:
+            self._lazy_unmount()
 
     def _lazy_unmount(self):
         # os.path.ismount() says False for a dead FUSE mount (ENOTCONN):
@@ -484,13 +490,13 @@ class Torture:
             if writer.poll() is not None:
                 raise AssertionError("the writer failed while the mount was alive:\n%s\n%s" % (
                     tail(self.writer_log), m.diag()))
-            m.kill9()
+            m.kill9(unmount=False)  # the writer first, then the unmount
         finally:
             if writer.poll() is None:
                 os.kill(writer.pid, signal.SIGKILL)
             writer.wait(30)
-            if m.proc is not None:
-                m.kill9()
+            m.kill9()
+            m._lazy_unmount()
         self.stats["rounds"] += 1
         if st is None:
             self.stats["kills_startup"] += 1
