@@ -1,8 +1,10 @@
 /* opts.c — parses vectur-mount's command line from one table (vopt_table)
  * that also prints --help, the way sshfs builds its fuse_opt table with
- * offsetof. Options libfuse knows (ro, nosuid, fsname, ...) are handed on;
- * the ones only mount(8)/fstab care about (_netdev, noauto, user, ...) are
- * accepted and dropped so that a `fuse.vectur-mount` fstab line works. */
+ * offsetof. A second table (xopt_table) names every other option it takes:
+ * FUSE's (ro, nosuid, fsname=, ...) are handed on, the ones only
+ * mount(8)/fstab care about (_netdev, noauto, user, ...) are accepted and
+ * dropped so that a `fuse.vectur-mount` fstab line works. Anything else is
+ * refused here, before the config, Drive or the cache dir are touched. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -64,10 +66,62 @@ const struct vopt vopt_table[] = {
 	{NULL, 0, 0, NULL, NULL, false},
 };
 
-/* mount(8) and fstab options that mean nothing to a FUSE daemon. */
-static const char *const fstab_only[] = {
-	"_netdev", "noauto",   "auto",	"user",	 "users",      "nouser",
-	"nofail",  "defaults", "owner", "group", "nobootwait", NULL,
+#define WHY_CACHE                                                              \
+	"vectur-mount sets the kernel's caching itself (files on Drive "       \
+	"change under it)"
+
+const struct xopt xopt_table[] = {
+	/* The kernel's mount flags, as mount(8) and mount.fuse3 pass them. */
+	{"ro", XOPT_FUSE, NULL},
+	{"rw", XOPT_FUSE, NULL},
+	{"suid", XOPT_FUSE, NULL},
+	{"nosuid", XOPT_FUSE, NULL},
+	{"dev", XOPT_FUSE, NULL},
+	{"nodev", XOPT_FUSE, NULL},
+	{"exec", XOPT_FUSE, NULL},
+	{"noexec", XOPT_FUSE, NULL},
+	{"async", XOPT_FUSE, NULL},
+	{"sync", XOPT_FUSE, NULL},
+	{"dirsync", XOPT_FUSE, NULL},
+	{"atime", XOPT_FUSE, NULL},
+	{"noatime", XOPT_FUSE, NULL},
+	/* libfuse's mount options. */
+	{"default_permissions", XOPT_FUSE, NULL},
+	{"allow_root", XOPT_FUSE, NULL},
+	{"auto_unmount", XOPT_FUSE, NULL},
+	{"fsname=NAME", XOPT_FUSE, NULL},
+	{"subtype=TYPE", XOPT_FUSE, NULL},
+	{"umask=MASK", XOPT_FUSE, NULL},
+	{"uid=N", XOPT_FUSE, NULL},
+	{"gid=N", XOPT_FUSE, NULL},
+	/* Only mount(8), fstab and systemd care about these (user= is what
+	 * mount(8) records for a `user` mount; fusermount3 refuses it). */
+	{"_netdev", XOPT_FSTAB, NULL},
+	{"noauto", XOPT_FSTAB, NULL},
+	{"auto", XOPT_FSTAB, NULL},
+	{"user", XOPT_FSTAB, NULL},
+	{"users", XOPT_FSTAB, NULL},
+	{"nouser", XOPT_FSTAB, NULL},
+	{"user=NAME", XOPT_FSTAB, NULL},
+	{"nofail", XOPT_FSTAB, NULL},
+	{"defaults", XOPT_FSTAB, NULL},
+	{"owner", XOPT_FSTAB, NULL},
+	{"group", XOPT_FSTAB, NULL},
+	{"nobootwait", XOPT_FSTAB, NULL},
+	{"comment=TEXT", XOPT_FSTAB, NULL},
+	{"x-*", XOPT_FSTAB, NULL},
+	/* libfuse's, but vfs_init() sets them or libfuse's high-level API
+	 * cannot take them: a user's value would be silently overridden, or
+	 * the mount would fail once up. */
+	{"kernel_cache", XOPT_REFUSED, WHY_CACHE},
+	{"auto_cache", XOPT_REFUSED, WHY_CACHE},
+	{"noauto_cache", XOPT_REFUSED, WHY_CACHE},
+	{"entry_timeout=SECS", XOPT_REFUSED, WHY_CACHE},
+	{"attr_timeout=SECS", XOPT_REFUSED, WHY_CACHE},
+	{"negative_timeout=SECS", XOPT_REFUSED, WHY_CACHE},
+	{"max_read=N", XOPT_REFUSED,
+	 "libfuse's high-level API fails on it once mounted"},
+	{NULL, 0, NULL},
 };
 
 enum {
@@ -242,14 +296,44 @@ static const struct vopt *find_option(const char *name, size_t len)
 	return NULL;
 }
 
-static bool is_fstab_only(const char *arg)
+static const struct xopt *find_xopt(const char *arg)
 {
-	if (strncmp(arg, "x-", 2) == 0 || strncmp(arg, "comment=", 8) == 0)
-		return true;
-	for (int i = 0; fstab_only[i]; i++)
-		if (strcmp(arg, fstab_only[i]) == 0)
-			return true;
-	return false;
+	for (const struct xopt *x = xopt_table; x->name; x++) {
+		size_t n = strcspn(x->name, "=*");
+
+		if (x->name[n] == '\0' ? strcmp(arg, x->name) == 0
+				       : strncmp(arg, x->name,
+						 n + (x->name[n] == '=')) == 0)
+			return x;
+	}
+	return NULL;
+}
+
+/* An option that is not ours: 1 hands it on to libfuse, 0 drops it, -1
+ * refuses it (said on stderr). */
+static int other_option(struct mount_opts *o, const char *arg)
+{
+	const struct xopt *x = find_xopt(arg);
+
+	if (!x) {
+		fprintf(stderr, "vectur-mount: unknown option '%s'\n", arg);
+		return -1;
+	}
+	switch (x->kind) {
+	case XOPT_FUSE:
+		if (strncmp(arg, "fsname=", 7) == 0)
+			o->fsname_set = true;
+		if (strncmp(arg, "subtype=", 8) == 0)
+			o->subtype_set = true;
+		return 1;
+	case XOPT_FSTAB:
+		return 0;
+	case XOPT_REFUSED:
+		break;
+	}
+	fprintf(stderr, "vectur-mount: option '%s' is not supported: %s\n", arg,
+		x->why);
+	return -1;
 }
 
 static int opt_proc(void *data, const char *arg, int key,
@@ -263,11 +347,10 @@ static int opt_proc(void *data, const char *arg, int key,
 		size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
 		const struct vopt *v = find_option(arg, len);
 
-		if (!v) {
-			if (is_fstab_only(arg))
-				return 0;
-			return 1; /* libfuse's (ro, fsname, ...) */
-		}
+		if (!*arg)
+			return 0; /* "-o ro,,rw" */
+		if (!v)
+			return other_option(o, arg);
 		if (set_option(o, v, eq ? eq + 1 : NULL) < 0) {
 			fprintf(stderr,
 				"vectur-mount: bad value for option '%s'\n",
@@ -404,6 +487,21 @@ static void print_wrapped(FILE *f, const char *text, int col, int indent)
 	fputc('\n', f);
 }
 
+/* One line of --help naming every xopt_table option of one kind. */
+static void print_xopts(FILE *f, const char *label, enum xopt_kind kind)
+{
+	char list[1024] = "";
+	size_t n = 0;
+
+	for (const struct xopt *x = xopt_table; x->name; x++) {
+		if (x->kind != kind || n >= sizeof(list))
+			continue;
+		n += snprintf(list + n, sizeof(list) - n, "%s%s", n ? ", " : "",
+			      x->name);
+	}
+	print_wrapped(f, list, fprintf(f, "    %-24s", label), 28);
+}
+
 void opts_print_help(FILE *f, const char *prog)
 {
 	fprintf(f,
@@ -453,7 +551,9 @@ void opts_print_help(FILE *f, const char *prog)
 			snprintf(help, sizeof(help), "%s", v->help);
 		print_wrapped(f, help, col, 28);
 	}
-	fprintf(f, "\nStandard mount options (ro, rw, nosuid, nodev, noexec, "
-		   "fsname=, ...) are\npassed to FUSE; fstab-only ones "
-		   "(_netdev, noauto, user, nofail, x-*) are\nignored.\n");
+	fprintf(f, "\nother mount options (-o, or from an /etc/fstab line):\n");
+	print_xopts(f, "passed to FUSE:", XOPT_FUSE);
+	print_xopts(f, "ignored (fstab only):", XOPT_FSTAB);
+	fprintf(f, "Any other option is refused (exit status 2) before Drive "
+		   "or the disk are\ntouched.\n");
 }

@@ -200,6 +200,26 @@ def problems(prog, help_txt, page_txt):
     return out
 
 
+def listed_after(text, lead):
+    """The comma-separated names that follow `lead` in plain text, up to the
+    period that ends the list."""
+    m = re.search(re.escape(lead) + r"\s*(.*?)\.(?:\s|$)", " ".join(text.split()))
+    return [w.strip() for w in m.group(1).split(",")] if m else None
+
+
+def other_mount_options(help_txt, page_txt):
+    """vectur-mount's lists of mount options it passes on to FUSE and ignores
+    (fstab), as (--help's, the page's)."""
+    def help_list(label):
+        m = re.search(r"^ +%s: +(.*?)(?:\n\n|\n(?! {8,})|\Z)" % re.escape(label), help_txt,
+                      re.M | re.S)
+        return [w.strip() for w in " ".join(m.group(1).split()).split(",")] if m else None
+    page = " ".join(deroff(l) for l in page_txt.splitlines())
+    return ((help_list("passed to FUSE"), help_list("ignored (fstab only)")),
+            (listed_after(page, "Passed on to FUSE:"),
+             listed_after(page, "systemd care about them:")))
+
+
 # ---- the tests ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("prog", sorted(PROGRAMS))
@@ -245,6 +265,13 @@ def test_checker_catches_an_unknown_option(prog):
     page = page.replace("\n.SH EXIT STATUS\n",
                         "\n.TP\n.BI \\-\\-no-such-option \" N\"\nMade up.\n.SH EXIT STATUS\n", 1)
     assert any("--no-such-option" in p for p in problems(prog, help_text(prog), page))
+
+
+def test_mount_page_lists_the_fuse_and_fstab_options_help_lists():
+    in_help, in_page = other_mount_options(help_text("vectur-mount"),
+                                           open(page_path("vectur-mount")).read())
+    assert None not in in_help and len(in_help[0]) >= 10 and len(in_help[1]) >= 10, in_help
+    assert in_page == in_help
 
 
 def test_checker_catches_a_changed_default():
