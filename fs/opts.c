@@ -19,51 +19,54 @@ const struct vopt vopt_table[] = {
 	{"cache_dir", VOPT_STR, O(cache_dir), NULL,
 	 "where cached content and the queue live (default "
 	 "$XDG_CACHE_HOME/vectur/<remote>-<hash>, mode 0700)",
-	 false},
+	 false, "DIR"},
 	{"cache_max_size", VOPT_SIZE, O(cache_max_size), "10G",
-	 "clean content kept before LRU eviction (K/M/G/T suffixes)", false},
+	 "clean content kept before LRU eviction (K/M/G/T suffixes)", false,
+	 NULL},
 	{"persist", VOPT_LIST, O(persist), NULL,
 	 "gitignore-like pattern of paths kept on Drive; repeatable; replaces "
 	 "vectur.persist and the default runs/**, "
 	 "experiments/work_graph.json, locks/**; persist=** = everything",
-	 false},
+	 false, NULL},
 	{"poll_interval", VOPT_SECS, O(poll_interval), "15",
-	 "seconds between reads of Drive's changes feed (0 = never)", false},
+	 "seconds between reads of Drive's changes feed (0 = never)", false,
+	 NULL},
 	{"lock_ttl", VOPT_SECS, O(lock_ttl), "60",
-	 "lease of files under locks/**, refreshed every ttl/3", false},
+	 "lease of files under locks/**, refreshed every ttl/3", false, NULL},
 	{"write_back", VOPT_SECS, O(write_back), "5",
-	 "seconds after the last close before an upload starts (0.5 ok)",
-	 false},
+	 "seconds after the last close before an upload starts (0.5 ok)", false,
+	 NULL},
 	{"transfers", VOPT_INT, O(transfers), "4", "parallel uploads/downloads",
-	 false},
+	 false, NULL},
 	{"chunk_size", VOPT_SIZE, O(chunk_size), "8M",
-	 "resumable upload chunk size (multiple of 256K)", false},
+	 "resumable upload chunk size (multiple of 256K)", false, NULL},
 	{"endpoint", VOPT_STR, O(endpoint), NULL,
 	 "base URL replacing https://www.googleapis.com (token URL becomes "
 	 "ENDPOINT/token unless token_url is set)",
-	 false},
+	 false, "URL"},
 	{"token_url", VOPT_STR, O(token_url), NULL,
-	 "OAuth token URL (default from the config or the endpoint)", false},
+	 "OAuth token URL (default from the config or the endpoint)", false,
+	 "URL"},
 	{"config", VOPT_STR, O(config), NULL,
-	 "rclone config file (same as --config FILE)", false},
+	 "rclone config file (same as --config FILE)", false, "FILE"},
 	{"allow_other", VOPT_BOOL, O(allow_other), "0",
 	 "let other users in (implies default_permissions; needs "
 	 "user_allow_other in /etc/fuse.conf for non-root)",
-	 true},
+	 true, NULL},
 	{"drain_timeout", VOPT_SECS, O(drain_timeout), "60",
 	 "at unmount, wait this long for queued uploads; the rest stays "
 	 "queued for the next mount",
-	 false},
+	 false, NULL},
 	{"read_timeout", VOPT_SECS, O(read_timeout), "30",
 	 "an uncached read that gets nothing from Drive for this long fails "
 	 "with EIO",
-	 false},
+	 false, NULL},
 	{"use_trash", VOPT_BOOL, O(use_trash), "1",
 	 "deleting a persisted file moves it to Drive's trash (0 = delete)",
-	 false},
+	 false, NULL},
 	{"debug", VOPT_BOOL, O(debug), "0",
-	 "log every FUSE request (implies -f)", true},
-	{NULL, 0, 0, NULL, NULL, false},
+	 "log every FUSE request (implies -f)", true, NULL},
+	{NULL, 0, 0, NULL, NULL, false, NULL},
 };
 
 #define WHY_CACHE                                                              \
@@ -442,9 +445,15 @@ void opts_free(struct mount_opts *o)
 	o->nargs = 0;
 }
 
-static const char *type_meta(enum vopt_type t)
+/* How --help shows an option's value: the table's metavariable (DIR,
+ * URL, FILE), else one from its type. */
+static const char *type_meta(const struct vopt *v, char *buf, size_t len)
 {
-	switch (t) {
+	if (v->meta) {
+		snprintf(buf, len, "=%s", v->meta);
+		return buf;
+	}
+	switch (v->type) {
 	case VOPT_STR:
 		return "=STR";
 	case VOPT_BOOL:
@@ -533,12 +542,12 @@ void opts_print_help(FILE *f, const char *prog)
 		"vectur options (-o name=value,...):\n",
 		prog, prog, prog);
 	for (const struct vopt *v = vopt_table; v->name; v++) {
-		char head[64];
+		char head[64], meta[32];
 		char help[512];
 		int col;
 
 		snprintf(head, sizeof(head), "    -o %s%s", v->name,
-			 type_meta(v->type));
+			 type_meta(v, meta, sizeof(meta)));
 		col = fprintf(f, "%-28s", head);
 		if (col > 28) {
 			fprintf(f, "\n%28s", "");

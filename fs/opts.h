@@ -61,7 +61,8 @@ struct vopt {
 	size_t offset;
 	const char *def; /* parsed like user input; NULL = none/computed */
 	const char *help;
-	bool pass; /* also handed on to libfuse (allow_other, debug) */
+	bool pass;	  /* also handed on to libfuse (allow_other, debug) */
+	const char *meta; /* --help's name for the value; NULL: the type's */
 };
 
 extern const struct vopt vopt_table[];

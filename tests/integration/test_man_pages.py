@@ -10,6 +10,8 @@ place.
   be missing from --help, so the list shrinks when --help catches up.
 - Defaults: where --help says "default X", the page's paragraph for that
   option says X too.
+- Metavariables: an option both show with a value (`-o cache_dir=DIR`,
+  `--graph PATH`) has the same metavariable in both.
 - Exit codes: vectur-sched's codes in --help are the page's EXIT STATUS tags.
 - The checker itself: removing any option paragraph from a page, adding an
   unknown option or changing a default makes it complain.
@@ -92,6 +94,23 @@ def help_entries(text):
         else:
             cur = None
     return [(names, body) for names, body, _ in entries]
+
+
+def help_heads(text):
+    """The option column of each option line of --help."""
+    return [re.match(r"(.*?)(?:\s{2,}|$)", line.strip()).group(1)
+            for line in text.splitlines() if line.strip().startswith("-")]
+
+
+def metavars(text):
+    """{option: metavariable} for the options of an option column or a .TP
+    tag that take one: '-o cache_dir=DIR', '--graph PATH', '--port=P'."""
+    out = {}
+    for m in re.finditer(r"(?<![\w-])-o\s+([a-z_]+)=([A-Z][A-Z_]*)(?!\w)", text):
+        out["-o " + m.group(1)] = m.group(2)
+    for m in re.finditer(r"(?<![\w-])(--[a-z][\w-]*)[ =]([A-Z][A-Z:_]*)(?!\w)", text):
+        out[m.group(1)] = m.group(2)
+    return out
 
 
 def help_default(body):
@@ -181,6 +200,15 @@ def problems(prog, help_txt, page_txt):
         out.append("man/%s.1 documents %s; %s --help does not print it" % (prog, opt, prog))
     for opt in sorted(allowed & in_help):
         out.append("%s --help now prints %s: drop it from MAN_ONLY" % (prog, opt))
+    help_meta, man_meta = {}, {}
+    for head in help_heads(help_txt):
+        help_meta.update(metavars(head))
+    for _, _, start, _ in m:
+        man_meta.update(metavars(deroff(lines[start + 1])))
+    for opt in sorted(set(help_meta) & set(man_meta)):
+        if help_meta[opt] != man_meta[opt]:
+            out.append("%s --help gives %s the metavariable %s; man/%s.1 gives it %s"
+                       % (prog, opt, help_meta[opt], prog, man_meta[opt]))
     for names, body in h:
         default = help_default(body)
         if default is None:
@@ -274,12 +302,21 @@ def test_mount_page_lists_the_fuse_and_fstab_options_help_lists():
     assert in_page == in_help
 
 
-def test_checker_catches_a_changed_default():
+def mount_page_problems_with(old, new):
+    """problems() of vectur-mount's page with `old` (which it holds) replaced."""
     page = open(page_path("vectur-mount")).read()
-    assert "Default: 10G." in page
-    found = problems("vectur-mount", help_text("vectur-mount"),
-                     page.replace("Default: 10G.", "Default: 20G."))
+    assert old in page
+    return problems("vectur-mount", help_text("vectur-mount"), page.replace(old, new))
+
+
+def test_checker_catches_a_changed_default():
+    found = mount_page_problems_with("Default: 10G.", "Default: 20G.")
     assert any("-o cache_max_size" in p and "'10G'" in p for p in found), found
+
+
+def test_checker_catches_a_changed_metavariable():
+    found = mount_page_problems_with('.BI "\\-o cache_dir=" DIR', '.BI "\\-o cache_dir=" PATH')
+    assert any("-o cache_dir" in p and "PATH" in p for p in found), found
 
 
 def test_checker_catches_a_missing_exit_code():

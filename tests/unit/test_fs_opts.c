@@ -279,6 +279,12 @@ static void test_help_shows_every_option_with_its_default(void)
 	for (const struct xopt *x = xopt_table; x->name; x++)
 		if (x->kind != XOPT_REFUSED)
 			CHECK(strstr(buf, x->name) != NULL);
+	/* String options say what they take. */
+	CHECK(strstr(buf, "-o cache_dir=DIR ") != NULL);
+	CHECK(strstr(buf, "-o endpoint=URL ") != NULL);
+	CHECK(strstr(buf, "-o token_url=URL ") != NULL);
+	CHECK(strstr(buf, "-o config=FILE ") != NULL);
+	CHECK(strstr(buf, "=STR") == NULL);
 	CHECK(strstr(buf, "(default: 10G)") != NULL);
 	CHECK(strstr(buf, "(default: 15)") != NULL);
 	free(buf);
