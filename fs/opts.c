@@ -59,7 +59,7 @@ const struct vopt vopt_table[] = {
 	 false, NULL},
 	{"read_timeout", VOPT_SECS, O(read_timeout), "30",
 	 "an uncached read that gets nothing from Drive for this long fails "
-	 "with EIO",
+	 "with EIO (more than 0)",
 	 false, NULL},
 	{"use_trash", VOPT_BOOL, O(use_trash), "1",
 	 "deleting a persisted file moves it to Drive's trash (0 = delete)",
@@ -417,6 +417,15 @@ int opts_parse(int argc, char **argv, struct mount_opts *o,
 		}
 	}
 	rc = fuse_opt_parse(&tmp, o, cli_spec, opt_proc);
+	/* poll_interval=0 means "never"; a read cannot wait forever, and a
+	 * silent stand-in value would surprise: refused. */
+	if (rc == 0 && o->read_timeout <= 0) {
+		fprintf(stderr,
+			"vectur-mount: read_timeout must be more than 0 "
+			"(an uncached read cannot wait forever; e.g. "
+			"read_timeout=10m)\n");
+		rc = -1;
+	}
 	if (rc < 0) {
 		fuse_opt_free_args(&tmp);
 		return -EINVAL;

@@ -303,6 +303,9 @@ REFUSED_OPTIONS = [
     (["-o", "nodev=1"], "unknown option 'nodev=1'"),  # a flag given a value
     (["-o", "kernel_cache"], "'kernel_cache' is not supported"),
     (["-o", "umask=xyz"], "umask=xyz"),  # libfuse judges the value, up front
+    # 0 is "never" for poll_interval, but a read cannot wait forever: refused
+    # rather than quietly taken as 60 s.
+    (["-o", "read_timeout=0"], "read_timeout must be more than 0"),
 ]
 
 

@@ -246,6 +246,27 @@ static void test_bad_values_and_extra_arguments_fail(void)
 	opts_free(&o);
 }
 
+/* poll_interval=0 means "never"; a read cannot wait forever, so
+ * read_timeout=0 is refused instead of being quietly taken as 60 s. */
+static void test_zero_read_timeout_is_refused(void)
+{
+	struct mount_opts o;
+	struct fuse_args fa;
+	char *zero[] = {"vectur-mount", "-o", "read_timeout=0",
+			"r:",		"/m", NULL};
+	char *half[] = {
+		"vectur-mount", "-o", "read_timeout=0.5,poll_interval=0",
+		"r:",		"/m", NULL};
+
+	CHECK(parse(&o, &fa, zero) < 0);
+	opts_free(&o);
+	CHECK_INT(parse(&o, &fa, half), 0);
+	CHECK(o.read_timeout == 0.5);
+	CHECK(o.poll_interval == 0);
+	fuse_opt_free_args(&fa);
+	opts_free(&o);
+}
+
 static void test_modes(void)
 {
 	struct mount_opts o;
@@ -302,6 +323,7 @@ int main(void)
 	RUN(test_every_fstab_option_is_dropped);
 	RUN(test_debug_implies_foreground_and_reaches_fuse);
 	RUN(test_bad_values_and_extra_arguments_fail);
+	RUN(test_zero_read_timeout_is_refused);
 	RUN(test_modes);
 	RUN(test_help_shows_every_option_with_its_default);
 	return t_done();
