@@ -234,6 +234,14 @@ def test_check_with_bad_credentials_fails_without_printing_secrets(emulator, tmp
     assert "s3cret" not in r.stdout + r.stderr
 
 
+def test_check_exits_2_on_a_usage_error(emulator, tmp_path):
+    conf = write_config(tmp_path / "rclone.conf")
+    for args in ([], ["gdrive:", "gdrive:x"], ["-o", "cache_max_size=lots", "gdrive:"]):
+        r = run_vm("--check", "-o", "endpoint=" + emulator.url, "--config", conf, *args)
+        assert r.returncode == 2, (args, r.returncode, r.stderr)
+        assert r.stderr.strip()
+
+
 def test_check_of_an_unknown_remote_names_it(emulator, tmp_path):
     conf = write_config(tmp_path / "rclone.conf")
     r = run_vm("--check", "-o", "endpoint=" + emulator.url, "--config", conf, "nosuch:")
