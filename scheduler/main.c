@@ -100,6 +100,10 @@ static void usage(FILE *f)
 		fprintf(f, "  %-20s ", left);
 		usage_wrap(f, opt_table[i].help, 23, 80);
 	}
+	/* Handled before the table in parse_args(), listed after it. */
+	fputs("  -h, --help           print this help and exit\n"
+	      "  --version            print the version and exit\n",
+	      f);
 	fprintf(f,
 		"\nexit codes (run):\n"
 		"  0  ran fine: every attempt it ran was recorded and none "

@@ -40,11 +40,7 @@ PROGRAMS = {
 }
 # Options a page documents although --help does not print them (each checked
 # to be really absent from --help).
-MAN_ONLY = {
-    # vectur-sched accepts -h, --help and --version but its --help lists
-    # neither (scheduler/main.c, usage()).
-    "vectur-sched": {"-h", "--help", "--version"},
-}
+MAN_ONLY = {}
 
 
 def page_path(prog):

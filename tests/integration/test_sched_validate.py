@@ -8,6 +8,7 @@ Runs on a plain temporary directory; binaries from $VECTUR_BIN (default
 
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -156,3 +157,14 @@ def test_usage_errors_exit_2(work):
     h = sched(work, "--help")
     assert h.returncode == 0
     assert "exit codes" in h.stdout and "--max-stages" in h.stdout
+
+
+def test_help_lists_every_flag_it_accepts(work):
+    h = sched(work, "--help")
+    assert h.returncode == 0
+    assert re.search(r"^  -h, --help +\S", h.stdout, re.M), h.stdout
+    assert re.search(r"^  --version +\S", h.stdout, re.M), h.stdout
+    assert sched(work, "-h").stdout == h.stdout
+    v = sched(work, "--version")
+    assert v.returncode == 0 and v.stdout.startswith("vectur-sched ")
+
