@@ -39,7 +39,8 @@ static const struct opt_def opt_table[] = {
 	{"--dry-run", OPT_FLAG, O(dry_run), NULL,
 	 "show what would run; take no lock, write nothing"},
 	{"--poll", OPT_SECS, O(poll), "S",
-	 "with --wait, seconds between looks at a busy graph (default 10)"},
+	 "with --wait, seconds between looks at a busy graph; also how often "
+	 "a running stage's lock is checked (clamped to 0.5-10) (default 10)"},
 	{"--grace", OPT_SECS, O(grace), "S",
 	 "SIGTERM to SIGKILL delay for a stage on timeout or interrupt "
 	 "(default 10)"},

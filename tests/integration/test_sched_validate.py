@@ -159,6 +159,12 @@ def test_usage_errors_exit_2(work):
     assert "exit codes" in h.stdout and "--max-stages" in h.stdout
 
 
+def help_entry(text, opt):
+    """The help text of `opt`'s line in --help, wrapped lines joined."""
+    m = re.search(r"^  %s +(.*?)\n(?!   )" % re.escape(opt), text, re.M | re.S)
+    return " ".join(m.group(1).split()) if m else None
+
+
 def test_help_lists_every_flag_it_accepts(work):
     h = sched(work, "--help")
     assert h.returncode == 0
@@ -168,3 +174,8 @@ def test_help_lists_every_flag_it_accepts(work):
     v = sched(work, "--version")
     assert v.returncode == 0 and v.stdout.startswith("vectur-sched ")
 
+
+def test_help_says_poll_also_paces_the_stage_lock_checks(work):
+    poll = help_entry(sched(work, "--help").stdout, "--poll S")
+    assert poll, "no --poll line"
+    assert "--wait" in poll and "lock" in poll and "0.5" in poll and "10" in poll, poll
