@@ -310,6 +310,13 @@ def test_dry_run_launch(fake):
     assert "vectur-mount gdrive:vectur/code /workspace/vectur/code" in inner
     assert "mountpoint -q /workspace/vectur/code" in inner
     assert "cd /workspace/vectur/code && vectur-sched --wait;" in inner
+    # The status line names the codes `vectur-sched --wait` really ends with
+    # (scheduler/README.md): never 3 or 4, which --wait waits through.
+    said = re.search(r"exited with status \$\? \(([^)]*)\)", inner)
+    assert said, inner
+    codes = dict(re.findall(r"(\d+): ([^,;]+)", said.group(1)))
+    assert set(codes) == {"0", "1", "2", "5", "6"}, said.group(1)
+    assert codes["0"] == "graph complete"
 
 
 def test_dry_run_launch_options(fake):
