@@ -192,6 +192,7 @@ BAD_ARGS = [
     (["--install", "h", "--copy", "scp"], "neither rsync nor tar"),
     (["--install", "h", "--prefix", "usr"], "not an absolute path"),
     (["--rclone", "h", "--copy", "tar"], "--copy goes with --install"),
+    (["--rclone", "h", "--src", "/tmp"], "--src goes with --install"),
     (["--rclone", "h", "--remote-repo-dir", "/w"], "go with --launch HOST"),
     (["stray"], "unexpected argument: stray"),
     (["--rclone", "h", "--", "x"], "unexpected argument: x"),
@@ -295,6 +296,86 @@ def test_dry_run_install_rsync_non_root(fake):
     assert cmds[0].startswith("rsync -az --delete "), cmds[0]
     assert "-e 'ssh -p 22' %s/ ubuntu@h:src/vectur/" % REPO in cmds[0]
     assert "cd src/vectur\nmake deps && make && sudo make install PREFIX=/opt/vectur" in r.stdout
+
+
+def test_install_leaves_the_helpers_where_make_install_puts_them(fake):
+    """--install runs make install and nothing else puts files in PREFIX: the
+    on-start script is at PREFIX/share/vectur/vast-onstart.sh, as the README
+    says, not in a second copy of mount-helpers/."""
+    r = run_setup(fake, "--dry-run", "--install", "h", "--copy", "tar")
+    assert r.returncode == 0, r.stderr
+    script = r.stdout.split("<<'VECTUR_EOF'\n", 1)[1]
+    assert "make install PREFIX=/usr/local" in script
+    assert "mount-helpers" not in script and "cp " not in script, script
+    assert "/usr/local/share/vectur/vast-onstart.sh" in script  # it says where
+
+
+def onstart_paths_in_docs():
+    """Every `.../share/vectur/...vast-onstart.sh` path the docs give."""
+    paths = {}
+    for doc in ("mount-helpers/README.md", "mount-helpers/vast-onstart.sh", "README.md",
+                "man/vectur-setup.1"):
+        text = open(os.path.join(REPO, doc)).read().replace("\\-", "-")
+        for p in re.findall(r"(/\S+/share/vectur/\S*vast-onstart\.sh)", text):
+            paths.setdefault(p, []).append(doc)
+    return paths
+
+
+def test_documented_onstart_path_is_where_make_install_puts_it(tmp_path):
+    """The on-start box of the README (and the script's own header) name the
+    file `make install PREFIX=/usr/local` really installs."""
+    paths = onstart_paths_in_docs()
+    assert "/usr/local/share/vectur/vast-onstart.sh" in paths, paths
+    dest = tmp_path / "root"
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    if not (os.access(VM, os.X_OK) and os.access(VS, os.X_OK)):
+        pytest.skip("binaries not built (make)")
+    r = subprocess.run(["make", "-C", REPO, "-o", "all", "install", "DESTDIR=" + str(dest),
+                        "PREFIX=/usr/local", "BIN=" + BIN], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for path, docs in paths.items():
+        assert (dest / path.lstrip("/")).is_file(), "%s (in %s) is not installed" % (path, docs)
+    unit_docs = [re.search(r"^Documentation=file:(\S+)", open(os.path.join(HELPERS, u)).read(),
+                           re.M).group(1)
+                 for u in ("vectur-mount@.service", "vectur-sched.service")]
+    for path in unit_docs:
+        assert (dest / path.lstrip("/")).is_file(), path
+
+
+@pytest.fixture
+def installed_setup(tmp_path):
+    """vectur-setup as `make install` leaves it: in a bin/ with no source tree
+    above it."""
+    d = tmp_path / "prefix" / "bin"
+    d.mkdir(parents=True)
+    shutil.copy(SETUP, d / "vectur-setup")
+    return str(d / "vectur-setup")
+
+
+def test_installed_setup_says_install_needs_a_source_checkout(fake, installed_setup):
+    r = subprocess.run([installed_setup, "--dry-run", "--install", "h"], env=fake.env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "--install needs a vectur source checkout" in r.stderr, r.stderr
+    assert installed_setup in r.stderr and "--src DIR" in r.stderr, r.stderr
+    assert r.stdout == "" and fake.calls() == []
+    # Other actions do not need one.
+    r = subprocess.run([installed_setup, "--dry-run", "--launch", "h", "--remote-repo-dir",
+                        "/w"], env=fake.env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def test_installed_setup_installs_from_src(fake, installed_setup, tmp_path):
+    r = subprocess.run([installed_setup, "--dry-run", "--install", "h", "--copy", "tar",
+                        "--src", REPO], env=fake.env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert commands(r.stdout)[0].startswith("tar -C %s -czf - " % REPO), r.stdout
+    r = subprocess.run([installed_setup, "--dry-run", "--install", "h", "--src",
+                        str(tmp_path)], env=fake.env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "is not a vectur source checkout" in r.stderr, r.stderr
 
 
 def test_dry_run_launch(fake):
