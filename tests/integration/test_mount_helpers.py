@@ -189,6 +189,8 @@ BAD_ARGS = [
     (["--rclone", "h", "--client-id", "x"], "--client-id needs --client-secret"),
     (["--rclone", "h", "--client-secret", "x"], "--client-secret needs --client-id"),
     (["--rclone", "h", "--remote-name", "a b"], "not a valid rclone remote name"),
+    (["--rclone", "h", "--client-id", "a\nb", "--client-secret", "s"], "one line"),
+    (["--rclone", "h", "--client-id", "a", "--client-secret", "s\r"], "one line"),
     (["--install", "h", "--copy", "scp"], "neither rsync nor tar"),
     (["--install", "h", "--prefix", "usr"], "not an absolute path"),
     (["--rclone", "h", "--copy", "tar"], "--copy goes with --install"),
@@ -232,15 +234,20 @@ def test_dry_run_rclone_tunnel(fake):
               "--client-id", "cid.apps.googleusercontent.com", "--client-secret", "s3cr et")
     assert r.returncode == 0, r.stderr
     cmds = commands(r.stdout)
-    assert len(cmds) == 1, r.stdout
-    c = cmds[0]
+    assert len(cmds) == 2, r.stdout
+    # First the client id and secret, into the instance's rclone.conf through
+    # ssh's stdin ...
+    assert cmds[0] == "ssh -p 41234 root@ssh4.vast.ai bash -s <<'VECTUR_EOF'", cmds
+    body = r.stdout.split("<<'VECTUR_EOF'\n", 1)[1].split("\nVECTUR_EOF\n", 1)[0]
+    for line in ("client_id = cid.apps.googleusercontent.com", "client_secret = s3cr et",
+                 "type = drive", "scope = drive", "umask 077"):
+        assert line in body, line
+    # ... then the tunnel, whose command line names only the remote.
+    c = cmds[1]
     assert c.startswith("ssh -p 41234 -t -o ExitOnForwardFailure=yes "
                         "-L 53682:127.0.0.1:53682 root@ssh4.vast.ai '"), c
-    assert "rclone config create --auth-no-open-browser gdrive drive scope=drive " \
-           "client_id=cid.apps.googleusercontent.com" in c
-    assert "client_secret=s3cr et" in c  # quoted for the remote shell
-    assert "rclone config reconnect --auth-no-open-browser gdrive:" in c
-    assert "listremotes" in c
+    assert "rclone config update --auth-no-open-browser gdrive" in c
+    assert "s3cr" not in c and "client_" not in c and "cid.apps" not in c, c
     assert "127.0.0.1:53682" in r.stderr  # tells the user what to open
     assert "shared client id" not in r.stderr
     assert fake.calls() == []
@@ -449,24 +456,86 @@ def test_token_paste_writes_config(fake, tmp_path):
 
 
 def test_rclone_tunnel_script_runs(fake):
-    """The one-line script --rclone sends runs under a POSIX sh (the fake ssh
-    uses sh -c): create when the remote is new, reconnect when it exists."""
+    """What --rclone sends runs under a POSIX sh (the fake ssh uses sh -c):
+    with a client id, the id and secret are written into rclone.conf (other
+    keys and remotes kept) and the token is fetched by `rclone config
+    update`; without one, create when the remote is new, reconnect when it
+    exists."""
+    conf = os.path.join(fake.env["HOME"], ".config", "rclone", "rclone.conf")
+    os.makedirs(os.path.dirname(conf))
+    with open(conf, "w") as f:
+        f.write("[other]\ntype = s3\n\n[gdrive]\ntype = drive\nclient_id = old\n"
+                "token = KEEP\n\n[last]\ntype = local\n")
     env = {"FAKE_SSH_EXEC": "1", "PATH": fake.dir + ":/usr/bin:/bin"}
     r = run_setup(fake, "--rclone", "h", "--client-id", "cid", "--client-secret", "a b'c",
                   env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     calls = fake.calls()
-    assert calls[0].startswith("-p 22 -t -o ExitOnForwardFailure=yes -L 53682:127.0.0.1:53682 "
+    assert calls[0] == "-p 22 root@h bash -s", calls
+    assert calls[1].startswith("-p 22 -t -o ExitOnForwardFailure=yes -L 53682:127.0.0.1:53682 "
                                "root@h "), calls
-    assert calls[1:] == ["rclone listremotes",
-                         "rclone config create --auth-no-open-browser gdrive drive scope=drive "
-                         "client_id=cid client_secret=a b'c"], calls
+    assert calls[2:] == ["rclone config update --auth-no-open-browser gdrive"], calls
+    text = open(conf).read()
+    assert "[other]\ntype = s3" in text and "[last]\ntype = local" in text, text
+    section = text.split("[gdrive]\n", 1)[1].split("\n[", 1)[0]
+    assert "client_id = cid\n" in section and "client_secret = a b'c\n" in section, text
+    assert "old" not in text and "token = KEEP" in section, text
+    assert text.count("[gdrive]") == 1 and section.count("type = drive") == 1, text
+    assert os.stat(conf).st_mode & 0o077 == 0
+    # A remote that is not there yet gets its section.
+    os.remove(conf)
+    fake.log.write_text("")
+    r = run_setup(fake, "--rclone", "h", "--remote-name", "drv", "--team-drive", "0T",
+                  "--client-id", "cid", "--client-secret", "sec", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert open(conf).read().split() == "[drv] type = drive scope = drive client_id = cid " \
+        "client_secret = sec team_drive = 0T".split(), open(conf).read()
+    # Without a client id: nothing to write, rclone creates or reconnects.
+    fake.log.write_text("")
+    r = run_setup(fake, "--rclone", "h", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert fake.calls()[1:] == ["rclone listremotes",
+                                "rclone config create --auth-no-open-browser gdrive drive "
+                                "scope=drive"], fake.calls()
     fake.log.write_text("")
     env["FAKE_REMOTES"] = "other: gdrive:"
     r = run_setup(fake, "--rclone", "h", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert fake.calls()[1:] == ["rclone listremotes",
                                 "rclone config reconnect --auth-no-open-browser gdrive:"]
+
+
+# Commands the scripts vectur-setup sends may run on the instance: with a spy
+# of each on PATH, every argv they are given is logged.
+SPIED = ("sh", "bash", "cat", "awk", "mv", "rm", "mkdir", "touch", "dirname", "hostname",
+         "grep", "sed", "tr", "env", "printf", "echo", "apt-get")
+
+
+def test_rclone_tunnel_keeps_the_secret_off_every_command_line(fake):
+    """The instance's process list shows every argv: the client secret must
+    be in none of them (ssh's remote command is run as `sh -c COMMAND`)."""
+    for name in SPIED:
+        real = shutil.which(name, path="/usr/bin:/bin")
+        if real is None:
+            continue
+        spy = os.path.join(fake.dir, name)
+        with open(spy, "w") as f:
+            f.write('#!/bin/sh\nprintf \'%%s %%s\\n\' "${0##*/}" "$*" >>"$FAKE_LOG"\n'
+                    'exec %s "$@"\n' % real)
+        os.chmod(spy, 0o755)
+    env = {"FAKE_SSH_EXEC": "1", "PATH": fake.dir + ":/usr/bin:/bin"}
+    secret = "GOCSPX-s3cr3t-Value"
+    r = run_setup(fake, "--rclone", "h", "--client-id", "cid.apps.googleusercontent.com",
+                  "--client-secret", secret, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # All but vectur-setup's own command line (on the laptop, where the user
+    # typed the secret): ssh's argv here, every argv there.
+    calls = [c for c in fake.calls() if not c.startswith("bash %s " % SETUP)]
+    assert any(c.startswith("sh -c ") for c in calls), calls  # the spies did see it run
+    assert any(c.startswith("awk ") for c in calls), calls
+    assert not [c for c in calls if secret in c or "cid.apps" in c], calls
+    conf = os.path.join(fake.env["HOME"], ".config", "rclone", "rclone.conf")
+    assert "client_secret = %s\n" % secret in open(conf).read()
 
 
 def test_token_paste_rejects_garbage(fake):
