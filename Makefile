@@ -142,4 +142,7 @@ install: all
 clean:
 	rm -rf build build-san bin bin-san
 
--include $(LIB_OBJ:.o=.d) $(FS_OBJ:.o=.d) $(SCHED_OBJ:.o=.d)
+# Unit tests compile fs/ and scheduler/ sources in (#include "../../fs/opts.c"):
+# their .d files make a change there rebuild the test.
+-include $(LIB_OBJ:.o=.d) $(FS_OBJ:.o=.d) $(SCHED_OBJ:.o=.d) \
+  $(patsubst %.c,$(BUILD)/%.d,$(UNIT_SRC) $(TOOL_SRC))

@@ -557,6 +557,7 @@ static int do_mount(struct mount_opts *o, struct fuse_args *args)
 	struct vfs *vp = calloc(1, sizeof(*vp)), *v = vp;
 	struct drive_session ds = {0};
 	struct cache_opts copts = {0};
+	struct drive_err derr;
 	struct fuse *f = NULL;
 	struct fuse_loop_config lcfg = {.clone_fd = 0, .max_idle_threads = 10};
 	char errbuf[512] = "";
@@ -592,11 +593,13 @@ static int do_mount(struct mount_opts *o, struct fuse_args *args)
 		rc = 2;
 		goto out;
 	}
-	if (!strchr(o->args[0], ':')) {
+	drive_err_clear(&derr);
+	if (drive_parse_remote(o->args[0], v->remote, sizeof(v->remote),
+			       v->rpath, sizeof(v->rpath), &derr) < 0) {
 		fprintf(stderr,
-			"vectur-mount: '%s' is not REMOTE:[PATH] (e.g. "
-			"gdrive:proj)\n",
-			o->args[0]);
+			"vectur-mount: %s\n  expected REMOTE:[PATH], e.g. "
+			"gdrive:experiments/proj\n",
+			derr.message);
 		rc = 2;
 		goto out;
 	}
@@ -613,25 +616,27 @@ static int do_mount(struct mount_opts *o, struct fuse_args *args)
 	sigaddset(&stop_sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &stop_sigs, NULL);
 
-	if (drive_session_open(&ds, o, o->args[0], true) < 0)
-		goto out;
-	v->dc = ds.dc;
-	snprintf(v->remote, sizeof(v->remote), "%s", ds.remote);
-	snprintf(v->rpath, sizeof(v->rpath), "%s", ds.rpath);
-	if (setup_cache_dir(v, o) < 0 || setup_persist(v, o) < 0)
-		goto out;
-
-	/* libfuse checks its options here, before the cache is opened. */
-	if (add_fuse_opt(args, "fsname=%s:%s", v->remote, v->rpath) < 0 ||
-	    add_fuse_opt(args, "subtype=vectur") < 0 ||
+	/* libfuse judges the values of the options it takes (umask=, ...)
+	 * here, before Drive or the cache dir are touched; fuse_new() opens
+	 * nothing and starts no thread. */
+	if ((!o->fsname_set &&
+	     add_fuse_opt(args, "fsname=%s:%s", v->remote, v->rpath) < 0) ||
+	    (!o->subtype_set && add_fuse_opt(args, "subtype=vectur") < 0) ||
 	    (o->allow_other && add_fuse_opt(args, "default_permissions") < 0))
 		goto out;
 	f = fuse_new(args, &vfs_ops, sizeof(vfs_ops), v);
 	if (!f) {
 		fprintf(stderr, "vectur-mount: bad FUSE options (see above)\n");
+		rc = 2;
 		goto out;
 	}
 	v->fuse = f;
+
+	if (drive_session_open(&ds, o, o->args[0], true) < 0)
+		goto out;
+	v->dc = ds.dc;
+	if (setup_cache_dir(v, o) < 0 || setup_persist(v, o) < 0)
+		goto out;
 
 	copts.dir = v->cache_dir;
 	copts.max_size = o->cache_max_size;

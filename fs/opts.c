@@ -1,8 +1,10 @@
 /* opts.c — parses vectur-mount's command line from one table (vopt_table)
  * that also prints --help, the way sshfs builds its fuse_opt table with
- * offsetof. Options libfuse knows (ro, nosuid, fsname, ...) are handed on;
- * the ones only mount(8)/fstab care about (_netdev, noauto, user, ...) are
- * accepted and dropped so that a `fuse.vectur-mount` fstab line works. */
+ * offsetof. A second table (xopt_table) names every other option it takes:
+ * FUSE's (ro, nosuid, fsname=, ...) are handed on, the ones only
+ * mount(8)/fstab care about (_netdev, noauto, user, ...) are accepted and
+ * dropped so that a `fuse.vectur-mount` fstab line works. Anything else is
+ * refused here, before the config, Drive or the cache dir are touched. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -17,57 +19,112 @@ const struct vopt vopt_table[] = {
 	{"cache_dir", VOPT_STR, O(cache_dir), NULL,
 	 "where cached content and the queue live (default "
 	 "$XDG_CACHE_HOME/vectur/<remote>-<hash>, mode 0700)",
-	 false},
+	 false, "DIR"},
 	{"cache_max_size", VOPT_SIZE, O(cache_max_size), "10G",
-	 "clean content kept before LRU eviction (K/M/G/T suffixes)", false},
+	 "clean content kept before LRU eviction (K/M/G/T suffixes)", false,
+	 NULL},
 	{"persist", VOPT_LIST, O(persist), NULL,
 	 "gitignore-like pattern of paths kept on Drive; repeatable; replaces "
 	 "vectur.persist and the default runs/**, "
 	 "experiments/work_graph.json, locks/**; persist=** = everything",
-	 false},
+	 false, NULL},
 	{"poll_interval", VOPT_SECS, O(poll_interval), "15",
-	 "seconds between reads of Drive's changes feed (0 = never)", false},
+	 "seconds between reads of Drive's changes feed (0 = never)", false,
+	 NULL},
 	{"lock_ttl", VOPT_SECS, O(lock_ttl), "60",
-	 "lease of files under locks/**, refreshed every ttl/3", false},
+	 "lease of files under locks/**, refreshed every ttl/3", false, NULL},
 	{"write_back", VOPT_SECS, O(write_back), "5",
-	 "seconds after the last close before an upload starts (0.5 ok)",
-	 false},
+	 "seconds after the last close before an upload starts (0.5 ok)", false,
+	 NULL},
 	{"transfers", VOPT_INT, O(transfers), "4", "parallel uploads/downloads",
-	 false},
+	 false, NULL},
 	{"chunk_size", VOPT_SIZE, O(chunk_size), "8M",
-	 "resumable upload chunk size (multiple of 256K)", false},
+	 "resumable upload chunk size (multiple of 256K)", false, NULL},
 	{"endpoint", VOPT_STR, O(endpoint), NULL,
 	 "base URL replacing https://www.googleapis.com (token URL becomes "
 	 "ENDPOINT/token unless token_url is set)",
-	 false},
+	 false, "URL"},
 	{"token_url", VOPT_STR, O(token_url), NULL,
-	 "OAuth token URL (default from the config or the endpoint)", false},
+	 "OAuth token URL (default from the config or the endpoint)", false,
+	 "URL"},
 	{"config", VOPT_STR, O(config), NULL,
-	 "rclone config file (same as --config FILE)", false},
+	 "rclone config file (same as --config FILE)", false, "FILE"},
 	{"allow_other", VOPT_BOOL, O(allow_other), "0",
 	 "let other users in (implies default_permissions; needs "
 	 "user_allow_other in /etc/fuse.conf for non-root)",
-	 true},
+	 true, NULL},
 	{"drain_timeout", VOPT_SECS, O(drain_timeout), "60",
 	 "at unmount, wait this long for queued uploads; the rest stays "
 	 "queued for the next mount",
-	 false},
+	 false, NULL},
 	{"read_timeout", VOPT_SECS, O(read_timeout), "30",
 	 "an uncached read that gets nothing from Drive for this long fails "
-	 "with EIO",
-	 false},
+	 "with EIO (more than 0)",
+	 false, NULL},
 	{"use_trash", VOPT_BOOL, O(use_trash), "1",
 	 "deleting a persisted file moves it to Drive's trash (0 = delete)",
-	 false},
+	 false, NULL},
 	{"debug", VOPT_BOOL, O(debug), "0",
-	 "log every FUSE request (implies -f)", true},
-	{NULL, 0, 0, NULL, NULL, false},
+	 "log every FUSE request (implies -f)", true, NULL},
+	{NULL, 0, 0, NULL, NULL, false, NULL},
 };
 
-/* mount(8) and fstab options that mean nothing to a FUSE daemon. */
-static const char *const fstab_only[] = {
-	"_netdev", "noauto",   "auto",	"user",	 "users",      "nouser",
-	"nofail",  "defaults", "owner", "group", "nobootwait", NULL,
+#define WHY_CACHE                                                              \
+	"vectur-mount sets the kernel's caching itself (files on Drive "       \
+	"change under it)"
+
+const struct xopt xopt_table[] = {
+	/* The kernel's mount flags, as mount(8) and mount.fuse3 pass them. */
+	{"ro", XOPT_FUSE, NULL},
+	{"rw", XOPT_FUSE, NULL},
+	{"suid", XOPT_FUSE, NULL},
+	{"nosuid", XOPT_FUSE, NULL},
+	{"dev", XOPT_FUSE, NULL},
+	{"nodev", XOPT_FUSE, NULL},
+	{"exec", XOPT_FUSE, NULL},
+	{"noexec", XOPT_FUSE, NULL},
+	{"async", XOPT_FUSE, NULL},
+	{"sync", XOPT_FUSE, NULL},
+	{"dirsync", XOPT_FUSE, NULL},
+	{"atime", XOPT_FUSE, NULL},
+	{"noatime", XOPT_FUSE, NULL},
+	/* libfuse's mount options. */
+	{"default_permissions", XOPT_FUSE, NULL},
+	{"allow_root", XOPT_FUSE, NULL},
+	{"auto_unmount", XOPT_FUSE, NULL},
+	{"fsname=NAME", XOPT_FUSE, NULL},
+	{"subtype=TYPE", XOPT_FUSE, NULL},
+	{"umask=MASK", XOPT_FUSE, NULL},
+	{"uid=N", XOPT_FUSE, NULL},
+	{"gid=N", XOPT_FUSE, NULL},
+	/* Only mount(8), fstab and systemd care about these (user= is what
+	 * mount(8) records for a `user` mount; fusermount3 refuses it). */
+	{"_netdev", XOPT_FSTAB, NULL},
+	{"noauto", XOPT_FSTAB, NULL},
+	{"auto", XOPT_FSTAB, NULL},
+	{"user", XOPT_FSTAB, NULL},
+	{"users", XOPT_FSTAB, NULL},
+	{"nouser", XOPT_FSTAB, NULL},
+	{"user=NAME", XOPT_FSTAB, NULL},
+	{"nofail", XOPT_FSTAB, NULL},
+	{"defaults", XOPT_FSTAB, NULL},
+	{"owner", XOPT_FSTAB, NULL},
+	{"group", XOPT_FSTAB, NULL},
+	{"nobootwait", XOPT_FSTAB, NULL},
+	{"comment=TEXT", XOPT_FSTAB, NULL},
+	{"x-*", XOPT_FSTAB, NULL},
+	/* libfuse's, but vfs_init() sets them or libfuse's high-level API
+	 * cannot take them: a user's value would be silently overridden, or
+	 * the mount would fail once up. */
+	{"kernel_cache", XOPT_REFUSED, WHY_CACHE},
+	{"auto_cache", XOPT_REFUSED, WHY_CACHE},
+	{"noauto_cache", XOPT_REFUSED, WHY_CACHE},
+	{"entry_timeout=SECS", XOPT_REFUSED, WHY_CACHE},
+	{"attr_timeout=SECS", XOPT_REFUSED, WHY_CACHE},
+	{"negative_timeout=SECS", XOPT_REFUSED, WHY_CACHE},
+	{"max_read=N", XOPT_REFUSED,
+	 "libfuse's high-level API fails on it once mounted"},
+	{NULL, 0, NULL},
 };
 
 enum {
@@ -242,14 +299,44 @@ static const struct vopt *find_option(const char *name, size_t len)
 	return NULL;
 }
 
-static bool is_fstab_only(const char *arg)
+static const struct xopt *find_xopt(const char *arg)
 {
-	if (strncmp(arg, "x-", 2) == 0 || strncmp(arg, "comment=", 8) == 0)
-		return true;
-	for (int i = 0; fstab_only[i]; i++)
-		if (strcmp(arg, fstab_only[i]) == 0)
-			return true;
-	return false;
+	for (const struct xopt *x = xopt_table; x->name; x++) {
+		size_t n = strcspn(x->name, "=*");
+
+		if (x->name[n] == '\0' ? strcmp(arg, x->name) == 0
+				       : strncmp(arg, x->name,
+						 n + (x->name[n] == '=')) == 0)
+			return x;
+	}
+	return NULL;
+}
+
+/* An option that is not ours: 1 hands it on to libfuse, 0 drops it, -1
+ * refuses it (said on stderr). */
+static int other_option(struct mount_opts *o, const char *arg)
+{
+	const struct xopt *x = find_xopt(arg);
+
+	if (!x) {
+		fprintf(stderr, "vectur-mount: unknown option '%s'\n", arg);
+		return -1;
+	}
+	switch (x->kind) {
+	case XOPT_FUSE:
+		if (strncmp(arg, "fsname=", 7) == 0)
+			o->fsname_set = true;
+		if (strncmp(arg, "subtype=", 8) == 0)
+			o->subtype_set = true;
+		return 1;
+	case XOPT_FSTAB:
+		return 0;
+	case XOPT_REFUSED:
+		break;
+	}
+	fprintf(stderr, "vectur-mount: option '%s' is not supported: %s\n", arg,
+		x->why);
+	return -1;
 }
 
 static int opt_proc(void *data, const char *arg, int key,
@@ -263,11 +350,10 @@ static int opt_proc(void *data, const char *arg, int key,
 		size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
 		const struct vopt *v = find_option(arg, len);
 
-		if (!v) {
-			if (is_fstab_only(arg))
-				return 0;
-			return 1; /* libfuse's (ro, fsname, ...) */
-		}
+		if (!*arg)
+			return 0; /* "-o ro,,rw" */
+		if (!v)
+			return other_option(o, arg);
 		if (set_option(o, v, eq ? eq + 1 : NULL) < 0) {
 			fprintf(stderr,
 				"vectur-mount: bad value for option '%s'\n",
@@ -331,6 +417,15 @@ int opts_parse(int argc, char **argv, struct mount_opts *o,
 		}
 	}
 	rc = fuse_opt_parse(&tmp, o, cli_spec, opt_proc);
+	/* poll_interval=0 means "never"; a read cannot wait forever, and a
+	 * silent stand-in value would surprise: refused. */
+	if (rc == 0 && o->read_timeout <= 0) {
+		fprintf(stderr,
+			"vectur-mount: read_timeout must be more than 0 "
+			"(an uncached read cannot wait forever; e.g. "
+			"read_timeout=10m)\n");
+		rc = -1;
+	}
 	if (rc < 0) {
 		fuse_opt_free_args(&tmp);
 		return -EINVAL;
@@ -359,9 +454,15 @@ void opts_free(struct mount_opts *o)
 	o->nargs = 0;
 }
 
-static const char *type_meta(enum vopt_type t)
+/* How --help shows an option's value: the table's metavariable (DIR,
+ * URL, FILE), else one from its type. */
+static const char *type_meta(const struct vopt *v, char *buf, size_t len)
 {
-	switch (t) {
+	if (v->meta) {
+		snprintf(buf, len, "=%s", v->meta);
+		return buf;
+	}
+	switch (v->type) {
 	case VOPT_STR:
 		return "=STR";
 	case VOPT_BOOL:
@@ -404,6 +505,21 @@ static void print_wrapped(FILE *f, const char *text, int col, int indent)
 	fputc('\n', f);
 }
 
+/* One line of --help naming every xopt_table option of one kind. */
+static void print_xopts(FILE *f, const char *label, enum xopt_kind kind)
+{
+	char list[1024] = "";
+	size_t n = 0;
+
+	for (const struct xopt *x = xopt_table; x->name; x++) {
+		if (x->kind != kind || n >= sizeof(list))
+			continue;
+		n += snprintf(list + n, sizeof(list) - n, "%s%s", n ? ", " : "",
+			      x->name);
+	}
+	print_wrapped(f, list, fprintf(f, "    %-24s", label), 28);
+}
+
 void opts_print_help(FILE *f, const char *prog)
 {
 	fprintf(f,
@@ -435,12 +551,12 @@ void opts_print_help(FILE *f, const char *prog)
 		"vectur options (-o name=value,...):\n",
 		prog, prog, prog);
 	for (const struct vopt *v = vopt_table; v->name; v++) {
-		char head[64];
+		char head[64], meta[32];
 		char help[512];
 		int col;
 
 		snprintf(head, sizeof(head), "    -o %s%s", v->name,
-			 type_meta(v->type));
+			 type_meta(v, meta, sizeof(meta)));
 		col = fprintf(f, "%-28s", head);
 		if (col > 28) {
 			fprintf(f, "\n%28s", "");
@@ -453,7 +569,9 @@ void opts_print_help(FILE *f, const char *prog)
 			snprintf(help, sizeof(help), "%s", v->help);
 		print_wrapped(f, help, col, 28);
 	}
-	fprintf(f, "\nStandard mount options (ro, rw, nosuid, nodev, noexec, "
-		   "fsname=, ...) are\npassed to FUSE; fstab-only ones "
-		   "(_netdev, noauto, user, nofail, x-*) are\nignored.\n");
+	fprintf(f, "\nother mount options (-o, or from an /etc/fstab line):\n");
+	print_xopts(f, "passed to FUSE:", XOPT_FUSE);
+	print_xopts(f, "ignored (fstab only):", XOPT_FSTAB);
+	fprintf(f, "Any other option is refused (exit status 2) before Drive "
+		   "or the disk are\ntouched.\n");
 }

@@ -1,6 +1,8 @@
 /* opts.h — vectur-mount's command line: the one table of `-o` options
  * (name, type, where it is stored, default, help) that both parses the
- * options and prints --help, plus the non-option arguments and modes. */
+ * options and prints --help, the table of the other mount options it
+ * knows (handed on to FUSE, or dropped for fstab), plus the non-option
+ * arguments and modes. */
 #ifndef VECTUR_FS_OPTS_H
 #define VECTUR_FS_OPTS_H
 
@@ -47,6 +49,8 @@ struct mount_opts {
 	int show_version;
 	int check;
 	int sync;
+	bool fsname_set;  /* -o fsname= given: it names the mount, not ours */
+	bool subtype_set; /* -o subtype= given */
 	char *args[2]; /* REMOTE:[PATH] MOUNTPOINT, or MOUNTPOINT for --sync */
 	int nargs;
 };
@@ -57,14 +61,34 @@ struct vopt {
 	size_t offset;
 	const char *def; /* parsed like user input; NULL = none/computed */
 	const char *help;
-	bool pass; /* also handed on to libfuse (allow_other, debug) */
+	bool pass;	  /* also handed on to libfuse (allow_other, debug) */
+	const char *meta; /* --help's name for the value; NULL: the type's */
 };
 
 extern const struct vopt vopt_table[];
 
+/* Mount options that are not vectur's own. Any option in neither table is
+ * refused by opts_parse(), before anything touches the network or the
+ * disk. */
+enum xopt_kind {
+	XOPT_FUSE,    /* handed on to libfuse and the kernel */
+	XOPT_FSTAB,   /* only mount(8) and fstab care: accepted and dropped */
+	XOPT_REFUSED, /* libfuse's, but not usable here: refused with `why` */
+};
+
+struct xopt {
+	/* "ro" matches itself only; "fsname=NAME" any fsname=VALUE (NAME is
+	 * what --help shows); "x-*" any option that starts with "x-". */
+	const char *name;
+	enum xopt_kind kind;
+	const char *why; /* XOPT_REFUSED: the reason given */
+};
+
+extern const struct xopt xopt_table[];
+
 /* Parses argv into *o, leaving in *fuse_args what libfuse should see
- * (argv[0], -d, -s and the mount options it understands). Returns 0, or
- * -EINVAL after printing the problem to stderr. */
+ * (argv[0], -d and the XOPT_FUSE options). Returns 0, or -EINVAL after
+ * printing the problem (an unknown option by name) to stderr. */
 int opts_parse(int argc, char **argv, struct mount_opts *o,
 	       struct fuse_args *fuse_args);
 void opts_free(struct mount_opts *o);

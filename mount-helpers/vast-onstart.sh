@@ -4,8 +4,9 @@
 # state over the code dir and run the scheduler's worker loop in a tmux session
 # named vectur_sched. Idempotent: does nothing if the session already runs.
 #
-# In the Vast template's on-start box:   bash /usr/local/share/vectur/mount-helpers/vast-onstart.sh
-# (installed there by `vectur-setup --install`), or paste this file.
+# In the Vast template's on-start box:   bash /usr/local/share/vectur/vast-onstart.sh
+# (installed there by `make install`, which `vectur-setup --install` runs), or
+# paste this file.
 #
 # Configuration, all through environment variables (Vast: the template's
 # "-e VAR=value" docker options, or the account's environment variables):

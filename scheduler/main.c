@@ -39,7 +39,8 @@ static const struct opt_def opt_table[] = {
 	{"--dry-run", OPT_FLAG, O(dry_run), NULL,
 	 "show what would run; take no lock, write nothing"},
 	{"--poll", OPT_SECS, O(poll), "S",
-	 "with --wait, seconds between looks at a busy graph (default 10)"},
+	 "with --wait, seconds between looks at a busy graph; also how often "
+	 "a running stage's lock is checked (clamped to 0.5-10) (default 10)"},
 	{"--grace", OPT_SECS, O(grace), "S",
 	 "SIGTERM to SIGKILL delay for a stage on timeout or interrupt "
 	 "(default 10)"},
@@ -100,6 +101,10 @@ static void usage(FILE *f)
 		fprintf(f, "  %-20s ", left);
 		usage_wrap(f, opt_table[i].help, 23, 80);
 	}
+	/* Handled before the table in parse_args(), listed after it. */
+	fputs("  -h, --help           print this help and exit\n"
+	      "  --version            print the version and exit\n",
+	      f);
 	fprintf(f,
 		"\nexit codes (run):\n"
 		"  0  ran fine: every attempt it ran was recorded and none "

@@ -10,6 +10,8 @@ place.
   be missing from --help, so the list shrinks when --help catches up.
 - Defaults: where --help says "default X", the page's paragraph for that
   option says X too.
+- Metavariables: an option both show with a value (`-o cache_dir=DIR`,
+  `--graph PATH`) has the same metavariable in both.
 - Exit codes: vectur-sched's codes in --help are the page's EXIT STATUS tags.
 - The checker itself: removing any option paragraph from a page, adding an
   unknown option or changing a default makes it complain.
@@ -38,11 +40,7 @@ PROGRAMS = {
 }
 # Options a page documents although --help does not print them (each checked
 # to be really absent from --help).
-MAN_ONLY = {
-    # vectur-sched accepts -h, --help and --version but its --help lists
-    # neither (scheduler/main.c, usage()).
-    "vectur-sched": {"-h", "--help", "--version"},
-}
+MAN_ONLY = {}
 
 
 def page_path(prog):
@@ -92,6 +90,23 @@ def help_entries(text):
         else:
             cur = None
     return [(names, body) for names, body, _ in entries]
+
+
+def help_heads(text):
+    """The option column of each option line of --help."""
+    return [re.match(r"(.*?)(?:\s{2,}|$)", line.strip()).group(1)
+            for line in text.splitlines() if line.strip().startswith("-")]
+
+
+def metavars(text):
+    """{option: metavariable} for the options of an option column or a .TP
+    tag that take one: '-o cache_dir=DIR', '--graph PATH', '--port=P'."""
+    out = {}
+    for m in re.finditer(r"(?<![\w-])-o\s+([a-z_]+)=([A-Z][A-Z_]*)(?!\w)", text):
+        out["-o " + m.group(1)] = m.group(2)
+    for m in re.finditer(r"(?<![\w-])(--[a-z][\w-]*)[ =]([A-Z][A-Z:_]*)(?!\w)", text):
+        out[m.group(1)] = m.group(2)
+    return out
 
 
 def help_default(body):
@@ -181,6 +196,15 @@ def problems(prog, help_txt, page_txt):
         out.append("man/%s.1 documents %s; %s --help does not print it" % (prog, opt, prog))
     for opt in sorted(allowed & in_help):
         out.append("%s --help now prints %s: drop it from MAN_ONLY" % (prog, opt))
+    help_meta, man_meta = {}, {}
+    for head in help_heads(help_txt):
+        help_meta.update(metavars(head))
+    for _, _, start, _ in m:
+        man_meta.update(metavars(deroff(lines[start + 1])))
+    for opt in sorted(set(help_meta) & set(man_meta)):
+        if help_meta[opt] != man_meta[opt]:
+            out.append("%s --help gives %s the metavariable %s; man/%s.1 gives it %s"
+                       % (prog, opt, help_meta[opt], prog, man_meta[opt]))
     for names, body in h:
         default = help_default(body)
         if default is None:
@@ -198,6 +222,26 @@ def problems(prog, help_txt, page_txt):
             out.append("vectur-sched --help exit codes %s, man page EXIT STATUS %s"
                        % (sorted(codes), sorted(tags)))
     return out
+
+
+def listed_after(text, lead):
+    """The comma-separated names that follow `lead` in plain text, up to the
+    period that ends the list."""
+    m = re.search(re.escape(lead) + r"\s*(.*?)\.(?:\s|$)", " ".join(text.split()))
+    return [w.strip() for w in m.group(1).split(",")] if m else None
+
+
+def other_mount_options(help_txt, page_txt):
+    """vectur-mount's lists of mount options it passes on to FUSE and ignores
+    (fstab), as (--help's, the page's)."""
+    def help_list(label):
+        m = re.search(r"^ +%s: +(.*?)(?:\n\n|\n(?! {8,})|\Z)" % re.escape(label), help_txt,
+                      re.M | re.S)
+        return [w.strip() for w in " ".join(m.group(1).split()).split(",")] if m else None
+    page = " ".join(deroff(l) for l in page_txt.splitlines())
+    return ((help_list("passed to FUSE"), help_list("ignored (fstab only)")),
+            (listed_after(page, "Passed on to FUSE:"),
+             listed_after(page, "systemd care about them:")))
 
 
 # ---- the tests ----------------------------------------------------------------------
@@ -247,12 +291,28 @@ def test_checker_catches_an_unknown_option(prog):
     assert any("--no-such-option" in p for p in problems(prog, help_text(prog), page))
 
 
-def test_checker_catches_a_changed_default():
+def test_mount_page_lists_the_fuse_and_fstab_options_help_lists():
+    in_help, in_page = other_mount_options(help_text("vectur-mount"),
+                                           open(page_path("vectur-mount")).read())
+    assert None not in in_help and len(in_help[0]) >= 10 and len(in_help[1]) >= 10, in_help
+    assert in_page == in_help
+
+
+def mount_page_problems_with(old, new):
+    """problems() of vectur-mount's page with `old` (which it holds) replaced."""
     page = open(page_path("vectur-mount")).read()
-    assert "Default: 10G." in page
-    found = problems("vectur-mount", help_text("vectur-mount"),
-                     page.replace("Default: 10G.", "Default: 20G."))
+    assert old in page
+    return problems("vectur-mount", help_text("vectur-mount"), page.replace(old, new))
+
+
+def test_checker_catches_a_changed_default():
+    found = mount_page_problems_with("Default: 10G.", "Default: 20G.")
     assert any("-o cache_max_size" in p and "'10G'" in p for p in found), found
+
+
+def test_checker_catches_a_changed_metavariable():
+    found = mount_page_problems_with('.BI "\\-o cache_dir=" DIR', '.BI "\\-o cache_dir=" PATH')
+    assert any("-o cache_dir" in p and "PATH" in p for p in found), found
 
 
 def test_checker_catches_a_missing_exit_code():

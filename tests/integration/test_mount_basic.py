@@ -12,6 +12,7 @@ the child by PID. Binaries come from $VECTUR_BIN (default <repo>/bin)."""
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -233,6 +234,14 @@ def test_check_with_bad_credentials_fails_without_printing_secrets(emulator, tmp
     assert "s3cret" not in r.stdout + r.stderr
 
 
+def test_check_exits_2_on_a_usage_error(emulator, tmp_path):
+    conf = write_config(tmp_path / "rclone.conf")
+    for args in ([], ["gdrive:", "gdrive:x"], ["-o", "cache_max_size=lots", "gdrive:"]):
+        r = run_vm("--check", "-o", "endpoint=" + emulator.url, "--config", conf, *args)
+        assert r.returncode == 2, (args, r.returncode, r.stderr)
+        assert r.stderr.strip()
+
+
 def test_check_of_an_unknown_remote_names_it(emulator, tmp_path):
     conf = write_config(tmp_path / "rclone.conf")
     r = run_vm("--check", "-o", "endpoint=" + emulator.url, "--config", conf, "nosuch:")
@@ -291,13 +300,101 @@ def test_unknown_remote_is_refused_in_daemon_mode_too(emulator, tmp_path):
     assert not os.path.ismount(m.mnt)
 
 
-def test_unknown_option_is_refused_before_mounting(emulator, tmp_path):
+# Every option is judged before the config, the credentials or Drive are
+# looked at: an unknown one (or a libfuse option vectur-mount sets itself,
+# or a FUSE option with a bad value) is named, exits 2 (usage) and leaves
+# nothing behind: no Drive request, no folder created, no cache dir.
+REFUSED_OPTIONS = [
+    (["-o", "nosuchopt"], "unknown option 'nosuchopt'"),
+    (["-o", "no_such_option=1"], "unknown option 'no_such_option=1'"),
+    (["--foo"], "unknown option '--foo'"),
+    (["-o", "nodev=1"], "unknown option 'nodev=1'"),  # a flag given a value
+    (["-o", "kernel_cache"], "'kernel_cache' is not supported"),
+    (["-o", "umask=xyz"], "umask=xyz"),  # libfuse judges the value, up front
+    # 0 is "never" for poll_interval, but a read cannot wait forever: refused
+    # rather than quietly taken as 60 s.
+    (["-o", "read_timeout=0"], "read_timeout must be more than 0"),
+]
+
+
+@pytest.mark.parametrize("args,message", REFUSED_OPTIONS, ids=lambda v: " ".join(v)
+                         if isinstance(v, list) else None)
+def test_unknown_option_is_refused_before_anything_is_touched(emulator, tmp_path, args,
+                                                               message):
     m = Mount(emulator, tmp_path)
-    r = run_argv(m.argv("-o", "no_such_option=1", "gdrive:x", m.mnt))
-    assert r.returncode != 0
-    assert "no_such_option" in r.stderr
-    assert not os.path.ismount(m.mnt)
-    assert "drained" not in r.stderr  # refused before the cache was opened
+    emulator.reset_stats()
+    try:
+        r = run_argv(m.argv(*args, "gdrive:" + m.folder + "/sub", m.mnt))  # daemon mode
+        mounted = os.path.ismount(m.mnt)
+    finally:
+        m.cleanup()  # unmounts if it mounted after all
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert message in r.stderr, r.stderr
+    assert emulator.stats()["total"] == 0, emulator.stats()  # not even a token refresh
+    assert drive_lookup(emulator, m.folder, "") is None  # the missing folder not created
+    assert not os.path.exists(m.cache)
+    assert not mounted
+
+
+def test_unknown_option_is_refused_by_check_and_sync_too(emulator, tmp_path):
+    m = Mount(emulator, tmp_path)
+    emulator.reset_stats()
+    r = run_vm("--check", "--config", m.conf, "-o", "endpoint=%s,nosuchopt" % emulator.url,
+               "gdrive:")
+    assert r.returncode == 2 and "unknown option 'nosuchopt'" in r.stderr, r.stderr
+    r = run_vm("--sync", "--bogus", m.mnt)
+    assert r.returncode == 2 and "unknown option '--bogus'" in r.stderr, r.stderr
+    assert emulator.stats()["total"] == 0
+
+
+def help_option_list(text, label):
+    """The comma-separated option names --help gives after `label:`
+    (wrapped lines included), in order."""
+    m = re.search(r"^ +%s: +(.*?)(?:\n\n|\n(?! {8,})|\Z)" % re.escape(label), text,
+                  re.M | re.S)
+    assert m, "no %r list in --help:\n%s" % (label, text)
+    return [w.strip() for w in " ".join(m.group(1).split()).rstrip(".").split(",")]
+
+
+def test_help_lists_every_fstab_option_that_is_ignored():
+    ignored = help_option_list(run_vm("--help").stdout, "ignored (fstab only)")
+    assert set(ignored) >= {"_netdev", "noauto", "auto", "user", "users", "nouser",
+                            "nofail", "defaults", "owner", "group", "nobootwait",
+                            "comment=TEXT", "x-*"}, ignored
+
+
+# Sample values for the FUSE options --help lists as passed on.
+FUSE_SAMPLES = {"fsname": "vectur-test", "subtype": "vtest",
+                "umask": "022", "uid": "0", "gid": "0", "user": "root"}
+
+
+def test_every_option_help_lists_is_accepted_by_a_mount(emulator, tmp_path):
+    """What --help says is passed on or ignored really mounts: all of it at
+    once (ro last so that rw,ro means read-only), and a given fsname= and
+    subtype= are the ones the mount shows."""
+    text = run_vm("--help").stdout
+    opts = []
+    for name in help_option_list(text, "passed to FUSE") + \
+            help_option_list(text, "ignored (fstab only)"):
+        if name == "ro":
+            continue  # last, below
+        base, eq, _ = name.partition("=")
+        if name.endswith("*"):
+            opts.append(name[:-1] + "systemd.automount")
+        elif eq:
+            opts.append(base + "=" + FUSE_SAMPLES.get(base, "x"))
+        else:
+            opts.append(name)
+    m = Mount(emulator, tmp_path)
+    try:
+        m.start(extra=",".join(opts + ["ro"]))
+        with open("/proc/self/mounts") as f:
+            line = [l.split() for l in f if l.split()[1] == m.mnt][0]
+        assert line[0] == "vectur-test" and line[2] == "fuse.vtest", line
+        assert "ro" in line[3].split(","), line
+        assert os.listdir(m.mnt)
+    finally:
+        m.cleanup()
 
 
 def test_default_cache_dir_is_per_remote_path_and_mount_point(emulator, tmp_path):

@@ -189,9 +189,12 @@ BAD_ARGS = [
     (["--rclone", "h", "--client-id", "x"], "--client-id needs --client-secret"),
     (["--rclone", "h", "--client-secret", "x"], "--client-secret needs --client-id"),
     (["--rclone", "h", "--remote-name", "a b"], "not a valid rclone remote name"),
+    (["--rclone", "h", "--client-id", "a\nb", "--client-secret", "s"], "one line"),
+    (["--rclone", "h", "--client-id", "a", "--client-secret", "s\r"], "one line"),
     (["--install", "h", "--copy", "scp"], "neither rsync nor tar"),
     (["--install", "h", "--prefix", "usr"], "not an absolute path"),
     (["--rclone", "h", "--copy", "tar"], "--copy goes with --install"),
+    (["--rclone", "h", "--src", "/tmp"], "--src goes with --install"),
     (["--rclone", "h", "--remote-repo-dir", "/w"], "go with --launch HOST"),
     (["stray"], "unexpected argument: stray"),
     (["--rclone", "h", "--", "x"], "unexpected argument: x"),
@@ -231,15 +234,20 @@ def test_dry_run_rclone_tunnel(fake):
               "--client-id", "cid.apps.googleusercontent.com", "--client-secret", "s3cr et")
     assert r.returncode == 0, r.stderr
     cmds = commands(r.stdout)
-    assert len(cmds) == 1, r.stdout
-    c = cmds[0]
+    assert len(cmds) == 2, r.stdout
+    # First the client id and secret, into the instance's rclone.conf through
+    # ssh's stdin ...
+    assert cmds[0] == "ssh -p 41234 root@ssh4.vast.ai bash -s <<'VECTUR_EOF'", cmds
+    body = r.stdout.split("<<'VECTUR_EOF'\n", 1)[1].split("\nVECTUR_EOF\n", 1)[0]
+    for line in ("client_id = cid.apps.googleusercontent.com", "client_secret = s3cr et",
+                 "type = drive", "scope = drive", "umask 077"):
+        assert line in body, line
+    # ... then the tunnel, whose command line names only the remote.
+    c = cmds[1]
     assert c.startswith("ssh -p 41234 -t -o ExitOnForwardFailure=yes "
                         "-L 53682:127.0.0.1:53682 root@ssh4.vast.ai '"), c
-    assert "rclone config create --auth-no-open-browser gdrive drive scope=drive " \
-           "client_id=cid.apps.googleusercontent.com" in c
-    assert "client_secret=s3cr et" in c  # quoted for the remote shell
-    assert "rclone config reconnect --auth-no-open-browser gdrive:" in c
-    assert "listremotes" in c
+    assert "rclone config update --auth-no-open-browser gdrive" in c
+    assert "s3cr" not in c and "client_" not in c and "cid.apps" not in c, c
     assert "127.0.0.1:53682" in r.stderr  # tells the user what to open
     assert "shared client id" not in r.stderr
     assert fake.calls() == []
@@ -297,6 +305,86 @@ def test_dry_run_install_rsync_non_root(fake):
     assert "cd src/vectur\nmake deps && make && sudo make install PREFIX=/opt/vectur" in r.stdout
 
 
+def test_install_leaves_the_helpers_where_make_install_puts_them(fake):
+    """--install runs make install and nothing else puts files in PREFIX: the
+    on-start script is at PREFIX/share/vectur/vast-onstart.sh, as the README
+    says, not in a second copy of mount-helpers/."""
+    r = run_setup(fake, "--dry-run", "--install", "h", "--copy", "tar")
+    assert r.returncode == 0, r.stderr
+    script = r.stdout.split("<<'VECTUR_EOF'\n", 1)[1]
+    assert "make install PREFIX=/usr/local" in script
+    assert "mount-helpers" not in script and "cp " not in script, script
+    assert "/usr/local/share/vectur/vast-onstart.sh" in script  # it says where
+
+
+def onstart_paths_in_docs():
+    """Every `.../share/vectur/...vast-onstart.sh` path the docs give."""
+    paths = {}
+    for doc in ("mount-helpers/README.md", "mount-helpers/vast-onstart.sh", "README.md",
+                "man/vectur-setup.1"):
+        text = open(os.path.join(REPO, doc)).read().replace("\\-", "-")
+        for p in re.findall(r"(/\S+/share/vectur/\S*vast-onstart\.sh)", text):
+            paths.setdefault(p, []).append(doc)
+    return paths
+
+
+def test_documented_onstart_path_is_where_make_install_puts_it(tmp_path):
+    """The on-start box of the README (and the script's own header) name the
+    file `make install PREFIX=/usr/local` really installs."""
+    paths = onstart_paths_in_docs()
+    assert "/usr/local/share/vectur/vast-onstart.sh" in paths, paths
+    dest = tmp_path / "root"
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    if not (os.access(VM, os.X_OK) and os.access(VS, os.X_OK)):
+        pytest.skip("binaries not built (make)")
+    r = subprocess.run(["make", "-C", REPO, "-o", "all", "install", "DESTDIR=" + str(dest),
+                        "PREFIX=/usr/local", "BIN=" + BIN], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for path, docs in paths.items():
+        assert (dest / path.lstrip("/")).is_file(), "%s (in %s) is not installed" % (path, docs)
+    unit_docs = [re.search(r"^Documentation=file:(\S+)", open(os.path.join(HELPERS, u)).read(),
+                           re.M).group(1)
+                 for u in ("vectur-mount@.service", "vectur-sched.service")]
+    for path in unit_docs:
+        assert (dest / path.lstrip("/")).is_file(), path
+
+
+@pytest.fixture
+def installed_setup(tmp_path):
+    """vectur-setup as `make install` leaves it: in a bin/ with no source tree
+    above it."""
+    d = tmp_path / "prefix" / "bin"
+    d.mkdir(parents=True)
+    shutil.copy(SETUP, d / "vectur-setup")
+    return str(d / "vectur-setup")
+
+
+def test_installed_setup_says_install_needs_a_source_checkout(fake, installed_setup):
+    r = subprocess.run([installed_setup, "--dry-run", "--install", "h"], env=fake.env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "--install needs a vectur source checkout" in r.stderr, r.stderr
+    assert installed_setup in r.stderr and "--src DIR" in r.stderr, r.stderr
+    assert r.stdout == "" and fake.calls() == []
+    # Other actions do not need one.
+    r = subprocess.run([installed_setup, "--dry-run", "--launch", "h", "--remote-repo-dir",
+                        "/w"], env=fake.env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def test_installed_setup_installs_from_src(fake, installed_setup, tmp_path):
+    r = subprocess.run([installed_setup, "--dry-run", "--install", "h", "--copy", "tar",
+                        "--src", REPO], env=fake.env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert commands(r.stdout)[0].startswith("tar -C %s -czf - " % REPO), r.stdout
+    r = subprocess.run([installed_setup, "--dry-run", "--install", "h", "--src",
+                        str(tmp_path)], env=fake.env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "is not a vectur source checkout" in r.stderr, r.stderr
+
+
 def test_dry_run_launch(fake):
     r = run_setup(fake, "--dry-run", "--launch", "ssh4.vast.ai", "--port", "41234",
               "--remote-repo-dir", "/workspace/vectur/code")
@@ -310,6 +398,13 @@ def test_dry_run_launch(fake):
     assert "vectur-mount gdrive:vectur/code /workspace/vectur/code" in inner
     assert "mountpoint -q /workspace/vectur/code" in inner
     assert "cd /workspace/vectur/code && vectur-sched --wait;" in inner
+    # The status line names the codes `vectur-sched --wait` really ends with
+    # (scheduler/README.md): never 3 or 4, which --wait waits through.
+    said = re.search(r"exited with status \$\? \(([^)]*)\)", inner)
+    assert said, inner
+    codes = dict(re.findall(r"(\d+): ([^,;]+)", said.group(1)))
+    assert set(codes) == {"0", "1", "2", "5", "6"}, said.group(1)
+    assert codes["0"] == "graph complete"
 
 
 def test_dry_run_launch_options(fake):
@@ -361,24 +456,86 @@ def test_token_paste_writes_config(fake, tmp_path):
 
 
 def test_rclone_tunnel_script_runs(fake):
-    """The one-line script --rclone sends runs under a POSIX sh (the fake ssh
-    uses sh -c): create when the remote is new, reconnect when it exists."""
+    """What --rclone sends runs under a POSIX sh (the fake ssh uses sh -c):
+    with a client id, the id and secret are written into rclone.conf (other
+    keys and remotes kept) and the token is fetched by `rclone config
+    update`; without one, create when the remote is new, reconnect when it
+    exists."""
+    conf = os.path.join(fake.env["HOME"], ".config", "rclone", "rclone.conf")
+    os.makedirs(os.path.dirname(conf))
+    with open(conf, "w") as f:
+        f.write("[other]\ntype = s3\n\n[gdrive]\ntype = drive\nclient_id = old\n"
+                "token = KEEP\n\n[last]\ntype = local\n")
     env = {"FAKE_SSH_EXEC": "1", "PATH": fake.dir + ":/usr/bin:/bin"}
     r = run_setup(fake, "--rclone", "h", "--client-id", "cid", "--client-secret", "a b'c",
                   env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     calls = fake.calls()
-    assert calls[0].startswith("-p 22 -t -o ExitOnForwardFailure=yes -L 53682:127.0.0.1:53682 "
+    assert calls[0] == "-p 22 root@h bash -s", calls
+    assert calls[1].startswith("-p 22 -t -o ExitOnForwardFailure=yes -L 53682:127.0.0.1:53682 "
                                "root@h "), calls
-    assert calls[1:] == ["rclone listremotes",
-                         "rclone config create --auth-no-open-browser gdrive drive scope=drive "
-                         "client_id=cid client_secret=a b'c"], calls
+    assert calls[2:] == ["rclone config update --auth-no-open-browser gdrive"], calls
+    text = open(conf).read()
+    assert "[other]\ntype = s3" in text and "[last]\ntype = local" in text, text
+    section = text.split("[gdrive]\n", 1)[1].split("\n[", 1)[0]
+    assert "client_id = cid\n" in section and "client_secret = a b'c\n" in section, text
+    assert "old" not in text and "token = KEEP" in section, text
+    assert text.count("[gdrive]") == 1 and section.count("type = drive") == 1, text
+    assert os.stat(conf).st_mode & 0o077 == 0
+    # A remote that is not there yet gets its section.
+    os.remove(conf)
+    fake.log.write_text("")
+    r = run_setup(fake, "--rclone", "h", "--remote-name", "drv", "--team-drive", "0T",
+                  "--client-id", "cid", "--client-secret", "sec", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert open(conf).read().split() == "[drv] type = drive scope = drive client_id = cid " \
+        "client_secret = sec team_drive = 0T".split(), open(conf).read()
+    # Without a client id: nothing to write, rclone creates or reconnects.
+    fake.log.write_text("")
+    r = run_setup(fake, "--rclone", "h", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert fake.calls()[1:] == ["rclone listremotes",
+                                "rclone config create --auth-no-open-browser gdrive drive "
+                                "scope=drive"], fake.calls()
     fake.log.write_text("")
     env["FAKE_REMOTES"] = "other: gdrive:"
     r = run_setup(fake, "--rclone", "h", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert fake.calls()[1:] == ["rclone listremotes",
                                 "rclone config reconnect --auth-no-open-browser gdrive:"]
+
+
+# Commands the scripts vectur-setup sends may run on the instance: with a spy
+# of each on PATH, every argv they are given is logged.
+SPIED = ("sh", "bash", "cat", "awk", "mv", "rm", "mkdir", "touch", "dirname", "hostname",
+         "grep", "sed", "tr", "env", "printf", "echo", "apt-get")
+
+
+def test_rclone_tunnel_keeps_the_secret_off_every_command_line(fake):
+    """The instance's process list shows every argv: the client secret must
+    be in none of them (ssh's remote command is run as `sh -c COMMAND`)."""
+    for name in SPIED:
+        real = shutil.which(name, path="/usr/bin:/bin")
+        if real is None:
+            continue
+        spy = os.path.join(fake.dir, name)
+        with open(spy, "w") as f:
+            f.write('#!/bin/sh\nprintf \'%%s %%s\\n\' "${0##*/}" "$*" >>"$FAKE_LOG"\n'
+                    'exec %s "$@"\n' % real)
+        os.chmod(spy, 0o755)
+    env = {"FAKE_SSH_EXEC": "1", "PATH": fake.dir + ":/usr/bin:/bin"}
+    secret = "GOCSPX-s3cr3t-Value"
+    r = run_setup(fake, "--rclone", "h", "--client-id", "cid.apps.googleusercontent.com",
+                  "--client-secret", secret, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # All but vectur-setup's own command line (on the laptop, where the user
+    # typed the secret): ssh's argv here, every argv there.
+    calls = [c for c in fake.calls() if not c.startswith("bash %s " % SETUP)]
+    assert any(c.startswith("sh -c ") for c in calls), calls  # the spies did see it run
+    assert any(c.startswith("awk ") for c in calls), calls
+    assert not [c for c in calls if secret in c or "cid.apps" in c], calls
+    conf = os.path.join(fake.env["HOME"], ".config", "rclone", "rclone.conf")
+    assert "client_secret = %s\n" % secret in open(conf).read()
 
 
 def test_token_paste_rejects_garbage(fake):

@@ -8,6 +8,7 @@ Runs on a plain temporary directory; binaries from $VECTUR_BIN (default
 
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -156,3 +157,25 @@ def test_usage_errors_exit_2(work):
     h = sched(work, "--help")
     assert h.returncode == 0
     assert "exit codes" in h.stdout and "--max-stages" in h.stdout
+
+
+def help_entry(text, opt):
+    """The help text of `opt`'s line in --help, wrapped lines joined."""
+    m = re.search(r"^  %s +(.*?)\n(?!   )" % re.escape(opt), text, re.M | re.S)
+    return " ".join(m.group(1).split()) if m else None
+
+
+def test_help_lists_every_flag_it_accepts(work):
+    h = sched(work, "--help")
+    assert h.returncode == 0
+    assert re.search(r"^  -h, --help +\S", h.stdout, re.M), h.stdout
+    assert re.search(r"^  --version +\S", h.stdout, re.M), h.stdout
+    assert sched(work, "-h").stdout == h.stdout
+    v = sched(work, "--version")
+    assert v.returncode == 0 and v.stdout.startswith("vectur-sched ")
+
+
+def test_help_says_poll_also_paces_the_stage_lock_checks(work):
+    poll = help_entry(sched(work, "--help").stdout, "--poll S")
+    assert poll, "no --poll line"
+    assert "--wait" in poll and "lock" in poll and "0.5" in poll and "10" in poll, poll

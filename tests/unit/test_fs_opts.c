@@ -138,6 +138,86 @@ static void test_fstab_options_are_accepted_and_dropped(void)
 	opts_free(&o);
 }
 
+/* Every option is judged here, before anything touches the network or the
+ * disk: our own, the FUSE ones we hand on, the fstab ones we drop. */
+static void test_unknown_options_are_refused(void)
+{
+	static const char *const bad[] = {
+		"nosuchopt",	"no_such_option=1", "nodev=1", "fsname",
+		"kernel_cache", "attr_timeout=5",   "blkdev",  NULL};
+	struct mount_opts o;
+	struct fuse_args fa;
+
+	for (int i = 0; bad[i]; i++) {
+		char *argv[] = {"vectur-mount", "-o", (char *)bad[i],
+				"r:",		"/m", NULL};
+
+		CHECK(parse(&o, &fa, argv) < 0);
+		opts_free(&o);
+	}
+	{
+		char *argv[] = {"vectur-mount", "--foo", "r:", "/m", NULL};
+
+		CHECK(parse(&o, &fa, argv) < 0);
+		opts_free(&o);
+	}
+}
+
+/* An xopt_table option as a user writes it: "ro", "fsname=1", "x-1". */
+static void sample_option(char *buf, size_t len, const char *name)
+{
+	size_t n = strcspn(name, "=*");
+
+	snprintf(buf, len, "%.*s%s", (int)(n + (name[n] == '=')), name,
+		 name[n] ? "1" : "");
+}
+
+/* The FUSE options the table hands on are ones libfuse's parser takes
+ * (test_mount_basic.py mounts with all of them: some fail only then). */
+static void test_every_passed_option_is_one_libfuse_accepts(void)
+{
+	static const struct fuse_operations ops;
+	int n = 0;
+
+	for (const struct xopt *x = xopt_table; x->name; x++) {
+		char opt[128];
+		char *argv[] = {"vectur-mount", "-o", opt, NULL};
+		struct fuse_args fa = FUSE_ARGS_INIT(3, argv);
+		struct fuse *f;
+
+		if (x->kind != XOPT_FUSE)
+			continue;
+		sample_option(opt, sizeof(opt), x->name);
+		f = fuse_new(&fa, &ops, sizeof(ops), NULL);
+		if (!f)
+			fprintf(stderr, "libfuse refuses %s\n", opt);
+		CHECK(f != NULL);
+		if (f)
+			fuse_destroy(f);
+		fuse_opt_free_args(&fa);
+		n++;
+	}
+	CHECK(n >= 10);
+}
+
+static void test_every_fstab_option_is_dropped(void)
+{
+	for (const struct xopt *x = xopt_table; x->name; x++) {
+		struct mount_opts o;
+		struct fuse_args fa;
+		char opt[128];
+		char *argv[] = {"vectur-mount", "-o", opt, "r:", "/m", NULL};
+
+		if (x->kind != XOPT_FSTAB)
+			continue;
+		sample_option(opt, sizeof(opt), x->name);
+		CHECK_INT(parse(&o, &fa, argv), 0);
+		CHECK_INT(fa.argc, 1); /* argv[0] only */
+		fuse_opt_free_args(&fa);
+		opts_free(&o);
+	}
+}
+
 static void test_debug_implies_foreground_and_reaches_fuse(void)
 {
 	struct mount_opts o;
@@ -163,6 +243,27 @@ static void test_bad_values_and_extra_arguments_fail(void)
 	CHECK(parse(&o, &fa, bad) < 0);
 	opts_free(&o);
 	CHECK(parse(&o, &fa, extra) < 0);
+	opts_free(&o);
+}
+
+/* poll_interval=0 means "never"; a read cannot wait forever, so
+ * read_timeout=0 is refused instead of being quietly taken as 60 s. */
+static void test_zero_read_timeout_is_refused(void)
+{
+	struct mount_opts o;
+	struct fuse_args fa;
+	char *zero[] = {"vectur-mount", "-o", "read_timeout=0",
+			"r:",		"/m", NULL};
+	char *half[] = {
+		"vectur-mount", "-o", "read_timeout=0.5,poll_interval=0",
+		"r:",		"/m", NULL};
+
+	CHECK(parse(&o, &fa, zero) < 0);
+	opts_free(&o);
+	CHECK_INT(parse(&o, &fa, half), 0);
+	CHECK(o.read_timeout == 0.5);
+	CHECK(o.poll_interval == 0);
+	fuse_opt_free_args(&fa);
 	opts_free(&o);
 }
 
@@ -195,6 +296,16 @@ static void test_help_shows_every_option_with_its_default(void)
 	fclose(f);
 	for (const struct vopt *v = vopt_table; v->name; v++)
 		CHECK(strstr(buf, v->name) != NULL);
+	/* The FUSE options handed on and the fstab ones dropped, all. */
+	for (const struct xopt *x = xopt_table; x->name; x++)
+		if (x->kind != XOPT_REFUSED)
+			CHECK(strstr(buf, x->name) != NULL);
+	/* String options say what they take. */
+	CHECK(strstr(buf, "-o cache_dir=DIR ") != NULL);
+	CHECK(strstr(buf, "-o endpoint=URL ") != NULL);
+	CHECK(strstr(buf, "-o token_url=URL ") != NULL);
+	CHECK(strstr(buf, "-o config=FILE ") != NULL);
+	CHECK(strstr(buf, "=STR") == NULL);
 	CHECK(strstr(buf, "(default: 10G)") != NULL);
 	CHECK(strstr(buf, "(default: 15)") != NULL);
 	free(buf);
@@ -207,8 +318,12 @@ int main(void)
 	RUN(test_defaults_come_from_the_table);
 	RUN(test_options_parse_and_persist_repeats);
 	RUN(test_fstab_options_are_accepted_and_dropped);
+	RUN(test_unknown_options_are_refused);
+	RUN(test_every_passed_option_is_one_libfuse_accepts);
+	RUN(test_every_fstab_option_is_dropped);
 	RUN(test_debug_implies_foreground_and_reaches_fuse);
 	RUN(test_bad_values_and_extra_arguments_fail);
+	RUN(test_zero_read_timeout_is_refused);
 	RUN(test_modes);
 	RUN(test_help_shows_every_option_with_its_default);
 	return t_done();
