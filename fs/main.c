@@ -184,6 +184,7 @@ static int drive_session_open(struct drive_session *s, struct mount_opts *o,
 		snprintf(s->cfg.token_url, sizeof(s->cfg.token_url), "%s",
 			 o->token_url);
 	copts.endpoint = o->endpoint;
+	copts.pacer_rate = o->tpslimit;
 	/* Tests against the local emulator outrun Drive's 10 requests/s. */
 	if (getenv("VECTUR_PACER_RATE"))
 		copts.pacer_rate = atof(getenv("VECTUR_PACER_RATE"));

@@ -38,6 +38,10 @@ const struct vopt vopt_table[] = {
 	 NULL},
 	{"transfers", VOPT_INT, O(transfers), "4", "parallel uploads/downloads",
 	 false, NULL},
+	{"tpslimit", VOPT_INT, O(tpslimit), "10",
+	 "Drive API requests per second, bursts of 100 (rclone's default; "
+	 "raise it for many small files if your quota allows)",
+	 false, NULL},
 	{"chunk_size", VOPT_SIZE, O(chunk_size), "8M",
 	 "resumable upload chunk size (multiple of 256K)", false, NULL},
 	{"endpoint", VOPT_STR, O(endpoint), NULL,
@@ -424,6 +428,11 @@ int opts_parse(int argc, char **argv, struct mount_opts *o,
 			"vectur-mount: read_timeout must be more than 0 "
 			"(an uncached read cannot wait forever; e.g. "
 			"read_timeout=10m)\n");
+		rc = -1;
+	}
+	if (rc == 0 && o->tpslimit <= 0) {
+		fprintf(stderr, "vectur-mount: tpslimit must be at least 1 "
+				"(Drive API requests per second)\n");
 		rc = -1;
 	}
 	if (rc < 0) {

@@ -32,6 +32,7 @@ struct mount_opts {
 	double lock_ttl;
 	double write_back;
 	int transfers;
+	int tpslimit;
 	int64_t chunk_size;
 	char *endpoint;
 	char *token_url;

@@ -314,6 +314,7 @@ REFUSED_OPTIONS = [
     # 0 is "never" for poll_interval, but a read cannot wait forever: refused
     # rather than quietly taken as 60 s.
     (["-o", "read_timeout=0"], "read_timeout must be more than 0"),
+    (["-o", "tpslimit=0"], "tpslimit must be at least 1"),
 ]
 
 

@@ -67,6 +67,7 @@ static void test_defaults_come_from_the_table(void)
 	CHECK(o.lock_ttl == 60);
 	CHECK(o.write_back == 5);
 	CHECK_INT(o.transfers, 4);
+	CHECK_INT(o.tpslimit, 10);
 	CHECK_INT(o.chunk_size, 8 << 20);
 	CHECK(o.drain_timeout == 60);
 	CHECK(o.read_timeout == 30);
