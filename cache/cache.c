@@ -391,6 +391,12 @@ void cache_close(struct cache *c, int drain_timeout_s)
 		}
 	}
 	pthread_mutex_unlock(&c->lock);
+	/* What is still queued stays for the next mount. Drive calls get
+	 * 10 s more (a lock release), then retries and transfers under way
+	 * stop: with Drive unreachable, a worker in a long backoff would
+	 * otherwise hold the unmount for minutes. */
+	if (c->dc)
+		drive_client_give_up_in(c->dc, 10000);
 	/* After the drain: held locks are released only if what was
 	 * written under them made it to Drive. */
 	cache_locks_stop(c);

@@ -98,6 +98,11 @@ int drive_client_new(struct drive_client **out, const struct drive_config *cfg,
 		     const struct drive_client_opts *opts,
 		     struct drive_err *err);
 void drive_client_free(struct drive_client *c);
+/* Gives up `ms` from now (0: at once): from then on retries stop, a
+ * transfer under way is cut and new calls fail at once (reason
+ * "aborted"). For shutdown, so that an unreachable Drive cannot hold an
+ * unmount for the minutes its retries would take. Not undone. */
+void drive_client_give_up_in(struct drive_client *c, int64_t ms);
 
 /* Obtains a valid access token now (refreshing if needed): used by --check
  * to prove the credentials before mounting. */

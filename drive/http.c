@@ -467,6 +467,40 @@ static void debug_line(struct drive_client *c, const struct drive_req *rq,
 			drive_mono_ms() - t0);
 }
 
+bool drive_gave_up(struct drive_client *c)
+{
+	int64_t at = atomic_load(&c->give_up_at);
+
+	return at != 0 && drive_mono_ms() >= at;
+}
+
+void drive_client_give_up_in(struct drive_client *c, int64_t ms)
+{
+	int64_t at;
+
+	if (!c)
+		return;
+	at = drive_mono_ms() + (ms > 0 ? ms : 0);
+	atomic_store(&c->give_up_at, at > 0 ? at : 1);
+}
+
+/* Cuts a transfer under way once the client gives up. */
+static int on_xferinfo(void *ud, curl_off_t dltotal, curl_off_t dlnow,
+		       curl_off_t ultotal, curl_off_t ulnow)
+{
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	return drive_gave_up(ud) ? 1 : 0;
+}
+
+static void set_gave_up(struct drive_err *err)
+{
+	drive_err_set(err, 0, "aborted",
+		      "gave up on Drive (shutting down before it answered)");
+}
+
 int drive_http_once(struct drive_client *c, const struct drive_req *rq,
 		    struct drive_resp *rs, struct drive_err *err)
 {
@@ -480,6 +514,10 @@ int drive_http_once(struct drive_client *c, const struct drive_req *rq,
 
 	drive_resp_reset(rs);
 	drive_err_clear(err);
+	if (drive_gave_up(c)) {
+		set_gave_up(err);
+		return -1;
+	}
 	if (drive_auth_token(c->auth, token, sizeof(token), err) < 0)
 		return -1;
 	h = pool_get(c);
@@ -496,6 +534,9 @@ int drive_http_once(struct drive_client *c, const struct drive_req *rq,
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
 	curl_easy_setopt(h, CURLOPT_BUFFERSIZE, (long)DOWNLOAD_BUFFER);
+	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
+	curl_easy_setopt(h, CURLOPT_XFERINFODATA, c);
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
 	set_method_and_body(h, rq);
 
 	/* Chunks of a resumable session move data, they do not query: at
@@ -518,6 +559,10 @@ int drive_http_once(struct drive_client *c, const struct drive_req *rq,
 	if (rq->body && rq->body->read_errno) {
 		drive_err_local(err, rq->body->read_errno,
 				"reading the upload");
+		goto out;
+	}
+	if (res == CURLE_ABORTED_BY_CALLBACK && drive_gave_up(c)) {
+		set_gave_up(err);
 		goto out;
 	}
 	if (res != CURLE_OK) {
@@ -554,8 +599,10 @@ static bool is_rate_limit(const struct drive_err *err)
 bool drive_http_retry(struct drive_client *c, struct drive_retry *st,
 		      const struct drive_err *err)
 {
-	int64_t delay;
+	int64_t delay, end;
 
+	if (drive_gave_up(c))
+		return false;
 	if (err->status == 401 && !st->reauthed) {
 		/* drive_http_once() invalidated the token: the next attempt
 		 * refreshes it. Once only — a second 401 is real. */
@@ -574,8 +621,16 @@ bool drive_http_retry(struct drive_client *c, struct drive_retry *st,
 
 		drive_pacer_pause(c->pacer, delay < pause ? delay : pause);
 	}
-	drive_sleep_ms(delay);
-	return true;
+	/* In steps, so that giving up does not wait for a long backoff. */
+	end = drive_mono_ms() + delay;
+	while (drive_mono_ms() < end) {
+		if (drive_gave_up(c))
+			return false;
+		drive_sleep_ms(end - drive_mono_ms() < 100
+				       ? end - drive_mono_ms()
+				       : 100);
+	}
+	return !drive_gave_up(c);
 }
 
 int drive_http_do(struct drive_client *c, const struct drive_req *rq,

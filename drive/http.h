@@ -67,7 +67,11 @@ struct drive_client {
 	size_t pool_len, pool_cap;
 
 	atomic_uint_least64_t requests, retries, bytes_up, bytes_down;
+	atomic_int_least64_t give_up_at; /* drive_mono_ms(); 0 = never */
 };
+
+/* True once the time set by drive_client_give_up_in() has come. */
+bool drive_gave_up(struct drive_client *c);
 
 /* "&supportsAllDrives=true..." parameters for lists and for single-file
  * calls; they name the shared drive when the remote is a team drive. */

@@ -45,9 +45,8 @@ def test_sync_waits_for_a_version_superseded_before_it_landed(mount):
     # sent (here by an fsync of a newer write, whose version is on disk
     # at once) was dropped, and sync stopped waiting: it returned while
     # the newer one was still uploading, with neither on Drive.
-    mount.base_opts = "write_back=60,poll_interval=1,drain_timeout=30"
     mount.env["VECTUR_BACKOFF_BASE_MS"] = "1"  # the client gives up fast
-    mount.start()
+    mount.start(extra="write_back=60")
     os.makedirs(mount.p("runs"))
     v1, v2 = os.urandom(3 << 20), os.urandom(3 << 20)
     ck = mount.p("runs/ck.bin")
@@ -88,3 +87,38 @@ def test_sync_waits_for_a_version_superseded_before_it_landed(mount):
     assert sync.returncode == 0, out
     assert f is not None, "sync returned with runs/ck.bin not on Drive"
     assert f.get("md5Checksum") in (md5_bytes(v1), md5_bytes(v2))
+
+
+def test_unmount_with_drive_failing_ends_soon_after_drain_timeout(mount):
+    # With Drive failing, the uploaders sit in the client's retry backoff
+    # (up to 32 s a sleep, ten retries). The unmount waited for them to
+    # run out: minutes past drain_timeout (a daemon was once found hung).
+    # Now the client gives up 10 s after the drain and the queue stays
+    # for the next mount.
+    mount.start(extra="write_back=0,drain_timeout=2")
+    os.makedirs(mount.p("runs"))
+    mount.emu.set_faults({"fail_rate": 1.0, "fail_status": 503})
+    try:
+        for i in range(3):
+            with open(mount.p("runs/f%d.bin" % i), "wb") as f:
+                f.write(os.urandom(300000))
+        time.sleep(8)  # the retries are past their first short sleeps
+        proc = mount.proc
+        t0 = time.monotonic()
+        subprocess.run(["fusermount3", "-u", mount.mnt], capture_output=True)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            pass
+        took = time.monotonic() - t0
+        assert proc.poll() is not None, "vectur-mount still running 60 s after unmount"
+        mount.proc = None
+        assert took < 2 + 10 + 15, took
+        assert "stay queued" in open(mount.log).read()
+    finally:
+        mount.emu.clear_faults()
+    # The queue is uploaded by the next mount.
+    mount.start()
+    r = subprocess.run([VM, "--sync", mount.mnt], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
