@@ -2,7 +2,10 @@
 (issue #6), against the Drive emulator.
 
 test_a_stage_done_on_drive_has_its_outputs_on_drive checks the order the
-scheduler records a result in (the stage lock's release barrier first)."""
+scheduler records a result in (the stage lock's release barrier first);
+test_a_lock_whose_creator_died_before_writing_is_broken_on_its_mount that a
+lock showing only the mount's own holder JSON is not taken for a live
+holder."""
 
 import json
 import os
@@ -81,4 +84,35 @@ def test_a_stage_done_on_drive_has_its_outputs_on_drive(emulator, tmp_path):
         assert snaps[-1][2] == [want]
     finally:
         emulator.clear_faults()
+        m.cleanup()
+
+
+# ---- a lock whose creator died before writing its holder ---------------------
+
+def test_a_lock_whose_creator_died_before_writing_is_broken_on_its_mount(emulator, tmp_path):
+    """A scheduler killed between its O_CREAT|O_EXCL and writing its holder
+    leaves a lock that shows only the mount's own holder JSON, whose pid is
+    the (live) mount's; the mount renews that lease for as long as it
+    lives. The next vectur-sched on that mount must judge it like any lock
+    without a holder: after --lock-ttl, by its flock. (Found by the
+    three-mount test: every worker waited on such a graph lock for good.)"""
+    m = Mount(emulator, str(tmp_path), opts=MOUNT_OPTS, env=FAST)
+    try:
+        m.start()
+        os.makedirs(m.p("experiments"))
+        os.makedirs(m.p("locks/stages"))
+        with open(m.p(GRAPH), "w") as f:
+            json.dump({"version": 1, "stages": [{"id": "a", "cmd": "true"}]}, f)
+        subprocess.run([mountlib.PYTHON, "-c", "import os; os.open('locks/work_graph.lock', "
+                        "os.O_CREAT | os.O_EXCL | os.O_WRONLY)"], cwd=m.mnt, check=True)
+        with open(m.p("locks/work_graph.lock")) as f:
+            assert "mount_id" in json.load(f)
+        t0 = time.time()
+        r = subprocess.run([SCHED, "--lock-ttl", "3", "--lock-timeout", "60"], cwd=m.mnt,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        print("broken after %.1fs" % (time.time() - t0))
+        with open(m.p(GRAPH)) as f:
+            assert json.load(f)["stages"][0]["status"] == "done"
+    finally:
         m.cleanup()
