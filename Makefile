@@ -119,6 +119,8 @@ soak: deps all
 	  echo "== $$s"; VECTUR_BIN=$(CURDIR)/$(BIN) $(PYTHON) $$s; done
 	VECTUR_LOCK_SOAK=faults VECTUR_BIN=$(CURDIR)/$(BIN) $(PYTHON) -m pytest -q \
 	  -p no:cacheprovider tests/integration/test_locks.py -k soak
+	VECTUR_SCHED_SOAK=1 VECTUR_BIN=$(CURDIR)/$(BIN) $(PYTHON) -m pytest -q -s -rxX \
+	  -p no:cacheprovider tests/integration/test_sched_mounts.py -k soak
 
 demo: deps all
 	@if [ -x demo/run.sh ]; then bash demo/run.sh; else \

@@ -14,7 +14,9 @@
  * folder on this host) asks the holder's pid instead, with its start time
  * against pid reuse, and the stage's process group against orphans. Locks
  * whose holder never got to write its JSON are judged only after
- * --lock-ttl, and on a mount never (the lease does).
+ * --lock-ttl, and on a mount only when the mount we are on holds the
+ * lease (it renews it for as long as it lives; any other mount's lease
+ * expires by itself).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -214,8 +216,24 @@ struct lock_holder {
 	long long pid_start; /* 0: unknown */
 	long long dev;	     /* -1: unknown */
 	long pgid;
-	bool parsed;
+	bool parsed; /* a scheduler's holder JSON */
+	/* vectur-mount's own holder JSON ({"host","pid","mount_id","path",
+	 * "acquired_at","ttl_s"}): what a lock on the mount holds until its
+	 * creator writes into it. Its pid is the mount's, not a holder's. */
+	bool mount_json;
+	time_t acquired; /* its acquired_at, 0 if unknown */
 };
+
+/* "2026-12-04T16:02:34.123Z" -> seconds since the epoch, 0 if malformed. */
+static time_t lock_parse_time(const char *s)
+{
+	struct tm tm;
+	const char *end;
+
+	memset(&tm, 0, sizeof(tm));
+	end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+	return end ? timegm(&tm) : 0;
+}
 
 static void lock_read_holder(int fd, struct lock_holder *h)
 {
@@ -235,6 +253,15 @@ static void lock_read_holder(int fd, struct lock_holder *h)
 	if (!json_object_object_get_ex(o, "host", &v) ||
 	    !json_object_is_type(v, json_type_string))
 		goto out;
+	if (json_object_object_get_ex(o, "mount_id", NULL) &&
+	    !json_object_object_get_ex(o, "instance", NULL)) {
+		h->mount_json = true;
+		if (json_object_object_get_ex(o, "acquired_at", &v) &&
+		    json_object_is_type(v, json_type_string))
+			h->acquired =
+				lock_parse_time(json_object_get_string(v));
+		goto out;
+	}
 	snprintf(h->host, sizeof(h->host), "%s", json_object_get_string(v));
 	if (json_object_object_get_ex(o, "boot_id", &v) &&
 	    json_object_is_type(v, json_type_string))
@@ -313,9 +340,17 @@ int lock_break_if_stale(const char *path, const struct sched_self *me,
 	lock_read_holder(fd, &h);
 	if (!h.parsed) {
 		/* Created but not yet written, or its holder died in between:
-		 * only time tells these apart, and on a mount only the
-		 * lease. */
-		if (age < ttl || fuse)
+		 * only time tells these apart, and on a mount the lease. But a
+		 * lease of the mount we are on is renewed for as long as that
+		 * mount lives: one still showing the mount's own holder JSON
+		 * long after it was taken is judged by its flock (taken right
+		 * after the create) like a local one. Another mount's lease
+		 * only its mount may release (unlink gives EPERM). */
+		if (fuse && !h.mount_json)
+			goto out;
+		if (fuse)
+			age = h.acquired ? difftime(time(NULL), h.acquired) : 0;
+		if (age < ttl)
 			goto out;
 		same_dev = true;
 	} else {

@@ -2,9 +2,10 @@
  *
  *   take the graph lock -> read + validate -> pick a ready (or lost) stage
  *   -> create its stage lock -> record the claim -> write -> release
- *   -> run it (run.c) -> take the graph lock -> record the result if the
- *   graph still names this attempt and owner (fencing) -> write ->
- *   release the stage lock -> release the graph lock.
+ *   -> run it (run.c) -> take the graph lock -> if the graph still names
+ *   this attempt and owner (fencing): release the stage lock (on
+ *   vectur-mount: the stage's outputs are on Drive) -> record the result
+ *   -> write -> release the graph lock.
  *
  * Every write of the graph happens under locks/work_graph.lock; the stage
  * lock (a lease on vectur-mount) is what says its owner is alive while the
@@ -386,6 +387,17 @@ static int sched_record_result(struct sched *s, struct stage_job *job)
 			  job->exit_code);
 		goto out;
 	}
+	/* The stage lock goes before the result is written: on vectur-mount
+	 * its release returns once every write of this mount (the stage's
+	 * outputs, its log) is on Drive. Uploads are not ordered across
+	 * files, so a result written first could reach Drive without them,
+	 * and a machine lost then would leave a `done` stage with no outputs.
+	 * Nobody can claim the stage in between: that takes the graph lock. */
+	rc = lock_release(&job->stage_lock, &s->me);
+	if (rc < 0)
+		sched_log("stage %s: cannot release its stage lock: %s (its "
+			  "outputs may not be on Drive yet)",
+			  job->id, strerror(-rc));
 	sched_apply_result(s, st, job);
 	rc = graph_save(&g, s->o.graph, s->me.host);
 	if (rc < 0)
@@ -393,7 +405,8 @@ static int sched_record_result(struct sched *s, struct stage_job *job)
 out:
 	graph_free(&g);
 	/* Stage lock before the graph lock: once the graph is released a
-	 * retry may be picked, and it must find the stage lock gone. */
+	 * retry may be picked, and it must find the stage lock gone. (Done
+	 * already above unless the result was not ours to record.) */
 	lock_release(&job->stage_lock, &s->me);
 	sched_release_graph_lock(s, &gl);
 	return rc;

@@ -181,6 +181,30 @@ static void test_other_mount_holder_judged_by_pid(void)
 	CHECK(access(path, F_OK) != 0);
 }
 
+/* On vectur-mount a lock holds the mount's own holder JSON until its
+ * creator writes into it; a creator killed in between leaves it so. Its
+ * pid is the mount's (alive): it must not pass for a live holder, only
+ * for a lock without one, judged after the TTL by its flock. */
+static void test_mount_holder_json_is_no_holder(void)
+{
+	struct utimbuf old = {.actime = time(NULL) - 100,
+			      .modtime = time(NULL) - 100};
+	char buf[512];
+
+	fresh();
+	snprintf(
+		buf, sizeof(buf),
+		"{\"host\":\"%s\",\"pid\":%d,\"mount_id\":\"6bdfba494f63d2da\","
+		"\"path\":\"locks/work_graph.lock\",\"acquired_at\":"
+		"\"2026-12-04T19:23:55.837Z\",\"ttl_s\":60}",
+		me.host, (int)getpid());
+	write_file(buf);
+	CHECK_INT(lock_break_if_stale(path, &me, 30), 0);
+	utime(path, &old);
+	CHECK_INT(lock_break_if_stale(path, &me, 30), 1);
+	CHECK(access(path, F_OK) != 0);
+}
+
 static void test_pid_start_is_read(void)
 {
 	CHECK(me.pid_start > 0);
@@ -234,6 +258,7 @@ int main(void)
 	RUN(test_same_host_other_boot_is_stale);
 	RUN(test_empty_lock_judged_only_after_ttl);
 	RUN(test_other_mount_holder_judged_by_pid);
+	RUN(test_mount_holder_json_is_no_holder);
 	RUN(test_pid_start_is_read);
 	RUN(test_release_leaves_a_lock_taken_over);
 	RUN(test_holder_json_names_owner);
