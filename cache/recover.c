@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "cache_int.h"
+#include "lock.h"
 
 /* A request the dead mount had fully written into its socket may still
  * be applied by Drive after we start (the kernel delivers it after a kill
@@ -85,6 +86,40 @@ static void fix_versions(struct cache *c)
 			lost);
 }
 
+/* Under locks/, what the last life wrote or renamed is not sent: its
+ * locks died with it (a lock is a lease of a mount, not of a cache dir),
+ * and the upload would put a file without a lease back at a lock's path
+ * (its Drive file gone, the update becomes a create): a lock nobody could
+ * take or remove. */
+static void drop_lock_writes(struct cache *c, struct cnode *n)
+{
+	struct cver *v, *next;
+	char *path = node_path(n);
+	int dropped = 0;
+
+	if (!path || !cache_lock_path(path)) {
+		free(path);
+		return;
+	}
+	for (v = n->vers; v; v = next) {
+		next = v->nnext;
+		if (v->state != CV_CLEAN) {
+			ver_drop(c, v);
+			dropped++;
+		}
+	}
+	if (n->mtime_dirty) {
+		n->mtime_dirty = false;
+		store_save_node(c, n);
+	}
+	if (dropped)
+		fprintf(stderr,
+			"vectur: %s: not uploading what the last mount wrote "
+			"into this lock (its lease ended with that mount)\n",
+			path);
+	free(path);
+}
+
 /* Picks n->cur among what survived and drops what it supersedes. */
 static void fix_node(struct cache *c, struct cnode *n)
 {
@@ -146,8 +181,10 @@ int recover_run(struct cache *c)
 	fix_versions(c);
 	for (i = 0; i < CACHE_HASH; i++)
 		for (n = c->by_ino[i]; n; n = n->h_ino)
-			if (!n->is_dir)
+			if (!n->is_dir) {
+				drop_lock_writes(c, n);
 				fix_node(c, n);
+			}
 	clean_data_dir(c);
 	/* Collect first: detaching while walking a hash chain is unsafe. */
 	for (i = 0; i < CACHE_HASH; i++) {

@@ -34,13 +34,11 @@ back to running and run again (graph_regressions_on_drive,
 stages_completed_twice: also, by design, the orphaned stage of a
 killed worker runs to its end and is then reclaimed and run again).
 
-One open fs/cache bug would stop a run for good: a preempted mount
-restarted on its cache dir may upload the content its previous life wrote
-into a lock as a new file without a lease, which no mount can take or
-remove (test_a_lock_file_written_before_a_preemption_is_not_recreated_by_the_remount,
-strict xfail). The run does what the README tells an operator to do: a
-lease-less file under locks/ still on Drive after two TTLs is deleted on
-Drive, and counted (leaseless_locks_removed_by_hand_known_bug) and printed.
+A lease-less file under locks/ still on Drive after two TTLs fails the
+run: a preempted mount restarted on its cache dir used to upload what its
+previous life wrote into a lock as a new file without a lease, which no
+mount could take or remove and which stopped every scheduler for good
+(test_a_lock_file_written_before_a_preemption_is_not_recreated_by_the_remount).
 
 Instance m2 runs `while vectur-sched --max-stages 1` loops, the others
 `vectur-sched --wait`. Mounts use lock_ttl=5 and poll_interval=1 so that
@@ -447,18 +445,17 @@ class Run:
                 for f in fs if not (f.get("appProperties") or {}).get("vectur_lease_ttl")}
 
     def repair_leaseless_locks(self, seen, now):
-        """The README's workaround for that bug, as an operator would do it:
-        a lease-less lock still there after 2 TTLs is deleted on Drive."""
+        """A lease-less lock still there after 2 TTLs is a bug (see
+        test_a_lock_file_written_before_a_preemption_is_not_recreated_by_the_remount):
+        no mount could take or remove it."""
         for key in self.leaseless_locks():
             seen.setdefault(key, now)
             if now - seen[key] > 2 * TTL:
-                r = self.emu.request("DELETE", "/drive/v3/files/" + key[1])
-                assert r.status in (204, 404), r
                 self.wedges.append(key[0])
-                print("KNOWN MOUNT BUG (test_a_lock_file_written_before_a_preemption_is_not_"
-                      "recreated_by_the_remount): %s was on Drive without a lease for %.0fs "
-                      "(a preempted mount restarted on its cache dir re-created it); deleted "
-                      "on Drive by hand" % (key[0], now - seen[key]))
+                raise AssertionError(
+                    "%s was on Drive without a lease for %.0fs (a preempted mount "
+                    "restarted on its cache dir re-created it)\n%s" % (
+                        key[0], now - seen[key], self.diag()))
 
     def loop(self):
         deadline = self.t0 + self.budget
@@ -723,7 +720,7 @@ class Run:
                 if sum(1 for a in att if a["stage"] == s["id"] and a["how"] == "end") > 1),
             "graph_regressions_on_drive": self.regressions,
             "duplicate_outputs_known_bug": self.dup_outputs,
-            "leaseless_locks_removed_by_hand_known_bug": len(self.wedges),
+            "leaseless_locks": len(self.wedges),
             "reader_samples": self.reader.parsed,
             "reader_estale_known_bug": self.torn.get("estale", 0),
             "reader_wrong_length_known_bug": self.torn.get("wrong-length", 0),
@@ -979,9 +976,6 @@ def try_lock(path):
     return True
 
 
-@pytest.mark.xfail(strict=True, reason="fs/cache bug: a remount uploads a dead lock's queued "
-                   "content as a new lease-less file under locks/, which never expires and "
-                   "which no mount may remove")
 def test_a_lock_file_written_before_a_preemption_is_not_recreated_by_the_remount(
         emulator, tmp_path):
     """What vectur-sched does with every lock (it writes its holder into
@@ -989,9 +983,9 @@ def test_a_lock_file_written_before_a_preemption_is_not_recreated_by_the_remount
     a is killed -9 while that content is still queued (write_back=5); the
     lease expires and b takes and releases the lock; a comes back on the
     same cache dir. Its queue must not bring the dead lock back: b must be
-    able to take locks/x.lock again. (Today a re-creates it on Drive as a
-    plain file without a lease; b gets EEXIST for good and EPERM on unlink,
-    and so does a: every scheduler waits on it forever.)"""
+    able to take locks/x.lock again. (It did: a re-created it on Drive as a
+    plain file without a lease; b got EEXIST for good and EPERM on unlink,
+    and so did a: every scheduler waited on it forever.)"""
     folder = "t-" + uuid.uuid4().hex[:10]
     ms = []
     for n in ("a", "b"):
