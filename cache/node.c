@@ -300,7 +300,10 @@ void node_apply_remote(struct cache *c, struct cnode *n,
 
 void node_tomb(struct cache *c, struct cnode *n)
 {
-	if (!n->drive_id[0] || (!n->remote_exists && !n->busy))
+	/* An id is given just before the first create request: with one
+	 * the file may be on Drive even if no answer said so (a lost
+	 * response, a kill -9). A delete of nothing costs a 404. */
+	if (!n->drive_id[0])
 		return;
 	upload_add_tomb(c, n->drive_id, !c->o.use_trash || node_under_locks(n),
 			n);

@@ -5,6 +5,7 @@ mountlib's where a test needs several mounts or kill -9."""
 import json
 import os
 import sys
+import time
 
 import pytest
 
@@ -44,6 +45,41 @@ def test_o_trunc_truncates_a_file_already_uploaded_after_a_replace(mount):
     assert open(g).read() == "{}"
     assert os.stat(g).st_size == 2
     wait_on_drive(mount.emu, mount.folder, "experiments/work_graph.json", b"{}")
+
+
+def live_at(emu, folder, rel):
+    return mountlib.DriveView(emu, folder).live_files().get(rel, [])
+
+
+def test_unlink_right_after_a_kill9_that_cut_a_create_leaves_nothing_on_drive(
+        mounts, emulator):
+    # The create of runs/gone.bin was in the emulator's hands (held back
+    # by latency) when the mount was killed: it lands after the kill. The
+    # file is removed as soon as the mount is back; the unlink used to
+    # leave no tombstone (the node's create had no answer yet), so the
+    # file stayed on Drive for good.
+    make = mounts
+    m = make(opts="write_back=0,poll_interval=1,drain_timeout=30").start()
+    os.makedirs(m.p("runs"))
+    with open(m.p("runs/first"), "wb") as f:
+        f.write(b"makes runs/ on Drive")
+    assert m.sync().returncode == 0
+    emulator.set_faults({"latency_ms": 1500})
+    stats0 = emulator.stats()["requests"].get("upload_multipart", 0)
+    with open(m.p("runs/gone.bin"), "wb") as f:
+        f.write(b"x" * 5000)
+    mountlib.wait_for(lambda: emulator.stats()["requests"].get("upload_multipart", 0) > stats0,
+                      30, "the create request to reach the emulator")
+    m.kill9()
+    emulator.clear_faults()
+    mountlib.wait_for(lambda: live_at(emulator, m.folder, "runs/gone.bin"), 30,
+                      "the cut create to land")
+    m.start()
+    os.unlink(m.p("runs/gone.bin"))
+    assert m.sync().returncode == 0
+    time.sleep(12)   # past recovery's settle time, should anything wait for it
+    assert m.sync().returncode == 0
+    assert not live_at(emulator, m.folder, "runs/gone.bin"), m.diag()
 
 
 def test_opening_a_big_uncached_file_for_writing_waits_while_bytes_arrive(mounts, emulator):
