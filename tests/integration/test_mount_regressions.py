@@ -4,6 +4,7 @@ mountlib's where a test needs several mounts or kill -9."""
 
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -49,6 +50,38 @@ def test_o_trunc_truncates_a_file_already_uploaded_after_a_replace(mount):
 
 def live_at(emu, folder, rel):
     return mountlib.DriveView(emu, folder).live_files().get(rel, [])
+
+
+def test_mounting_over_a_live_vectur_mount_is_refused(mounts, emulator):
+    # The second mount used to stack on top of the first: its "local"
+    # directory was then the first mount itself.
+    make = mounts
+    a = make(name="a", cache="cache-a").start()
+    b = make(name="a", cache="cache-b", folder=a.folder)
+    os.makedirs(a.p("sub"))
+    try:
+        for where, says in ((a.mnt, "already a vectur mount"),
+                            (a.p("sub"), "inside the vectur mount")):
+            r = subprocess.run(b.argv("gdrive:" + b.folder, where), capture_output=True,
+                               text=True, timeout=60)
+            assert r.returncode != 0, "mounted over %s" % where
+            assert says in r.stderr, r.stderr
+            assert "fusermount3 -u" in r.stderr or "outside" in r.stderr, r.stderr
+            assert not os.path.exists(os.path.join(b.tmp, "cache-b", "meta.db"))
+    finally:
+        # Before the fix these mounts succeeded: take them down again.
+        for where in (a.p("sub"), a.mnt):
+            while mountlib.in_mount_table(where) and len(
+                    [1 for line in open("/proc/self/mountinfo")
+                     if line.split()[4] == os.path.realpath(where)]) > (where == a.mnt):
+                subprocess.run(["fusermount3", "-u", where], capture_output=True)
+    # The first mount is untouched and works.
+    os.makedirs(a.p("runs"), exist_ok=True)
+    with open(a.p("runs/x"), "wb") as f:
+        f.write(b"still here")
+    assert a.sync().returncode == 0
+    assert open(a.p("runs/x"), "rb").read() == b"still here"
+    assert a.status()["mount"]["pid"] == a.proc.pid
 
 
 def test_unlink_right_after_a_kill9_that_cut_a_create_leaves_nothing_on_drive(
