@@ -80,7 +80,9 @@ static void apply(struct cache *c, const struct drive_change *ch)
 	char local[1024];
 
 	if (!n) {
-		if (ch->has_file && !ch->removed && !f->trashed)
+		/* Not a file of ours on its way to the trash. */
+		if (ch->has_file && !ch->removed && !f->trashed &&
+		    !upload_tombed(c, ch->file_id))
 			parent_stale(c, f);
 		return;
 	}
