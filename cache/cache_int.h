@@ -94,7 +94,9 @@ struct cnode {
 	char md5[33];
 	int64_t rsize;
 	int64_t rversion;
-	bool mtime_dirty; /* push mtime with a metadata update */
+	int64_t created_ms; /* Drive's createdTime of drive_id; 0 = unknown */
+	bool created_here;  /* drive_id was created by this cache's uploads */
+	bool mtime_dirty;   /* push mtime with a metadata update */
 	/* Bumped whenever the node moves onto another Drive file
 	 * (node_retarget): a request that began before answers for the old
 	 * one and is ignored. */
@@ -102,6 +104,10 @@ struct cnode {
 	/* A request of a node that drive_id was taken over from may still be
 	 * in flight if the mount dies: recovery waits before sending ours. */
 	bool settle;
+	/* Another live file with this name in this folder, seen in the feed
+	 * or a listing: the queue decides which one keeps the name. */
+	char rival_id[128];
+	int64_t rival_ms; /* its createdTime, if known */
 	/* Directories: listed from Drive and authoritative until the changes
 	 * feed says otherwise. */
 	bool listed;
@@ -294,6 +300,10 @@ void node_tomb(struct cache *c, struct cnode *n);
  * `exists`: f is on Drive (false: its create may still be under way). */
 void node_retarget(struct cache *c, struct cnode *n, const struct drive_file *f,
 		   bool exists);
+/* f, a live file this mount does not know, has n's name in n's folder.
+ * Returns true if the queue will settle which of the two keeps it. */
+bool node_note_rival(struct cache *c, struct cnode *n,
+		     const struct drive_file *f);
 
 /* ---- version.c: content versions -------------------------------------- */
 struct cver *ver_new(struct cache *c, struct cnode *n, int state);

@@ -289,6 +289,8 @@ void node_apply_remote(struct cache *c, struct cnode *n,
 	}
 	snprintf(n->md5, sizeof(n->md5), "%s", f->md5);
 	n->rsize = f->size;
+	if (f->created_ms > 0)
+		n->created_ms = f->created_ms;
 	if (f->version > n->rversion)
 		n->rversion = f->version;
 	if (f->modified_ms > 0 && !n->cur) {
@@ -310,8 +312,9 @@ void node_tomb(struct cache *c, struct cnode *n)
 }
 
 /* Drive has no atomic replace, but a media update of one file is atomic:
- * so when n takes the place of Drive file f (a rename over a file), n's
- * content goes into f as a new revision. Readers of the path on Drive
+ * so when n takes the place of Drive file f (a rename over a file, or n
+ * giving way to a file of the same name another instance created first),
+ * n's content goes into f as a new revision. Readers of the path on Drive
  * see f's old content until n's is there, never no file and never two.
  * n's own Drive file, if it has one, is trashed only once n's content has
  * landed in f: until then it may be the only copy on Drive (a preempted
@@ -336,13 +339,39 @@ void node_retarget(struct cache *c, struct cnode *n, const struct drive_file *f,
 	node_apply_remote(c, n, f);
 	n->remote_exists = exists;
 	n->rversion = f->version; /* f's own, not the old file's */
+	n->created_ms = f->created_ms;
+	n->created_here = false;
 	n->landed_seq = 0;
+	n->rival_id[0] = '\0';
 	/* A request to f made for the node n replaces may still run. */
 	n->settle = upload_inflight(c, f->id) || upload_settling(c, f->id);
 	if (old[0] && strcmp(old, f->id) != 0)
 		upload_add_tomb(c, old, !c->o.use_trash, n, after);
 	store_save_node(c, n);
 	upload_queue(c, n, cache_now_ms() + c->o.write_back_ms);
+}
+
+bool node_note_rival(struct cache *c, struct cnode *n,
+		     const struct drive_file *f)
+{
+	if (n->is_dir || f->is_folder || n->unlinked || node_under_locks(n) ||
+	    strncmp(f->mime_type, "application/vnd.google-apps.", 28) == 0 ||
+	    strcmp(f->id, n->drive_id) == 0 || upload_tombed(c, f->id))
+		return false;
+	/* A duplicate another tool made is shown as before (the one this
+	 * node is on); only a file this mount created, or is about to
+	 * create, gives way. */
+	if (n->remote_exists && !n->created_here)
+		return false;
+	if (n->rival_id[0] && n->rival_ms &&
+	    (f->created_ms > n->rival_ms ||
+	     (f->created_ms == n->rival_ms && strcmp(f->id, n->rival_id) > 0)))
+		return true; /* the older rival noted before decides */
+	snprintf(n->rival_id, sizeof(n->rival_id), "%s", f->id);
+	n->rival_ms = f->created_ms;
+	store_save_node(c, n);
+	upload_queue(c, n, cache_now_ms());
+	return true;
 }
 
 /* Drive removed n (or moved it out of view). Dirty data is never lost: a
@@ -449,8 +478,12 @@ static void merge_listing(struct cache *c, struct cnode *dir, struct listing *l,
 			continue; /* known elsewhere: the feed will move it */
 		if (upload_tombed(c, f->id))
 			continue; /* ours, on its way to the trash */
-		if (node_child(c, dir, local))
-			continue; /* a duplicate name, or a local create */
+		n = node_child(c, dir, local);
+		if (n) {
+			/* A duplicate name, or a local create. */
+			node_note_rival(c, n, f);
+			continue;
+		}
 		n = node_new(c, dir, local, f->is_folder,
 			     f->is_folder ? 0755 : 0644);
 		if (!n)
@@ -801,7 +834,9 @@ static void rename_take_over(struct cache *c, struct cnode *src,
 	snprintf(f.md5, sizeof(f.md5), "%s", dst->md5);
 	f.size = dst->rsize;
 	f.version = dst->rversion;
+	f.created_ms = dst->created_ms;
 	node_retarget(c, src, &f, dst->remote_exists);
+	src->created_here = dst->created_here;
 }
 
 int cache_rename(struct cache *c, const char *from, const char *to,
@@ -893,6 +928,7 @@ again:
 	src->name = nn;
 	node_attach(c, d, src);
 	clock_gettime(CLOCK_REALTIME, &src->ctime);
+	src->rival_id[0] = '\0'; /* a rival for the old name is not one now */
 	rc = store_save_node(c, src);
 	if (store_commit(c) < 0 && rc == 0)
 		rc = -EIO;

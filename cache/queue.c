@@ -185,6 +185,8 @@ bool upload_needs_work(struct cnode *n)
 		return false;
 	if (n->is_dir)
 		return !n->remote_exists || meta_differs(n);
+	if (n->rival_id[0])
+		return true;
 	for (v = n->vers; v; v = v->nnext)
 		if (v->state == CV_CLOSED)
 			return true;
@@ -601,6 +603,8 @@ static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 	if (rc == 0) {
 		count_bytes(c, v->size - u.counted);
 		node_apply_remote(c, n, &out);
+		if (create)
+			n->created_here = true;
 		if (!v->dropped)
 			version_landed(c, n, v);
 		store_save_node(c, n);
@@ -680,6 +684,86 @@ static int update_meta(struct cache *c, struct cnode *n)
 	return classify(c, n, "rename", &err);
 }
 
+/* (created_ms, id): the order in which every instance ranks two files
+ * of one name. */
+static bool older_than(const struct drive_file *f, int64_t created_ms,
+		       const char *id)
+{
+	return f->created_ms < created_ms ||
+	       (f->created_ms == created_ms && strcmp(f->id, id) < 0);
+}
+
+/* Another instance put a file with n's name in n's folder (n->rival_id,
+ * from the feed or a listing). Drive keeps both; a path must have one.
+ * The older file (createdTime, then id: the same order on every
+ * instance) keeps the name. If n created the newer one, n gives way:
+ * it moves onto the older file, its content goes there as a new revision
+ * (last upload wins, as with two rclone mounts writing one path) and its
+ * own file is trashed once that has landed (node_retarget). A node not
+ * yet on Drive adopts the other file before creating anything. The
+ * instance holding the older file does nothing. c->lock held, n busy. */
+static int settle_rival(struct cache *c, struct cnode *n)
+{
+	struct drive_file rival, own;
+	struct drive_err err;
+	char rid[128], oid[128], local[1024];
+	uint64_t gen = n->id_gen;
+	bool need_own;
+	int rc;
+
+	if (!n->rival_id[0])
+		return 0;
+	if (!n->remote_exists && n->drive_id[0]) {
+		/* Our create was tried and may have landed: decide after the
+		 * next try says, if there is one. */
+		if (ver_newest_closed(n))
+			return 0;
+		n->rival_id[0] = '\0';
+		return store_save_node(c, n);
+	}
+	if (n->remote_exists && !n->created_here) {
+		n->rival_id[0] = '\0'; /* not ours to give up */
+		return store_save_node(c, n);
+	}
+	snprintf(rid, sizeof(rid), "%s", n->rival_id);
+	snprintf(oid, sizeof(oid), "%s", n->drive_id);
+	need_own = n->remote_exists && !n->created_ms;
+	pthread_mutex_unlock(&c->lock);
+	drive_err_clear(&err);
+	rc = drive_get(c->dc, rid, &rival, &err);
+	if (rc == 0 && need_own)
+		rc = drive_get(c->dc, oid, &own, &err);
+	pthread_mutex_lock(&c->lock);
+	if (rc < 0 && drive_err_retryable(&err))
+		return classify(c, n, "look at a file of the same name", &err);
+	if (n->unlinked || n->id_gen != gen || strcmp(n->rival_id, rid) != 0)
+		return 0; /* things moved meanwhile: the next pass sees */
+	n->rival_id[0] = '\0';
+	store_save_node(c, n);
+	if (rc < 0 || rival.trashed || rival.is_folder ||
+	    strcmp(rival.parent, n->parent->drive_id) != 0 ||
+	    drive_name_to_local(rival.name, local, sizeof(local)) < 0 ||
+	    strcmp(local, n->name) != 0)
+		return 0; /* gone, or no longer the same path */
+	if (need_own)
+		n->created_ms = own.created_ms;
+	if (n->remote_exists && !older_than(&rival, n->created_ms, oid))
+		return 0; /* ours is older: the other instance gives way */
+	{
+		char *path = node_path(n);
+
+		fprintf(stderr,
+			"vectur: %s: another instance created it too; our "
+			"content goes into its older Drive file %s%s%s\n",
+			path ? path : "?", rival.id,
+			n->remote_exists ? ", then ours is trashed: " : "",
+			n->remote_exists ? oid : "");
+		free(path);
+	}
+	node_retarget(c, n, &rival, true);
+	return 0;
+}
+
 /* A request to n's Drive file that is not n's own may still be on its
  * way: n's requests to it wait (see node_retarget). */
 static bool waits_for_other(struct cache *c, struct cnode *n)
@@ -714,12 +798,18 @@ static int reconcile(struct cache *c, struct cnode *n)
 			return rc;
 	}
 	if (!n->is_dir) {
+		rc = settle_rival(c, n);
+		if (rc < 0 || n->unlinked)
+			return rc;
 		v = ver_newest_closed(n);
 		if (v && v->state == CV_CLOSED) {
 			rc = upload_version(c, n, v);
 			if (rc < 0 || n->unlinked)
 				return rc;
 		}
+		rc = settle_rival(c, n); /* after a create */
+		if (rc < 0 || n->unlinked)
+			return rc;
 	}
 	if (meta_differs(n) && !n->unlinked && n->parent->remote_exists)
 		rc = update_meta(c, n);

@@ -42,7 +42,8 @@ static const char *const stmt_sql[ST_N] = {
 		"INSERT OR REPLACE INTO nodes(ino,parent,name,is_dir,mode,"
 		"mtime_ns,ctime_ns,drive_id,remote_exists,remote_parent,"
 		"remote_name,md5,rsize,rversion,listed,mtime_dirty,landed_seq,"
-		"settle) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+		"created_here,settle,rival_id)"
+		" VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 	[ST_DEL_NODE] = "DELETE FROM nodes WHERE ino=?",
 	[ST_SAVE_VER] =
 		"INSERT OR REPLACE INTO versions(vid,ino,state,size,mtime_ns,"
@@ -64,7 +65,8 @@ static const char schema[] =
 	" parent INTEGER, name TEXT, is_dir INT, mode INT, mtime_ns INT,"
 	" ctime_ns INT, drive_id TEXT, remote_exists INT, remote_parent TEXT,"
 	" remote_name TEXT, md5 TEXT, rsize INT, rversion INT, listed INT,"
-	" mtime_dirty INT, landed_seq INT, settle INT DEFAULT 0);"
+	" mtime_dirty INT, landed_seq INT, created_here INT DEFAULT 0,"
+	" settle INT DEFAULT 0, rival_id TEXT DEFAULT '');"
 	"CREATE TABLE IF NOT EXISTS versions(vid INTEGER PRIMARY KEY,"
 	" ino INT, state INT, size INT, mtime_ns INT, close_seq INT,"
 	" complete INT, was_clean INT, session_url TEXT, session_off INT,"
@@ -75,7 +77,9 @@ static const char schema[] =
 /* Columns added since the first schema: a cache dir made by an older
  * version gets them (with their defaults) when it is opened. */
 static const char *const added_columns[][2] = {
+	{"nodes", "created_here INT DEFAULT 0"},
 	{"nodes", "settle INT DEFAULT 0"},
+	{"nodes", "rival_id TEXT DEFAULT ''"},
 	{"tombs", "after_seq INT DEFAULT 0"},
 };
 
@@ -318,7 +322,9 @@ int store_save_node(struct cache *c, const struct cnode *n)
 	sqlite3_bind_int(st, 15, n->listed);
 	sqlite3_bind_int(st, 16, n->mtime_dirty);
 	sqlite3_bind_int64(st, 17, n->landed_seq);
-	sqlite3_bind_int(st, 18, n->settle);
+	sqlite3_bind_int(st, 18, n->created_here);
+	sqlite3_bind_int(st, 19, n->settle);
+	sqlite3_bind_text(st, 20, n->rival_id, -1, SQLITE_STATIC);
 	return step(c, st);
 }
 
@@ -418,8 +424,8 @@ static int load_nodes(struct cache *c)
 			       "SELECT ino,parent,name,is_dir,mode,mtime_ns,"
 			       "ctime_ns,drive_id,remote_exists,remote_parent,"
 			       "remote_name,md5,rsize,rversion,listed,"
-			       "mtime_dirty,landed_seq,settle FROM nodes "
-			       "ORDER BY ino",
+			       "mtime_dirty,landed_seq,created_here,settle,"
+			       "rival_id FROM nodes ORDER BY ino",
 			       -1, &st, NULL) != SQLITE_OK)
 		return -EIO;
 	while (sqlite3_step(st) == SQLITE_ROW) {
@@ -458,7 +464,10 @@ static int load_nodes(struct cache *c)
 		n->listed = sqlite3_column_int(st, 14);
 		n->mtime_dirty = sqlite3_column_int(st, 15);
 		n->landed_seq = sqlite3_column_int64(st, 16);
-		n->settle = sqlite3_column_int(st, 17);
+		n->created_here = sqlite3_column_int(st, 17);
+		n->settle = sqlite3_column_int(st, 18);
+		snprintf(n->rival_id, sizeof(n->rival_id), "%s",
+			 col_text(st, 19));
 		if (ino >= c->next_ino)
 			c->next_ino = ino + 1;
 	}

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -50,6 +51,69 @@ def test_o_trunc_truncates_a_file_already_uploaded_after_a_replace(mount):
 
 def live_at(emu, folder, rel):
     return mountlib.DriveView(emu, folder).live_files().get(rel, [])
+
+
+@pytest.mark.parametrize("b_write_back", ["0.2", "2.5"])
+def test_two_mounts_creating_one_new_name_end_with_one_drive_file(
+        mounts, emulator, b_write_back):
+    # Both create runs/race/fN.bin at the same moment (neither knows the
+    # other's): both used to land, two Drive files of one name for good.
+    # Now the newer one's content goes into the older file and the newer
+    # file is trashed: one file, holding one of the two closed versions.
+    # With b's write_back longer than a poll, b sees a's file before its
+    # own upload and sends its content into it without creating one.
+    make = mounts
+    a = make(name="a", cache="cache-a").start()
+    b = make(name="b", cache="cache-b", folder=a.folder,
+             opts="write_back=%s,poll_interval=1,drain_timeout=30" % b_write_back).start()
+    os.makedirs(a.p("runs/race"), exist_ok=True)
+    os.makedirs(b.p("runs/race"), exist_ok=True)
+    names = ["runs/race/f%d.bin" % i for i in range(6)]
+    wrote = {rel: {} for rel in names}
+    for rel in names:
+        go = threading.Barrier(2)
+
+        def write(m, tag):
+            data = (tag * 64) + os.urandom(300_000 if rel.endswith("0.bin") else 20_000)
+            go.wait()
+            with open(m.p(rel), "wb") as f:
+                f.write(data)
+            wrote[rel][tag] = mountlib.md5(data)
+        ts = [threading.Thread(target=write, args=(m, tag))
+              for m, tag in ((a, b"A"), (b, b"B"))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+    for m in (a, b):
+        r = m.sync()
+        assert r.returncode == 0, r.stderr + m.diag()
+        if b_write_back != "0.2":
+            time.sleep(1.5)   # b's feed shows a's files before b uploads
+
+    def settled():
+        view = mountlib.DriveView(emulator, a.folder)
+        live = view.live_files()
+        return all(len(live.get(rel, [])) == 1 for rel in names) and view
+    try:
+        view = mountlib.wait_for(settled, 60, "one Drive file per name", interval=0.2)
+    except AssertionError:
+        live = mountlib.DriveView(emulator, a.folder).live_files()
+        raise AssertionError("Drive files per name: %s\n%s\n%s" % (
+            {rel: len(live.get(rel, [])) for rel in names}, a.diag(), b.diag()))
+    live = view.live_files()
+    for rel in names:
+        f = live[rel][0]
+        assert f["md5Checksum"] in wrote[rel].values(), (rel, f, wrote[rel])
+        for v in view.versions_of(f["id"]):   # never a mix of the two
+            assert v["md5"] in wrote[rel].values(), (rel, v)
+    assert not view.duplicates(), view.duplicates()
+    # Both mounts come to read what Drive has.
+    for rel in names:
+        want = live[rel][0]["md5Checksum"]
+        for m in (a, b):
+            mountlib.wait_for(lambda: mountlib.md5(open(m.p(rel), "rb").read()) == want,
+                              30, "%s on mount %s to read Drive's content" % (rel, m.mnt))
 
 
 def test_mounting_over_a_live_vectur_mount_is_refused(mounts, emulator):
