@@ -241,6 +241,8 @@ static void free_all(struct cache *c)
 		free(c->inval[i]);
 	free(c->inval);
 	free(c->fetching);
+	free(c->inflight.ids);
+	free(c->settling.ids);
 	free(c->ids);
 	free(c->workers);
 	free(c->fetchers);

@@ -43,6 +43,14 @@
  * restart. fsync() runs the reconcile of its node synchronously and returns
  * when Drive has that version with a matching md5.
  *
+ * One Drive file per path. A rename over a file keeps the target's Drive
+ * file: the source's content goes into it as a new revision, and the
+ * source's own Drive file (if any) is trashed only after that landed, so
+ * Drive never shows the path empty or doubled. A file name another
+ * instance created too (both creates landed: Drive allows duplicates) is
+ * settled in the queue: the older file keeps the name and the instance
+ * that made the newer one moves its content into the older one.
+ *
  * Recovery. At cache_open: OPEN versions are dropped (and a CLEAN version
  * modified in place is forgotten, to be fetched again); CLOSED and
  * UPLOADING versions are queued again (resuming their sessions).

@@ -94,7 +94,20 @@ struct cnode {
 	char md5[33];
 	int64_t rsize;
 	int64_t rversion;
-	bool mtime_dirty; /* push mtime with a metadata update */
+	int64_t created_ms; /* Drive's createdTime of drive_id; 0 = unknown */
+	bool created_here;  /* drive_id was created by this cache's uploads */
+	bool mtime_dirty;   /* push mtime with a metadata update */
+	/* Bumped whenever the node moves onto another Drive file
+	 * (node_retarget): a request that began before answers for the old
+	 * one and is ignored. */
+	uint64_t id_gen;
+	/* A request of a node that drive_id was taken over from may still be
+	 * in flight if the mount dies: recovery waits before sending ours. */
+	bool settle;
+	/* Another live file with this name in this folder, seen in the feed
+	 * or a listing: the queue decides which one keeps the name. */
+	char rival_id[128];
+	int64_t rival_ms; /* its createdTime, if known */
 	/* Directories: listed from Drive and authoritative until the changes
 	 * feed says otherwise. */
 	bool listed;
@@ -132,7 +145,16 @@ struct ctomb {
 	int64_t due_ms;
 	int attempts;
 	bool busy;
+	/* Wait until n has this close_seq on Drive: the file goes only once
+	 * n's content has landed in the Drive file n moved onto (0 = now). */
+	int64_t after_seq;
 	struct ctomb *next;
+};
+
+/* A small set of Drive ids (c->lock). */
+struct cidset {
+	char (*ids)[128];
+	int n, cap;
 };
 
 struct cache_handle {
@@ -174,6 +196,12 @@ struct cache {
 	struct ctomb *tombs;
 	struct cver **fetching; /* versions with bytes to fetch */
 	int nfetching, fetching_cap;
+
+	/* Drive ids with a request of ours in flight, and (until
+	 * settle_until) ids a killed previous mount may still have had a
+	 * request to in its socket (c->lock). */
+	struct cidset inflight, settling;
+	int64_t settle_until;
 
 	/* Id pool (c->id_lock for refills, c->lock for the array). */
 	char (*ids)[128];
@@ -271,6 +299,15 @@ void node_apply_remote(struct cache *c, struct cnode *n,
 		       const struct drive_file *f);
 /* Records a tombstone for n's Drive object (if any) before n goes. */
 void node_tomb(struct cache *c, struct cnode *n);
+/* n takes over Drive file f, which holds n's path on Drive already; n's
+ * own Drive file (if any) is trashed once n's content has landed in f.
+ * `exists`: f is on Drive (false: its create may still be under way). */
+void node_retarget(struct cache *c, struct cnode *n, const struct drive_file *f,
+		   bool exists);
+/* f, a live file this mount does not know, has n's name in n's folder.
+ * Returns true if the queue will settle which of the two keeps it. */
+bool node_note_rival(struct cache *c, struct cnode *n,
+		     const struct drive_file *f);
 
 /* ---- version.c: content versions -------------------------------------- */
 struct cver *ver_new(struct cache *c, struct cnode *n, int state);
@@ -284,6 +321,15 @@ void ver_drop_superseded(struct cache *c, struct cver *v);
 void ver_mark_closed(struct cache *c, struct cver *v);
 struct cver *ver_newest_closed(struct cnode *n);
 int64_t ver_bytes(struct cache *c, bool clean_only);
+/* The close_seq of n's newest complete content to send to Drive, making a
+ * CLEAN one CLOSED again (node_retarget); c->close_seq + 1 (its next
+ * close) while n is open for writing without one; 0 if none is here. */
+int64_t ver_reclose(struct cache *c, struct cnode *n);
+/* v's resumable session was for a Drive file its node has left. */
+void ver_forget_session(struct cache *c, struct cver *v);
+/* Makes n's content on Drive fully present here as a CLEAN version, as for
+ * an open for writing (c->lock dropped while fetching). */
+int ver_fetch_all(struct cache *c, struct cnode *n);
 /* Copies v's bytes as they are now into a new CLOSED version (c->lock
  * held; dropped while copying). Returns its close_seq or -errno. */
 int64_t ver_snapshot(struct cache *c, struct cver *v);
@@ -298,7 +344,16 @@ void upload_stop(struct cache *c);
 /* Brings n in line with Drive now (the caller's thread). */
 int upload_reconcile_now(struct cache *c, struct cnode *n);
 void upload_add_tomb(struct cache *c, const char *drive_id, bool hard,
-		     struct cnode *n);
+		     struct cnode *n, int64_t after_seq);
+/* A tombstone waits for drive_id: listings and the feed ignore it. */
+bool upload_tombed(struct cache *c, const char *drive_id);
+/* A request of ours to drive_id is under way. */
+bool upload_inflight(struct cache *c, const char *drive_id);
+/* The previous mount, killed, may still have a request to drive_id on
+ * its way (for ms after recovery, upload_settle): deletes of it, and a
+ * node that took it over, wait. */
+void upload_settle(struct cache *c, const char *drive_id, int64_t ms);
+bool upload_settling(struct cache *c, const char *drive_id);
 bool upload_needs_work(struct cnode *n);
 /* Drive has n's version close_seq `seq` (or newer) under its name. */
 bool upload_synced(struct cnode *n, int64_t seq);

@@ -73,6 +73,22 @@ static void parent_stale(struct cache *c, const struct drive_file *f)
 	}
 }
 
+/* A live file we do not know: new in a folder we show, or a file of a
+ * name we have there too (node_note_rival). Not one we are trashing. */
+static void apply_unknown(struct cache *c, const struct drive_file *f)
+{
+	struct cnode *p = node_by_id(c, f->parent), *n = NULL;
+	char local[1024];
+
+	if (upload_tombed(c, f->id))
+		return;
+	if (p && p->is_dir &&
+	    drive_name_to_local(f->name, local, sizeof(local)) == 0)
+		n = node_child(c, p, local);
+	if (!n || !node_note_rival(c, n, f))
+		parent_stale(c, f);
+}
+
 static void apply(struct cache *c, const struct drive_change *ch)
 {
 	const struct drive_file *f = &ch->file;
@@ -81,7 +97,7 @@ static void apply(struct cache *c, const struct drive_change *ch)
 
 	if (!n) {
 		if (ch->has_file && !ch->removed && !f->trashed)
-			parent_stale(c, f);
+			apply_unknown(c, f);
 		return;
 	}
 	if (!n->parent)

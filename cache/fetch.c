@@ -2,7 +2,9 @@
  * version (complete = false) filled by `transfers` threads with ranged
  * downloads (1, 1, 2, 4, then 8 MiB pieces) in file order, except that a chunk
  * a reader is waiting for jumps the line. A reader waits only for the chunks
- * covering its range, at most read_timeout_s, then gets EIO. Chunks are fetched
+ * covering its range, and gets EIO once no chunk of the file has arrived for
+ * read_timeout_s (a whole-file wait, for a writer, may take longer while
+ * chunks keep arriving). Chunks are fetched
  * only while some handle holds the version, so an abandoned partial file costs
  * no bandwidth. Partial versions are not kept across restarts (recover.c drops
  * them).
@@ -286,9 +288,10 @@ static void *fetch_main(void *arg)
 
 int fetch_wait(struct cache *c, struct cver *v, int64_t off, int64_t len)
 {
-	int64_t deadline = cache_now_ms() + (int64_t)c->o.read_timeout_s * 1000;
+	int64_t timeout = (int64_t)c->o.read_timeout_s * 1000;
+	int64_t deadline = cache_now_ms() + timeout;
 	struct cfetch *f = v->fetch;
-	int first, last, k, rc = 0;
+	int first, last, k, rc = 0, done;
 
 	if (!f)
 		return v->complete ? 0 : -EIO;
@@ -304,6 +307,7 @@ int fetch_wait(struct cache *c, struct cver *v, int64_t off, int64_t len)
 	for (k = first; k <= last; k++)
 		f->want[k]++;
 	pthread_cond_broadcast(&c->fetch_cv);
+	done = f->done;
 	for (;;) {
 		if (v->fetch != f) {
 			rc = v->complete ? 0 : -EIO;
@@ -321,6 +325,12 @@ int fetch_wait(struct cache *c, struct cver *v, int64_t off, int64_t len)
 				break;
 		if (k > last)
 			break;
+		if (f->done != done) {
+			/* Drive is answering: read_timeout is about getting
+			 * nothing, not about a big range taking long. */
+			done = f->done;
+			deadline = cache_now_ms() + timeout;
+		}
 		if (cache_now_ms() >= deadline || c->stopping) {
 			rc = -EIO;
 			break;

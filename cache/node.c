@@ -289,6 +289,8 @@ void node_apply_remote(struct cache *c, struct cnode *n,
 	}
 	snprintf(n->md5, sizeof(n->md5), "%s", f->md5);
 	n->rsize = f->size;
+	if (f->created_ms > 0)
+		n->created_ms = f->created_ms;
 	if (f->version > n->rversion)
 		n->rversion = f->version;
 	if (f->modified_ms > 0 && !n->cur) {
@@ -300,10 +302,76 @@ void node_apply_remote(struct cache *c, struct cnode *n,
 
 void node_tomb(struct cache *c, struct cnode *n)
 {
-	if (!n->drive_id[0] || (!n->remote_exists && !n->busy))
+	/* An id is given just before the first create request: with one
+	 * the file may be on Drive even if no answer said so (a lost
+	 * response, a kill -9). A delete of nothing costs a 404. */
+	if (!n->drive_id[0])
 		return;
 	upload_add_tomb(c, n->drive_id, !c->o.use_trash || node_under_locks(n),
-			n);
+			n, 0);
+}
+
+/* Drive has no atomic replace, but a media update of one file is atomic:
+ * so when n takes the place of Drive file f (a rename over a file, or n
+ * giving way to a file of the same name another instance created first),
+ * n's content goes into f as a new revision. Readers of the path on Drive
+ * see f's old content until n's is there, never no file and never two.
+ * n's own Drive file, if it has one, is trashed only once n's content has
+ * landed in f: until then it may be the only copy on Drive (a preempted
+ * machine takes its cache along). */
+void node_retarget(struct cache *c, struct cnode *n, const struct drive_file *f,
+		   bool exists)
+{
+	char old[128];
+	int64_t after;
+	struct cver *v;
+
+	snprintf(old, sizeof(old), "%s", n->drive_id);
+	after = ver_reclose(c, n);
+	n->id_gen++;
+	for (v = n->vers; v; v = v->nnext) {
+		/* Sessions and identities were about the old file. */
+		v->same_as = 0;
+		if (v->session_url && v->session_url[0])
+			ver_forget_session(c, v);
+	}
+	node_set_drive_id(c, n, f->id);
+	node_apply_remote(c, n, f);
+	n->remote_exists = exists;
+	n->rversion = f->version; /* f's own, not the old file's */
+	n->created_ms = f->created_ms;
+	n->created_here = false;
+	n->landed_seq = 0;
+	n->rival_id[0] = '\0';
+	/* A request to f made for the node n replaces may still run. */
+	n->settle = upload_inflight(c, f->id) || upload_settling(c, f->id);
+	if (old[0] && strcmp(old, f->id) != 0)
+		upload_add_tomb(c, old, !c->o.use_trash, n, after);
+	store_save_node(c, n);
+	upload_queue(c, n, cache_now_ms() + c->o.write_back_ms);
+}
+
+bool node_note_rival(struct cache *c, struct cnode *n,
+		     const struct drive_file *f)
+{
+	if (n->is_dir || f->is_folder || n->unlinked || node_under_locks(n) ||
+	    strncmp(f->mime_type, "application/vnd.google-apps.", 28) == 0 ||
+	    strcmp(f->id, n->drive_id) == 0 || upload_tombed(c, f->id))
+		return false;
+	/* A duplicate another tool made is shown as before (the one this
+	 * node is on); only a file this mount created, or is about to
+	 * create, gives way. */
+	if (n->remote_exists && !n->created_here)
+		return false;
+	if (n->rival_id[0] && n->rival_ms &&
+	    (f->created_ms > n->rival_ms ||
+	     (f->created_ms == n->rival_ms && strcmp(f->id, n->rival_id) > 0)))
+		return true; /* the older rival noted before decides */
+	snprintf(n->rival_id, sizeof(n->rival_id), "%s", f->id);
+	n->rival_ms = f->created_ms;
+	store_save_node(c, n);
+	upload_queue(c, n, cache_now_ms());
+	return true;
 }
 
 /* Drive removed n (or moved it out of view). Dirty data is never lost: a
@@ -408,8 +476,14 @@ static void merge_listing(struct cache *c, struct cnode *dir, struct listing *l,
 		}
 		if (n)
 			continue; /* known elsewhere: the feed will move it */
-		if (node_child(c, dir, local))
-			continue; /* a duplicate name, or a local create */
+		if (upload_tombed(c, f->id))
+			continue; /* ours, on its way to the trash */
+		n = node_child(c, dir, local);
+		if (n) {
+			/* A duplicate name, or a local create. */
+			node_note_rival(c, n, f);
+			continue;
+		}
 		n = node_new(c, dir, local, f->is_folder,
 			     f->is_folder ? 0755 : 0644);
 		if (!n)
@@ -735,17 +809,49 @@ static bool is_ancestor(struct cnode *a, struct cnode *n)
 	return false;
 }
 
+/* Can rename(src over dst) keep dst's Drive file and send src's content
+ * into it (node_retarget)? For files whose target has a Drive file, or one
+ * on its way; not for locks, whose Drive files are leases, nor for
+ * directories (Drive folders hold their children: an empty one replaced
+ * is trashed, and the moved one renamed). */
+static bool rename_keeps_file(struct cnode *src, struct cnode *dst)
+{
+	return !src->is_dir && !dst->is_dir && dst->drive_id[0] &&
+	       !node_under_locks(src) && !node_under_locks(dst);
+}
+
+/* src takes dst's Drive file (see node_retarget). */
+static void rename_take_over(struct cache *c, struct cnode *src,
+			     struct cnode *dst)
+{
+	struct drive_file f;
+
+	memset(&f, 0, sizeof(f));
+	snprintf(f.id, sizeof(f.id), "%s", dst->drive_id);
+	if (drive_name_from_local(dst->remote_name, f.name, sizeof(f.name)) < 0)
+		f.name[0] = '\0';
+	snprintf(f.parent, sizeof(f.parent), "%s", dst->remote_parent);
+	snprintf(f.md5, sizeof(f.md5), "%s", dst->md5);
+	f.size = dst->rsize;
+	f.version = dst->rversion;
+	f.created_ms = dst->created_ms;
+	node_retarget(c, src, &f, dst->remote_exists);
+	src->created_here = dst->created_here;
+}
+
 int cache_rename(struct cache *c, const char *from, const char *to,
 		 unsigned int flags)
 {
 	struct cnode *src, *dst, *d;
 	const char *name;
 	char *nn = NULL;
-	int rc;
+	bool keep = false;
+	int rc, tries = 0;
 
 	if (flags & ~RENAME_NOREPLACE)
 		return -EINVAL;
 	pthread_mutex_lock(&c->lock);
+again:
 	rc = node_lookup(c, from, &src);
 	if (rc < 0)
 		goto out;
@@ -777,34 +883,55 @@ int cache_rename(struct cache *c, const char *from, const char *to,
 			rc = -EISDIR;
 			goto out_put;
 		}
+		keep = rename_keeps_file(src, dst);
+		d->refs++;
+		dst->refs++;
 		if (dst->is_dir) {
-			dst->refs++;
 			rc = node_ensure_listed(c, dst);
-			node_put(c, dst);
 			if (rc == 0 && dst->kids)
 				rc = -ENOTEMPTY;
-			if (rc < 0)
-				goto out_put;
+		} else if (keep && !ver_newest_closed(src)) {
+			/* src's content goes into dst's Drive file: it must be
+			 * here (src was only on Drive so far). */
+			rc = ver_fetch_all(c, src);
 		}
-		/* Lookups above may have dropped the lock: check again. */
-		if (src->unlinked || node_child(c, d, name) != dst) {
+		/* Those may have dropped the lock: look again. */
+		if (rc == 0 && (src->unlinked || d->unlinked ||
+				node_child(c, d, name) != dst))
 			rc = -EAGAIN;
-			goto out_put;
+		node_put(c, dst);
+		node_put(c, d);
+		if (rc == -EAGAIN && ++tries < 5) {
+			node_put(c, src);
+			goto again;
 		}
-		node_tomb(c, dst);
-		node_detach(c, dst);
+		if (rc < 0)
+			goto out_put;
 	}
 	nn = strdup(name);
 	if (!nn) {
 		rc = -ENOMEM;
 		goto out_put;
 	}
+	/* One transaction: a kill -9 halfway must not leave the target gone
+	 * and the source still under its old name. */
+	store_begin(c);
+	if (dst) {
+		if (keep)
+			rename_take_over(c, src, dst);
+		else
+			node_tomb(c, dst);
+		node_detach(c, dst);
+	}
 	node_unparent(c, src);
 	free(src->name);
 	src->name = nn;
 	node_attach(c, d, src);
 	clock_gettime(CLOCK_REALTIME, &src->ctime);
+	src->rival_id[0] = '\0'; /* a rival for the old name is not one now */
 	rc = store_save_node(c, src);
+	if (store_commit(c) < 0 && rc == 0)
+		rc = -EIO;
 	if (!src->queued || src->due_ms < cache_now_ms())
 		upload_queue(c, src, cache_now_ms() + c->o.write_back_ms);
 	pthread_cond_broadcast(&c->changed);

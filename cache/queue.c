@@ -54,7 +54,7 @@ static void dequeue(struct cache *c, struct cnode *n)
 }
 
 void upload_add_tomb(struct cache *c, const char *drive_id, bool hard,
-		     struct cnode *n)
+		     struct cnode *n, int64_t after_seq)
 {
 	struct ctomb *t = calloc(1, sizeof(*t));
 
@@ -62,6 +62,7 @@ void upload_add_tomb(struct cache *c, const char *drive_id, bool hard,
 		return;
 	snprintf(t->drive_id, sizeof(t->drive_id), "%s", drive_id);
 	t->hard = hard;
+	t->after_seq = after_seq;
 	t->ino = n ? n->ino : 0;
 	t->n = n;
 	if (n)
@@ -69,6 +70,86 @@ void upload_add_tomb(struct cache *c, const char *drive_id, bool hard,
 	store_save_tomb(c, t);
 	t->next = c->tombs;
 	c->tombs = t;
+	pthread_cond_broadcast(&c->work);
+}
+
+bool upload_tombed(struct cache *c, const char *drive_id)
+{
+	struct ctomb *t;
+
+	for (t = c->tombs; t; t = t->next)
+		if (strcmp(t->drive_id, drive_id) == 0)
+			return true;
+	return false;
+}
+
+static bool idset_has(const struct cidset *s, const char *id)
+{
+	int i;
+
+	for (i = 0; id[0] && i < s->n; i++)
+		if (strcmp(s->ids[i], id) == 0)
+			return true;
+	return false;
+}
+
+static void idset_add(struct cidset *s, const char *id)
+{
+	if (s->n == s->cap) {
+		int cap = s->cap ? s->cap * 2 : 8;
+		char(*ni)[128] = realloc(s->ids, cap * sizeof(*ni));
+
+		if (!ni)
+			return; /* only the ordering it was for is lost */
+		s->ids = ni;
+		s->cap = cap;
+	}
+	snprintf(s->ids[s->n++], 128, "%s", id);
+}
+
+static void idset_del(struct cidset *s, const char *id)
+{
+	int i;
+
+	for (i = 0; i < s->n; i++) {
+		if (strcmp(s->ids[i], id) == 0) {
+			memcpy(s->ids[i], s->ids[--s->n], 128);
+			return;
+		}
+	}
+}
+
+bool upload_inflight(struct cache *c, const char *drive_id)
+{
+	return idset_has(&c->inflight, drive_id);
+}
+
+void upload_settle(struct cache *c, const char *drive_id, int64_t ms)
+{
+	if (!drive_id[0] || idset_has(&c->settling, drive_id))
+		return;
+	idset_add(&c->settling, drive_id);
+	if (c->settle_until < cache_now_ms() + ms)
+		c->settle_until = cache_now_ms() + ms;
+}
+
+bool upload_settling(struct cache *c, const char *drive_id)
+{
+	if (c->settling.n && cache_now_ms() >= c->settle_until)
+		c->settling.n = 0;
+	return idset_has(&c->settling, drive_id);
+}
+
+/* Around a request to a Drive file (c->lock held): a node that takes the
+ * file over meanwhile (node_retarget) sends its own requests after. */
+static void inflight_add(struct cache *c, const char *id)
+{
+	idset_add(&c->inflight, id);
+}
+
+static void inflight_del(struct cache *c, const char *id)
+{
+	idset_del(&c->inflight, id);
 	pthread_cond_broadcast(&c->work);
 }
 
@@ -104,6 +185,8 @@ bool upload_needs_work(struct cnode *n)
 		return false;
 	if (n->is_dir)
 		return !n->remote_exists || meta_differs(n);
+	if (n->rival_id[0])
+		return true;
 	for (v = n->vers; v; v = v->nnext)
 		if (v->state == CV_CLOSED)
 			return true;
@@ -308,7 +391,14 @@ struct up_ctx {
 	struct cnode *n;
 	struct cver *v;
 	int64_t counted;
+	uint64_t gen; /* n->id_gen when the upload began */
 };
+
+/* The node moved onto another Drive file since the request began. */
+static bool moved(struct up_ctx *u)
+{
+	return __atomic_load_n(&u->n->id_gen, __ATOMIC_RELAXED) != u->gen;
+}
 
 static void on_session(const char *url, void *ud)
 {
@@ -317,13 +407,16 @@ static void on_session(const char *url, void *ud)
 	char *s = strdup(url);
 
 	pthread_mutex_lock(&c->lock);
-	if (s) {
+	if (moved(u)) {
+		free(s); /* a session for the file the node left */
+		s = NULL;
+	} else if (s) {
 		free(u->v->session_url);
 		u->v->session_url = s;
+		u->v->session_off = 0;
+		if (!u->v->dropped)
+			store_save_session(c, u->v->vid, url, 0);
 	}
-	u->v->session_off = 0;
-	if (!u->v->dropped)
-		store_save_session(c, u->v->vid, url, 0);
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -346,9 +439,12 @@ static void on_progress(int64_t done, int64_t total, void *ud)
 	struct cache *c = u->c;
 
 	pthread_mutex_lock(&c->lock);
-	u->v->session_off = done;
-	if (!u->v->dropped)
-		store_save_session(c, u->v->vid, u->v->session_url, done);
+	if (!moved(u)) {
+		u->v->session_off = done;
+		if (!u->v->dropped)
+			store_save_session(c, u->v->vid, u->v->session_url,
+					   done);
+	}
 	if (done > u->counted) {
 		count_bytes(c, done - u->counted);
 		u->counted = done;
@@ -364,7 +460,7 @@ static int should_abort(void *ud)
 
 	return __atomic_load_n(&u->c->abort_uploads, __ATOMIC_RELAXED) ||
 	       __atomic_load_n(&u->n->unlinked, __ATOMIC_RELAXED) ||
-	       __atomic_load_n(&u->v->dropped, __ATOMIC_RELAXED);
+	       __atomic_load_n(&u->v->dropped, __ATOMIC_RELAXED) || moved(u);
 }
 
 /* Drive has v now: it becomes the clean read cache, or gives way to a
@@ -402,14 +498,35 @@ static void version_landed(struct cache *c, struct cnode *n, struct cver *v)
 	ver_drop(c, v);
 }
 
+/* The upload of v answered for a Drive file n has left since (it moved
+ * onto another, node_retarget): v has still to go to the new one, unless
+ * a newer close supersedes it. c->lock held. */
+static void upload_left_behind(struct cache *c, struct cnode *n, struct cver *v)
+{
+	struct cver *y;
+
+	for (y = n->vers; y; y = y->nnext)
+		if (y->same_as == v->vid)
+			y->same_as = 0;
+	if (v->dropped)
+		return;
+	if (ver_newest_closed(n) != v) {
+		ver_drop(c, v);
+		return;
+	}
+	v->state = CV_CLOSED;
+	ver_forget_session(c, v);
+	store_save_version(c, v);
+}
+
 static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 {
-	struct up_ctx u = {c, n, v, 0};
+	struct up_ctx u = {c, n, v, 0, 0};
 	struct drive_upload up;
 	struct drive_file out;
 	struct drive_err err;
 	char name[1024], parent[128], id[128];
-	bool create = !n->remote_exists, unsynced;
+	bool create = !n->remote_exists, unsynced, vanished;
 	int rc = -1, fd;
 
 	if (create) {
@@ -444,10 +561,12 @@ static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 	up.on_progress = on_progress;
 	up.should_abort = should_abort;
 	up.ud = &u;
+	u.gen = n->id_gen;
 	v->state = CV_UPLOADING;
 	v->refs++;
 	store_save_version(c, v);
 	c->uploading++;
+	inflight_add(c, id);
 	unsynced = v->unsynced;
 	pthread_mutex_unlock(&c->lock);
 	drive_err_clear(&err);
@@ -462,19 +581,30 @@ static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 		rc = drive_upload(c->dc, &up, &out, &err);
 	}
 	pthread_mutex_lock(&c->lock);
+	inflight_del(c, id);
 	if (unsynced && strcmp(err.reason, "localIO") != 0 && !v->dropped) {
 		v->unsynced = false;
 		ver_drop_superseded(c, v);
 		store_save_version(c, v);
 	}
 	c->uploading--;
+	if (moved(&u)) {
+		upload_left_behind(c, n, v);
+		ver_put(c, v);
+		return 0;
+	}
+	if (rc == 0 && out.trashed) {
+		/* Another instance trashed it while we wrote to it: what
+		 * landed there is out of sight, so it is sent again. */
+		rc = -1;
+		drive_err_set(&err, 404, "trashed", "file %s is in the trash",
+			      id);
+	}
 	if (rc == 0) {
 		count_bytes(c, v->size - u.counted);
 		node_apply_remote(c, n, &out);
-		if (!create) {
-			/* A media update leaves name and parent as they were
-			 * on Drive; out says what they are. */
-		}
+		if (create)
+			n->created_here = true;
 		if (!v->dropped)
 			version_landed(c, n, v);
 		store_save_node(c, n);
@@ -482,8 +612,12 @@ static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 		pthread_cond_broadcast(&c->changed);
 		return 0;
 	}
+	vanished = err.status == 404 &&
+		   (!create || strcmp(err.reason, "trashed") == 0);
 	if (!v->dropped) {
 		v->state = CV_CLOSED;
+		if (vanished)
+			ver_forget_session(c, v); /* it was that file's */
 		store_save_version(c, v);
 	}
 	ver_put(c, v);
@@ -491,7 +625,7 @@ static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 		return 0; /* aborted: nothing left to do for it */
 	if (c->abort_uploads)
 		return -EAGAIN;
-	if (err.status == 404 && !create) {
+	if (vanished) {
 		/* Deleted on Drive meanwhile: local data wins, create it
 		 * again under a new id. */
 		n->remote_exists = false;
@@ -512,6 +646,7 @@ static int update_meta(struct cache *c, struct cnode *n)
 	struct drive_file out;
 	struct drive_err err;
 	struct cver *v;
+	uint64_t gen;
 	int rc;
 
 	if (drive_name_from_local(n->name, name, sizeof(name)) < 0)
@@ -519,12 +654,17 @@ static int update_meta(struct cache *c, struct cnode *n)
 	snprintf(add, sizeof(add), "%s", n->parent->drive_id);
 	snprintf(rem, sizeof(rem), "%s", n->remote_parent);
 	snprintf(id, sizeof(id), "%s", n->drive_id);
+	gen = n->id_gen;
+	inflight_add(c, id);
 	pthread_mutex_unlock(&c->lock);
 	drive_err_clear(&err);
 	rc = drive_update_meta(c->dc, id, rename ? name : NULL,
 			       move ? add : NULL, move && rem[0] ? rem : NULL,
 			       mtime, &out, &err);
 	pthread_mutex_lock(&c->lock);
+	inflight_del(c, id);
+	if (n->id_gen != gen)
+		return 0; /* about a file n has left */
 	if (rc == 0) {
 		if (n->unlinked)
 			return 0;
@@ -544,6 +684,94 @@ static int update_meta(struct cache *c, struct cnode *n)
 	return classify(c, n, "rename", &err);
 }
 
+/* (created_ms, id): the order in which every instance ranks two files
+ * of one name. */
+static bool older_than(const struct drive_file *f, int64_t created_ms,
+		       const char *id)
+{
+	return f->created_ms < created_ms ||
+	       (f->created_ms == created_ms && strcmp(f->id, id) < 0);
+}
+
+/* Another instance put a file with n's name in n's folder (n->rival_id,
+ * from the feed or a listing). Drive keeps both; a path must have one.
+ * The older file (createdTime, then id: the same order on every
+ * instance) keeps the name. If n created the newer one, n gives way:
+ * it moves onto the older file, its content goes there as a new revision
+ * (last upload wins, as with two rclone mounts writing one path) and its
+ * own file is trashed once that has landed (node_retarget). A node not
+ * yet on Drive adopts the other file before creating anything. The
+ * instance holding the older file does nothing. c->lock held, n busy. */
+static int settle_rival(struct cache *c, struct cnode *n)
+{
+	struct drive_file rival, own;
+	struct drive_err err;
+	char rid[128], oid[128], local[1024];
+	uint64_t gen = n->id_gen;
+	bool need_own;
+	int rc;
+
+	if (!n->rival_id[0])
+		return 0;
+	if (!n->remote_exists && n->drive_id[0]) {
+		/* Our create was tried and may have landed: decide after the
+		 * next try says, if there is one. */
+		if (ver_newest_closed(n))
+			return 0;
+		n->rival_id[0] = '\0';
+		return store_save_node(c, n);
+	}
+	if (n->remote_exists && !n->created_here) {
+		n->rival_id[0] = '\0'; /* not ours to give up */
+		return store_save_node(c, n);
+	}
+	snprintf(rid, sizeof(rid), "%s", n->rival_id);
+	snprintf(oid, sizeof(oid), "%s", n->drive_id);
+	need_own = n->remote_exists && !n->created_ms;
+	pthread_mutex_unlock(&c->lock);
+	drive_err_clear(&err);
+	rc = drive_get(c->dc, rid, &rival, &err);
+	if (rc == 0 && need_own)
+		rc = drive_get(c->dc, oid, &own, &err);
+	pthread_mutex_lock(&c->lock);
+	if (rc < 0 && drive_err_retryable(&err))
+		return classify(c, n, "look at a file of the same name", &err);
+	if (n->unlinked || n->id_gen != gen || strcmp(n->rival_id, rid) != 0)
+		return 0; /* things moved meanwhile: the next pass sees */
+	n->rival_id[0] = '\0';
+	store_save_node(c, n);
+	if (rc < 0 || rival.trashed || rival.is_folder ||
+	    strcmp(rival.parent, n->parent->drive_id) != 0 ||
+	    drive_name_to_local(rival.name, local, sizeof(local)) < 0 ||
+	    strcmp(local, n->name) != 0)
+		return 0; /* gone, or no longer the same path */
+	if (need_own)
+		n->created_ms = own.created_ms;
+	if (n->remote_exists && !older_than(&rival, n->created_ms, oid))
+		return 0; /* ours is older: the other instance gives way */
+	{
+		char *path = node_path(n);
+
+		fprintf(stderr,
+			"vectur: %s: another instance created it too; our "
+			"content goes into its older Drive file %s%s%s\n",
+			path ? path : "?", rival.id,
+			n->remote_exists ? ", then ours is trashed: " : "",
+			n->remote_exists ? oid : "");
+		free(path);
+	}
+	node_retarget(c, n, &rival, true);
+	return 0;
+}
+
+/* A request to n's Drive file that is not n's own may still be on its
+ * way: n's requests to it wait (see node_retarget). */
+static bool waits_for_other(struct cache *c, struct cnode *n)
+{
+	return upload_inflight(c, n->drive_id) ||
+	       (n->settle && upload_settling(c, n->drive_id));
+}
+
 /* One pass over n (c->lock held, n->busy set by the caller). */
 static int reconcile(struct cache *c, struct cnode *n)
 {
@@ -552,6 +780,15 @@ static int reconcile(struct cache *c, struct cnode *n)
 
 	if (n->unlinked)
 		return 0;
+	/* n took over a Drive file another node of ours was still sending
+	 * to (or the killed previous mount may have been): that request
+	 * reaches Drive first. */
+	while (waits_for_other(c, n) && !n->unlinked)
+		cache_wait(c, 100);
+	if (n->settle && !n->unlinked) {
+		n->settle = false;
+		store_save_node(c, n);
+	}
 	rc = ensure_parents(c, n);
 	if (rc < 0 || n->unlinked)
 		return rc;
@@ -561,12 +798,18 @@ static int reconcile(struct cache *c, struct cnode *n)
 			return rc;
 	}
 	if (!n->is_dir) {
+		rc = settle_rival(c, n);
+		if (rc < 0 || n->unlinked)
+			return rc;
 		v = ver_newest_closed(n);
 		if (v && v->state == CV_CLOSED) {
 			rc = upload_version(c, n, v);
 			if (rc < 0 || n->unlinked)
 				return rc;
 		}
+		rc = settle_rival(c, n); /* after a create */
+		if (rc < 0 || n->unlinked)
+			return rc;
 	}
 	if (meta_differs(n) && !n->unlinked && n->parent->remote_exists)
 		rc = update_meta(c, n);
@@ -654,9 +897,24 @@ static void run_tomb(struct cache *c, struct ctomb *t)
 
 /* A tomb waits while the node it came from is being reconciled: its
  * upload may be creating the very file the tomb deletes. */
-static bool tomb_blocked(struct cache *c, struct ctomb *t)
+static bool tomb_blocked(struct ctomb *t)
 {
-	return t->n && t->n->busy;
+	struct cnode *n = t->n;
+
+	if (!n)
+		return false;
+	if (n->busy)
+		return true;
+	/* The file n left (node_retarget) goes once n's content is in the
+	 * one it moved onto. */
+	return t->after_seq && !n->unlinked && n->landed_seq < t->after_seq;
+}
+
+/* A tomb that waits for content n has not queued (still open, or dropped
+ * by a power loss): sync does not wait for it, and the old file stays. */
+static bool tomb_stuck(struct ctomb *t)
+{
+	return tomb_blocked(t) && !t->n->busy && !ver_newest_closed(t->n);
 }
 
 static void *worker_main(void *arg)
@@ -671,7 +929,8 @@ static void *worker_main(void *arg)
 		now = cache_now_ms();
 		wait = 1000;
 		for (t = c->tombs; t; t = t->next)
-			if (!t->busy && t->due_ms <= now && !tomb_blocked(c, t))
+			if (!t->busy && t->due_ms <= now && !tomb_blocked(t) &&
+			    !upload_settling(c, t->drive_id))
 				break;
 		if (t) {
 			run_tomb(c, t);
@@ -681,7 +940,7 @@ static void *worker_main(void *arg)
 		for (n = c->queue; n; n = n->q_next) {
 			int64_t due = n->due_ms;
 
-			if (n->busy || n->failed)
+			if (n->busy || n->failed || waits_for_other(c, n))
 				continue;
 			if (c->draining && !n->attempts)
 				due = 0;
@@ -782,7 +1041,8 @@ int64_t upload_pending(struct cache *c, int64_t upto, int64_t *bytes,
 		    upload_needs_work(n))
 			files++;
 	for (t = c->tombs; t; t = t->next)
-		files++;
+		if (!tomb_stuck(t))
+			files++;
 	if (bytes)
 		*bytes = b;
 	return files;

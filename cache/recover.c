@@ -11,6 +11,9 @@
  *  - Partial downloads are dropped; content files no row knows are
  *    deleted.
  *  - A file that never had a complete version and is not on Drive goes.
+ *  - A file that took over the Drive file of a file it replaced while an
+ *    upload to it was under way waits like an interrupted upload; one that
+ *    lost the content it was to send there keeps its old Drive file.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -171,6 +174,48 @@ static void clean_data_dir(struct cache *c)
 	closedir(d);
 }
 
+/* A file that moved onto another's Drive file (a rename over it) and then
+ * lost the content it was to send there — still open for writing when the
+ * mount died, or dropped after a power loss: its own old Drive file still
+ * holds the content it had, so that file stays (and shows again under its
+ * name at the next listing) instead of waiting for good to be trashed. */
+static void recover_untomb(struct cache *c)
+{
+	struct ctomb **pp = &c->tombs, *t;
+	struct cnode *n;
+
+	while ((t = *pp) != NULL) {
+		n = t->n;
+		if (!t->after_seq || !n || n->unlinked ||
+		    n->landed_seq >= t->after_seq || ver_newest_closed(n)) {
+			pp = &t->next;
+			continue;
+		}
+		*pp = t->next;
+		store_delete_tomb(c, t->tid);
+		if (n->parent && n->parent->listed) {
+			n->parent->listed = false;
+			store_save_node(c, n->parent);
+		}
+		node_put(c, n);
+		free(t);
+	}
+}
+
+/* n's upload was under way when the mount died (n->attempts < 0): its
+ * request may still reach Drive. Whatever goes to its Drive file next —
+ * a node taking it over, a delete — waits as long as n's own next upload;
+ * so do the deletes the dead mount left, one of which may be of the file
+ * that request is creating. */
+static void recover_settle(struct cache *c, struct cnode *n)
+{
+	struct ctomb *t;
+
+	upload_settle(c, n->drive_id, RECOVER_SETTLE_MS);
+	for (t = c->tombs; t; t = t->next)
+		upload_settle(c, t->drive_id, RECOVER_SETTLE_MS);
+}
+
 int recover_run(struct cache *c)
 {
 	struct cnode *n, *next, *files = NULL;
@@ -202,7 +247,15 @@ int recover_run(struct cache *c)
 	}
 	for (i = 0; i < CACHE_HASH; i++) {
 		for (n = c->by_ino[i]; n; n = n->h_ino) {
+			if (n->settle) {
+				/* It took over a Drive file an upload of the
+				 * dead mount was sending to. */
+				n->settle = false;
+				n->attempts = -1;
+				store_save_node(c, n);
+			}
 			if (n->attempts < 0) {
+				recover_settle(c, n);
 				n->attempts = 1;
 				upload_queue(c, n, now + RECOVER_SETTLE_MS);
 				queued++;
@@ -212,6 +265,7 @@ int recover_run(struct cache *c)
 			}
 		}
 	}
+	recover_untomb(c);
 	for (t = c->tombs; t; t = t->next)
 		t->due_ms = now;
 	if (queued)

@@ -41,8 +41,9 @@ static const char *const stmt_sql[ST_N] = {
 	[ST_SAVE_NODE] =
 		"INSERT OR REPLACE INTO nodes(ino,parent,name,is_dir,mode,"
 		"mtime_ns,ctime_ns,drive_id,remote_exists,remote_parent,"
-		"remote_name,md5,rsize,rversion,listed,mtime_dirty,landed_seq)"
-		" VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+		"remote_name,md5,rsize,rversion,listed,mtime_dirty,landed_seq,"
+		"created_here,settle,rival_id)"
+		" VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 	[ST_DEL_NODE] = "DELETE FROM nodes WHERE ino=?",
 	[ST_SAVE_VER] =
 		"INSERT OR REPLACE INTO versions(vid,ino,state,size,mtime_ns,"
@@ -51,8 +52,8 @@ static const char *const stmt_sql[ST_N] = {
 	[ST_DEL_VER] = "DELETE FROM versions WHERE vid=?",
 	[ST_SESSION] =
 		"UPDATE versions SET session_url=?, session_off=? WHERE vid=?",
-	[ST_SAVE_TOMB] = "INSERT OR REPLACE INTO tombs(tid,drive_id,hard,ino)"
-			 " VALUES(?,?,?,?)",
+	[ST_SAVE_TOMB] = "INSERT OR REPLACE INTO tombs(tid,drive_id,hard,ino,"
+			 "after_seq) VALUES(?,?,?,?,?)",
 	[ST_DEL_TOMB] = "DELETE FROM tombs WHERE tid=?",
 	[ST_SET_META] = "INSERT OR REPLACE INTO meta(k,v) VALUES(?,?)",
 	[ST_GET_META] = "SELECT v FROM meta WHERE k=?",
@@ -64,13 +65,23 @@ static const char schema[] =
 	" parent INTEGER, name TEXT, is_dir INT, mode INT, mtime_ns INT,"
 	" ctime_ns INT, drive_id TEXT, remote_exists INT, remote_parent TEXT,"
 	" remote_name TEXT, md5 TEXT, rsize INT, rversion INT, listed INT,"
-	" mtime_dirty INT, landed_seq INT);"
+	" mtime_dirty INT, landed_seq INT, created_here INT DEFAULT 0,"
+	" settle INT DEFAULT 0, rival_id TEXT DEFAULT '');"
 	"CREATE TABLE IF NOT EXISTS versions(vid INTEGER PRIMARY KEY,"
 	" ino INT, state INT, size INT, mtime_ns INT, close_seq INT,"
 	" complete INT, was_clean INT, session_url TEXT, session_off INT,"
 	" atime_ms INT, unsynced INT DEFAULT 0);"
 	"CREATE TABLE IF NOT EXISTS tombs(tid INTEGER PRIMARY KEY,"
-	" drive_id TEXT, hard INT, ino INT);";
+	" drive_id TEXT, hard INT, ino INT, after_seq INT DEFAULT 0);";
+
+/* Columns added since the first schema: a cache dir made by an older
+ * version gets them (with their defaults) when it is opened. */
+static const char *const added_columns[][2] = {
+	{"nodes", "created_here INT DEFAULT 0"},
+	{"nodes", "settle INT DEFAULT 0"},
+	{"nodes", "rival_id TEXT DEFAULT ''"},
+	{"tombs", "after_seq INT DEFAULT 0"},
+};
 
 static int64_t ts_ns(struct timespec t)
 {
@@ -156,6 +167,30 @@ static int exec(struct cache *c, const char *sql)
 	return 0;
 }
 
+static int add_columns(struct cache *c)
+{
+	char sql[256];
+	sqlite3_stmt *st;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < sizeof(added_columns) / sizeof(added_columns[0]); i++) {
+		/* "SELECT col" fails to prepare when the column is missing. */
+		snprintf(sql, sizeof(sql), "SELECT %.*s FROM %s LIMIT 0",
+			 (int)strcspn(added_columns[i][1], " "),
+			 added_columns[i][1], added_columns[i][0]);
+		rc = sqlite3_prepare_v2(c->db, sql, -1, &st, NULL);
+		sqlite3_finalize(st);
+		if (rc == SQLITE_OK)
+			continue;
+		snprintf(sql, sizeof(sql), "ALTER TABLE %s ADD COLUMN %s",
+			 added_columns[i][0], added_columns[i][1]);
+		if (exec(c, sql))
+			return -EIO;
+	}
+	return 0;
+}
+
 int store_open(struct cache *c, char *errbuf, size_t errlen)
 {
 	char path[4096];
@@ -182,7 +217,8 @@ int store_open(struct cache *c, char *errbuf, size_t errlen)
 	 * calls per created file. Must come before journal_mode=WAL. */
 	if (exec(c, "PRAGMA locking_mode=EXCLUSIVE") ||
 	    exec(c, "PRAGMA journal_mode=WAL") ||
-	    exec(c, "PRAGMA synchronous=NORMAL") || exec(c, schema)) {
+	    exec(c, "PRAGMA synchronous=NORMAL") || exec(c, schema) ||
+	    add_columns(c)) {
 		snprintf(errbuf, errlen, "cannot set up %s: %s", path,
 			 c->last_error);
 		return -EIO;
@@ -291,6 +327,9 @@ int store_save_node(struct cache *c, const struct cnode *n)
 	sqlite3_bind_int(st, 15, n->listed);
 	sqlite3_bind_int(st, 16, n->mtime_dirty);
 	sqlite3_bind_int64(st, 17, n->landed_seq);
+	sqlite3_bind_int(st, 18, n->created_here);
+	sqlite3_bind_int(st, 19, n->settle);
+	sqlite3_bind_text(st, 20, n->rival_id, -1, SQLITE_STATIC);
 	return step(c, st);
 }
 
@@ -355,6 +394,7 @@ int store_save_tomb(struct cache *c, struct ctomb *t)
 	sqlite3_bind_text(st, 2, t->drive_id, -1, SQLITE_STATIC);
 	sqlite3_bind_int(st, 3, t->hard);
 	sqlite3_bind_int64(st, 4, (int64_t)t->ino);
+	sqlite3_bind_int64(st, 5, t->after_seq);
 	rc = step(c, st);
 	if (rc == 0 && !t->tid)
 		t->tid = sqlite3_last_insert_rowid(c->db);
@@ -389,7 +429,8 @@ static int load_nodes(struct cache *c)
 			       "SELECT ino,parent,name,is_dir,mode,mtime_ns,"
 			       "ctime_ns,drive_id,remote_exists,remote_parent,"
 			       "remote_name,md5,rsize,rversion,listed,"
-			       "mtime_dirty,landed_seq FROM nodes ORDER BY ino",
+			       "mtime_dirty,landed_seq,created_here,settle,"
+			       "rival_id FROM nodes ORDER BY ino",
 			       -1, &st, NULL) != SQLITE_OK)
 		return -EIO;
 	while (sqlite3_step(st) == SQLITE_ROW) {
@@ -428,6 +469,10 @@ static int load_nodes(struct cache *c)
 		n->listed = sqlite3_column_int(st, 14);
 		n->mtime_dirty = sqlite3_column_int(st, 15);
 		n->landed_seq = sqlite3_column_int64(st, 16);
+		n->created_here = sqlite3_column_int(st, 17);
+		n->settle = sqlite3_column_int(st, 18);
+		snprintf(n->rival_id, sizeof(n->rival_id), "%s",
+			 col_text(st, 19));
 		if (ino >= c->next_ino)
 			c->next_ino = ino + 1;
 	}
@@ -495,8 +540,9 @@ static int load_tombs(struct cache *c)
 	sqlite3_stmt *st = NULL;
 	struct ctomb *t;
 
-	if (sqlite3_prepare_v2(c->db, "SELECT tid,drive_id,hard,ino FROM tombs",
-			       -1, &st, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(
+		    c->db, "SELECT tid,drive_id,hard,ino,after_seq FROM tombs",
+		    -1, &st, NULL) != SQLITE_OK)
 		return -EIO;
 	while (sqlite3_step(st) == SQLITE_ROW) {
 		t = calloc(1, sizeof(*t));
@@ -507,6 +553,11 @@ static int load_tombs(struct cache *c)
 			 col_text(st, 1));
 		t->hard = sqlite3_column_int(st, 2);
 		t->ino = sqlite3_column_int64(st, 3);
+		t->after_seq = sqlite3_column_int64(st, 4);
+		/* The node it waits for (nodes are loaded first). */
+		t->n = t->after_seq ? node_by_ino(c, t->ino) : NULL;
+		if (t->n)
+			t->n->refs++;
 		t->next = c->tombs;
 		c->tombs = t;
 	}

@@ -23,6 +23,8 @@
 #include "cache_int.h"
 #include "lock.h"
 
+static int ver_begin_clean(struct cache *c, struct cnode *n, struct cver **out);
+
 struct cver *ver_new(struct cache *c, struct cnode *n, int state)
 {
 	struct cver *v = calloc(1, sizeof(*v));
@@ -179,6 +181,75 @@ void ver_mark_closed(struct cache *c, struct cver *v)
 	pthread_cond_broadcast(&c->changed);
 }
 
+void ver_forget_session(struct cache *c, struct cver *v)
+{
+	free(v->session_url);
+	v->session_url = strdup("");
+	v->session_off = 0;
+	if (!v->dropped)
+		store_save_session(c, v->vid, "", 0);
+}
+
+int64_t ver_reclose(struct cache *c, struct cnode *n)
+{
+	struct cver *v = ver_newest_closed(n);
+
+	if (v)
+		return v->close_seq;
+	v = n->cur;
+	if (v && v->state == CV_OPEN)
+		return c->close_seq + 1;
+	if (!v || v->state != CV_CLEAN)
+		return 0;
+	if (!v->complete) {
+		ver_drop(c, v); /* a partial download of the old file */
+		return 0;
+	}
+	/* Downloaded bytes were never fdatasynced: the uploader does it
+	 * first, and a power loss drops the version (the old Drive file then
+	 * stays where it was, its tombstone waiting). */
+	v->unsynced = true;
+	ver_mark_closed(c, v);
+	upload_queue(c, n, cache_now_ms() + c->o.write_back_ms);
+	return v->close_seq;
+}
+
+/* n has no version here: its Drive content becomes one (empty, or a
+ * download under way). */
+static int ver_begin_clean(struct cache *c, struct cnode *n, struct cver **out)
+{
+	struct cver *v;
+
+	if (n->remote_exists && n->rsize > 0)
+		return fetch_begin(c, n, out);
+	v = ver_new(c, n, CV_CLEAN);
+	if (!v)
+		return -errno;
+	v->mtime = n->mtime;
+	n->cur = v;
+	store_save_version(c, v);
+	*out = v;
+	return 0;
+}
+
+int ver_fetch_all(struct cache *c, struct cnode *n)
+{
+	struct cver *v = n->cur;
+	int rc;
+
+	if (v && (v->state != CV_CLEAN || v->complete))
+		return 0;
+	if (!v) {
+		rc = ver_begin_clean(c, n, &v);
+		if (rc < 0)
+			return rc;
+	}
+	v->refs++;
+	rc = fetch_wait(c, v, 0, v->size);
+	ver_put(c, v);
+	return rc;
+}
+
 int64_t ver_bytes(struct cache *c, bool clean_only)
 {
 	struct cver *v;
@@ -308,18 +379,9 @@ again:
 	}
 	if (!writer) {
 		if (!v) {
-			if (!n->remote_exists || n->rsize == 0) {
-				v = ver_new(c, n, CV_CLEAN);
-				if (!v)
-					return -errno;
-				v->mtime = n->mtime;
-				n->cur = v;
-				store_save_version(c, v);
-			} else {
-				rc = fetch_begin(c, n, &v);
-				if (rc < 0)
-					return rc;
-			}
+			rc = ver_begin_clean(c, n, &v);
+			if (rc < 0)
+				return rc;
 		}
 		v->refs++;
 		*out = v;
@@ -347,14 +409,7 @@ again:
 	if (v && v->state != CV_CLEAN)
 		return ver_new_copy(c, n, v, out);
 	/* Not (fully) here: fetch it all, then modify it in place. */
-	if (!v) {
-		rc = fetch_begin(c, n, &v);
-		if (rc < 0)
-			return rc;
-	}
-	v->refs++;
-	rc = fetch_wait(c, v, 0, v->size);
-	ver_put(c, v);
+	rc = ver_fetch_all(c, n);
 	if (rc < 0)
 		return rc;
 	goto again;

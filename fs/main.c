@@ -426,6 +426,95 @@ static int setup_persist(struct vfs *v, struct mount_opts *o)
 	return rc;
 }
 
+/* Undoes mountinfo's octal escapes (\040 for a space...) in place. */
+static void mountinfo_unescape(char *s)
+{
+	char *o = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' &&
+		    s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+			*o++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 +
+				      (s[3] - '0'));
+			s += 3;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = '\0';
+}
+
+/* The mount that `path` (a real path) lives on: the topmost (last listed)
+ * entry of /proc/self/mountinfo with the longest mount point that is path
+ * or one of its parents. Fills its mount point, type and source; 0 if
+ * found. */
+static int mount_of(const char *path, char *mp, size_t mplen, char *type,
+		    size_t tlen, char *src, size_t slen)
+{
+	char line[8192], *f[6], *save, *p, *dash;
+	size_t best = 0, len;
+	FILE *in = fopen("/proc/self/mountinfo", "r");
+	int i;
+
+	if (!in)
+		return -1;
+	while (fgets(line, sizeof(line), in)) {
+		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] -
+		 * TYPE SOURCE SUPEROPTS */
+		dash = strstr(line, " - ");
+		if (!dash)
+			continue;
+		*dash = '\0';
+		p = line;
+		for (i = 0; i < 5 && (f[i] = strtok_r(p, " ", &save)); i++)
+			p = NULL;
+		if (i < 5)
+			continue;
+		mountinfo_unescape(f[4]);
+		len = strlen(f[4]);
+		if (!(strcmp(f[4], "/") == 0 ||
+		      (strncmp(path, f[4], len) == 0 &&
+		       (path[len] == '/' || path[len] == '\0'))))
+			continue;
+		if (len < best)
+			continue;
+		best = len;
+		p = dash + 3;
+		f[0] = strtok_r(p, " ", &save);
+		f[1] = strtok_r(NULL, " ", &save);
+		snprintf(mp, mplen, "%s", f[4]);
+		snprintf(type, tlen, "%s", f[0] ? f[0] : "");
+		snprintf(src, slen, "%s", f[1] ? f[1] : "");
+		if (f[1])
+			mountinfo_unescape(src);
+	}
+	fclose(in);
+	return best ? 0 : -1;
+}
+
+/* A vectur mount over (or under) a live one would serve its "local" files
+ * through the other mount: refused, before anything else happens. */
+static int check_not_on_vectur(const char *arg, const char *path)
+{
+	char mp[PATH_MAX], type[128], src[1024];
+
+	if (mount_of(path, mp, sizeof(mp), type, sizeof(type), src,
+		     sizeof(src)) < 0 ||
+	    strncmp(type, "fuse.vectur", 11) != 0)
+		return 0;
+	if (strcmp(mp, path) == 0)
+		fprintf(stderr,
+			"vectur-mount: %s is already a vectur mount (of %s); "
+			"unmount it first: fusermount3 -u %s\n",
+			arg, src, arg);
+	else
+		fprintf(stderr,
+			"vectur-mount: mount point %s is inside the vectur "
+			"mount %s (of %s); mount on a directory outside it\n",
+			arg, mp, src);
+	return -1;
+}
+
 static int check_mountpoint(struct vfs *v, const char *arg)
 {
 	struct stat st;
@@ -450,6 +539,8 @@ static int check_mountpoint(struct vfs *v, const char *arg)
 			strerror(errno));
 		return -1;
 	}
+	if (check_not_on_vectur(arg, v->mountpoint) < 0)
+		return -1;
 	if (!S_ISDIR(st.st_mode)) {
 		fprintf(stderr,
 			"vectur-mount: mount point %s is not a directory\n",

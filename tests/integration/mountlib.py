@@ -12,6 +12,7 @@ a maybe); the mount is SIGKILLed at random points, remounted on the same
 cache dir, and at the end `check()` compares the journal with every version
 Drive ever stored."""
 
+import contextlib
 import hashlib
 import json
 import os
@@ -207,6 +208,28 @@ class Mount:
     def diag(self):
         return "--- mount stderr (%s):\n%s\n--- CACHE_DIR/vectur-mount.log:\n%s" % (
             self.log, tail(self.log, 2500), self.cache_log())
+
+
+@contextlib.contextmanager
+def mount_factory(emu, tmp):
+    """make(**kw) -> a new Mount on `emu` under `tmp` (the `mounts` fixture
+    of the test modules); every one is cleaned up, and the emulator's faults
+    cleared, on the way out."""
+    made = []
+
+    def make(**kw):
+        m = Mount(emu, tmp, **kw)
+        made.append(m)
+        return m
+    try:
+        yield make
+    finally:
+        try:
+            if emu.proc is not None:
+                emu.clear_faults()
+        finally:
+            for m in made:
+                m.cleanup()
 
 
 # ---- the Drive side -------------------------------------------------------------

@@ -22,8 +22,8 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mountlib import (DriveView, Mount, Torture, PYTHON, md5,  # noqa: E402
-                      can_run, wait_for)
+from mountlib import (DriveView, Torture, PYTHON, md5,  # noqa: E402
+                      can_run, mount_factory, wait_for)
 
 _ok, _why = can_run()
 pytestmark = pytest.mark.skipif(not _ok, reason=_why)
@@ -31,19 +31,8 @@ pytestmark = pytest.mark.skipif(not _ok, reason=_why)
 
 @pytest.fixture
 def mounts(emulator, tmp_path):
-    made = []
-
-    def make(**kw):
-        m = Mount(emulator, tmp_path, **kw)
-        made.append(m)
-        return m
-    yield make
-    try:
-        if emulator.proc is not None:
-            emulator.clear_faults()
-    finally:
-        for m in made:
-            m.cleanup()
+    with mount_factory(emulator, tmp_path) as make:
+        yield make
 
 
 def write_file(path, data, step=1 << 20):

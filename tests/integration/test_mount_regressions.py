@@ -1,16 +1,21 @@
 """test_mount_regressions.py — one test per bug found in vectur-mount, each
-failing before its fix. Uses the Mount helper of test_mount_basic.py."""
+failing before its fix. Uses the Mount helper of test_mount_basic.py, and
+mountlib's where a test needs several mounts or kill -9."""
 
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
+
+import pytest
 
 from test_mount_basic import (Mount, VM, drive_lookup, md5_bytes,  # noqa: F401
                               wait_on_drive, pytestmark)
 
-import pytest
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mountlib  # noqa: E402
 
 
 @pytest.fixture
@@ -18,6 +23,12 @@ def mount(emulator, tmp_path):
     m = Mount(emulator, tmp_path)
     yield m
     m.cleanup()
+
+
+@pytest.fixture
+def mounts(emulator, tmp_path):
+    with mountlib.mount_factory(emulator, tmp_path) as make:
+        yield make
 
 
 def test_o_trunc_truncates_a_file_already_uploaded_after_a_replace(mount):
@@ -122,3 +133,154 @@ def test_unmount_with_drive_failing_ends_soon_after_drain_timeout(mount):
     r = subprocess.run([VM, "--sync", mount.mnt], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def live_at(emu, folder, rel):
+    return mountlib.DriveView(emu, folder).live_files().get(rel, [])
+
+
+@pytest.mark.parametrize("b_write_back", ["0.2", "2.5"])
+def test_two_mounts_creating_one_new_name_end_with_one_drive_file(
+        mounts, emulator, b_write_back):
+    # Both create runs/race/fN.bin at the same moment (neither knows the
+    # other's): both used to land, two Drive files of one name for good.
+    # Now the newer one's content goes into the older file and the newer
+    # file is trashed: one file, holding one of the two closed versions.
+    # With b's write_back longer than a poll, b sees a's file before its
+    # own upload and sends its content into it without creating one.
+    make = mounts
+    a = make(name="a", cache="cache-a").start()
+    b = make(name="b", cache="cache-b", folder=a.folder,
+             opts="write_back=%s,poll_interval=1,drain_timeout=30" % b_write_back).start()
+    os.makedirs(a.p("runs/race"), exist_ok=True)
+    os.makedirs(b.p("runs/race"), exist_ok=True)
+    names = ["runs/race/f%d.bin" % i for i in range(6)]
+    wrote = {rel: {} for rel in names}
+    for rel in names:
+        go = threading.Barrier(2)
+
+        def write(m, tag):
+            data = (tag * 64) + os.urandom(300_000 if rel.endswith("0.bin") else 20_000)
+            go.wait()
+            with open(m.p(rel), "wb") as f:
+                f.write(data)
+            wrote[rel][tag] = mountlib.md5(data)
+        ts = [threading.Thread(target=write, args=(m, tag))
+              for m, tag in ((a, b"A"), (b, b"B"))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+    for m in (a, b):
+        r = m.sync()
+        assert r.returncode == 0, r.stderr + m.diag()
+        if b_write_back != "0.2":
+            time.sleep(1.5)   # b's feed shows a's files before b uploads
+
+    def settled():
+        view = mountlib.DriveView(emulator, a.folder)
+        live = view.live_files()
+        return all(len(live.get(rel, [])) == 1 for rel in names) and view
+    try:
+        view = mountlib.wait_for(settled, 60, "one Drive file per name", interval=0.2)
+    except AssertionError:
+        live = mountlib.DriveView(emulator, a.folder).live_files()
+        raise AssertionError("Drive files per name: %s\n%s\n%s" % (
+            {rel: len(live.get(rel, [])) for rel in names}, a.diag(), b.diag()))
+    live = view.live_files()
+    for rel in names:
+        f = live[rel][0]
+        assert f["md5Checksum"] in wrote[rel].values(), (rel, f, wrote[rel])
+        for v in view.versions_of(f["id"]):   # never a mix of the two
+            assert v["md5"] in wrote[rel].values(), (rel, v)
+    assert not view.duplicates(), view.duplicates()
+    # Both mounts come to read what Drive has.
+    for rel in names:
+        want = live[rel][0]["md5Checksum"]
+        for m in (a, b):
+            mountlib.wait_for(lambda: mountlib.md5(open(m.p(rel), "rb").read()) == want,
+                              30, "%s on mount %s to read Drive's content" % (rel, m.mnt))
+
+
+def test_mounting_over_a_live_vectur_mount_is_refused(mounts, emulator):
+    # The second mount used to stack on top of the first: its "local"
+    # directory was then the first mount itself.
+    make = mounts
+    a = make(name="a", cache="cache-a").start()
+    b = make(name="a", cache="cache-b", folder=a.folder)
+    os.makedirs(a.p("sub"))
+    try:
+        for where, says in ((a.mnt, "already a vectur mount"),
+                            (a.p("sub"), "inside the vectur mount")):
+            r = subprocess.run(b.argv("gdrive:" + b.folder, where), capture_output=True,
+                               text=True, timeout=60)
+            assert r.returncode != 0, "mounted over %s" % where
+            assert says in r.stderr, r.stderr
+            assert "fusermount3 -u" in r.stderr or "outside" in r.stderr, r.stderr
+            assert not os.path.exists(os.path.join(b.tmp, "cache-b", "meta.db"))
+    finally:
+        # Before the fix these mounts succeeded: take them down again.
+        for where in (a.p("sub"), a.mnt):
+            while mountlib.in_mount_table(where) and len(
+                    [1 for line in open("/proc/self/mountinfo")
+                     if line.split()[4] == os.path.realpath(where)]) > (where == a.mnt):
+                subprocess.run(["fusermount3", "-u", where], capture_output=True)
+    # The first mount is untouched and works.
+    os.makedirs(a.p("runs"), exist_ok=True)
+    with open(a.p("runs/x"), "wb") as f:
+        f.write(b"still here")
+    assert a.sync().returncode == 0
+    assert open(a.p("runs/x"), "rb").read() == b"still here"
+    assert a.status()["mount"]["pid"] == a.proc.pid
+
+
+def test_unlink_right_after_a_kill9_that_cut_a_create_leaves_nothing_on_drive(
+        mounts, emulator):
+    # The create of runs/gone.bin was in the emulator's hands (held back
+    # by latency) when the mount was killed: it lands after the kill. The
+    # file is removed as soon as the mount is back; the unlink used to
+    # leave no tombstone (the node's create had no answer yet), so the
+    # file stayed on Drive for good.
+    make = mounts
+    m = make(opts="write_back=0,poll_interval=1,drain_timeout=30").start()
+    os.makedirs(m.p("runs"))
+    with open(m.p("runs/first"), "wb") as f:
+        f.write(b"makes runs/ on Drive")
+    assert m.sync().returncode == 0
+    emulator.set_faults({"latency_ms": 1500})
+    stats0 = emulator.stats()["requests"].get("upload_multipart", 0)
+    with open(m.p("runs/gone.bin"), "wb") as f:
+        f.write(b"x" * 5000)
+    mountlib.wait_for(lambda: emulator.stats()["requests"].get("upload_multipart", 0) > stats0,
+                      30, "the create request to reach the emulator")
+    m.kill9()
+    emulator.clear_faults()
+    mountlib.wait_for(lambda: live_at(emulator, m.folder, "runs/gone.bin"), 30,
+                      "the cut create to land")
+    m.start()
+    os.unlink(m.p("runs/gone.bin"))
+    assert m.sync().returncode == 0
+    time.sleep(12)   # past recovery's settle time, should anything wait for it
+    assert m.sync().returncode == 0
+    assert not live_at(emulator, m.folder, "runs/gone.bin"), m.diag()
+
+
+def test_opening_a_big_uncached_file_for_writing_waits_while_bytes_arrive(mounts, emulator):
+    # r+b of a file not in the cache downloads all of it first. That wait
+    # used to be capped at read_timeout in total, so a file taking longer
+    # than that to download could not be opened for writing (EIO) although
+    # Drive kept answering; read_timeout is about getting nothing.
+    make = mounts
+    m = make(opts="write_back=0.2,poll_interval=1,drain_timeout=30,read_timeout=3").start()
+    os.makedirs(m.p("runs"))
+    data = os.urandom(12 << 20)
+    with open(m.p("runs/big"), "wb") as f:
+        f.write(data)
+    assert m.sync().returncode == 0
+    m.stop()
+    m.start(cache=os.path.join(m.tmp, "cache-empty"))
+    emulator.set_faults({"bandwidth": 2_000_000})   # about 6 s for 12 MB
+    with open(m.p("runs/big"), "r+b") as f:
+        f.write(b"patched")
+    emulator.clear_faults()
+    assert open(m.p("runs/big"), "rb").read() == b"patched" + data[7:]
