@@ -405,6 +405,9 @@ void cache_close(struct cache *c, int drain_timeout_s)
 	hk_stop(c);
 	upload_stop(c);
 	fetch_stop(c);
+	/* Every thread of ours is gone: the client is the caller's again. */
+	if (c->dc)
+		drive_client_give_up_in(c->dc, -1);
 	pthread_mutex_lock(&c->lock);
 	files = upload_pending(c, -1, &bytes, &failed);
 	{

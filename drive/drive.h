@@ -101,7 +101,8 @@ void drive_client_free(struct drive_client *c);
 /* Gives up `ms` from now (0: at once): from then on retries stop, a
  * transfer under way is cut and new calls fail at once (reason
  * "aborted"). For shutdown, so that an unreachable Drive cannot hold an
- * unmount for the minutes its retries would take. Not undone. */
+ * unmount for the minutes its retries would take. ms < 0 undoes it (the
+ * client works again). */
 void drive_client_give_up_in(struct drive_client *c, int64_t ms);
 
 /* Obtains a valid access token now (refreshing if needed): used by --check

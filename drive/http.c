@@ -480,7 +480,11 @@ void drive_client_give_up_in(struct drive_client *c, int64_t ms)
 
 	if (!c)
 		return;
-	at = drive_mono_ms() + (ms > 0 ? ms : 0);
+	if (ms < 0) {
+		atomic_store(&c->give_up_at, 0);
+		return;
+	}
+	at = drive_mono_ms() + ms;
 	atomic_store(&c->give_up_at, at > 0 ? at : 1);
 }
 
