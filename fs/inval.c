@@ -71,7 +71,6 @@ static void *inval_thread(void *arg)
 		if (!v->inval_head)
 			v->inval_tail = NULL;
 		v->inval_len--;
-		v->inval_cur = it->path;
 		pthread_mutex_unlock(&v->inval_lock);
 
 		/* -ENOENT: the kernel never looked it up; nothing cached. */
@@ -79,50 +78,11 @@ static void *inval_thread(void *arg)
 		if (rc < 0 && rc != -ENOENT && v->o->debug)
 			vfs_log(LOG_DEBUG, "invalidate %s: %s", it->path,
 				strerror(-rc));
-		pthread_mutex_lock(&v->inval_lock);
-		v->inval_cur = NULL;
 		free(it);
+		pthread_mutex_lock(&v->inval_lock);
 	}
 	pthread_mutex_unlock(&v->inval_lock);
 	return NULL;
-}
-
-/* An open must not be served from what the kernel cached before a change
- * cache/ has just reported for that path (the open itself may have waited
- * for the feed read that brought it): the kernel would read the new bytes
- * up to the old size, or pad them with zeros. If the path is still queued,
- * or being invalidated, it is invalidated here, before the open returns;
- * the first read then asks for the new size. */
-void vfs_inval_now(struct vfs *v, const char *rel)
-{
-	struct inval_item *it, *prev = NULL, *next;
-	bool hit = false;
-	char *path;
-
-	pthread_mutex_lock(&v->inval_lock);
-	for (it = v->inval_head; it; it = next) {
-		next = it->next;
-		if (strcmp(it->path + 1, rel) != 0) {
-			prev = it;
-			continue;
-		}
-		if (prev)
-			prev->next = next;
-		else
-			v->inval_head = next;
-		if (v->inval_tail == it)
-			v->inval_tail = prev;
-		v->inval_len--;
-		free(it);
-		hit = true;
-	}
-	if (v->inval_cur && strcmp(v->inval_cur + 1, rel) == 0)
-		hit = true;
-	pthread_mutex_unlock(&v->inval_lock);
-	if (!hit || asprintf(&path, "/%s", rel) < 0)
-		return;
-	fuse_invalidate_path(v->fuse, path);
-	free(path);
 }
 
 int vfs_inval_start(struct vfs *v)

@@ -1153,8 +1153,6 @@ static int open_common(const char *path, mode_t mode, struct fuse_file_info *fi,
 		rc = cache_open_file(v->cache, rel, flags, mode, &ch);
 		if (rc < 0)
 			return rc;
-		if (!create)
-			vfs_inval_now(v, rel);
 		rc = fh_new(fi, FH_CACHE, -1, ch, NULL, NULL);
 		if (rc < 0) {
 			cache_release(ch);

@@ -80,7 +80,6 @@ struct vfs {
 	pthread_mutex_t inval_lock;
 	pthread_cond_t inval_cond;
 	struct inval_item *inval_head, *inval_tail;
-	const char *inval_cur; /* the path the thread is invalidating */
 	int inval_len;
 	bool inval_stop;
 	bool inval_running;
@@ -115,7 +114,6 @@ void vfs_scan_shadows(struct vfs *v);
 /* inval.c */
 void vfs_inval_cb(const char *path, void *ud); /* cache_opts.invalidate */
 int vfs_inval_start(struct vfs *v);
-void vfs_inval_now(struct vfs *v, const char *rel);
 void vfs_inval_stop(struct vfs *v);
 
 /* ctl.c — the .vectur/ directory. Paths are relative to the root. */
