@@ -23,7 +23,6 @@
 #include <unistd.h>
 
 #include "cache_int.h"
-#include "lock.h"
 
 /* A request the dead mount had fully written into its socket may still
  * be applied by Drive after we start (the kernel delivers it after a kill
@@ -97,13 +96,11 @@ static void fix_versions(struct cache *c)
 static void drop_lock_writes(struct cache *c, struct cnode *n)
 {
 	struct cver *v, *next;
-	char *path = node_path(n);
+	char *path;
 	int dropped = 0;
 
-	if (!path || !cache_lock_path(path)) {
-		free(path);
+	if (!node_under_locks(n))
 		return;
-	}
 	for (v = n->vers; v; v = next) {
 		next = v->nnext;
 		if (v->state != CV_CLEAN) {
@@ -115,11 +112,13 @@ static void drop_lock_writes(struct cache *c, struct cnode *n)
 		n->mtime_dirty = false;
 		store_save_node(c, n);
 	}
-	if (dropped)
-		fprintf(stderr,
-			"vectur: %s: not uploading what the last mount wrote "
-			"into this lock (its lease ended with that mount)\n",
-			path);
+	if (!dropped)
+		return;
+	path = node_path(n);
+	fprintf(stderr,
+		"vectur: %s: not uploading what the last mount wrote into this "
+		"lock (its lease ended with that mount)\n",
+		path ? path : n->name);
 	free(path);
 }
 
