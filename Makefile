@@ -121,6 +121,8 @@ soak: deps all
 	  -p no:cacheprovider tests/integration/test_locks.py -k soak
 	VECTUR_SCHED_SOAK=1 VECTUR_BIN=$(CURDIR)/$(BIN) $(PYTHON) -m pytest -q -s -rxX \
 	  -p no:cacheprovider tests/integration/test_sched_mounts.py -k soak
+	VECTUR_MOUNT_REPRO=1 VECTUR_BIN=$(CURDIR)/$(BIN) $(PYTHON) -m pytest -q -s -rxX \
+	  -p no:cacheprovider tests/integration/test_sched_mounts.py -k replaced
 
 demo: deps all
 	@if [ -x demo/run.sh ]; then bash demo/run.sh; else \

@@ -245,6 +245,7 @@ static void free_all(struct cache *c)
 	free(c->settling.ids);
 	free(c->ids);
 	free(c->workers);
+	free(c->sleep_until);
 	free(c->fetchers);
 	free(c->dir);
 	free(c->root_id);

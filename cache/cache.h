@@ -141,9 +141,19 @@ int cache_truncate(struct cache *c, const char *path, off_t size);
 
 /* ---- open files ----------------------------------------------------- */
 
-/* flags as open(2): O_CREAT, O_EXCL, O_TRUNC, O_APPEND, access mode. */
+/* flags as open(2): O_CREAT, O_EXCL, O_TRUNC, O_APPEND, access mode.
+ *
+ * A handle reads one version, whole, from open to close: what another
+ * instance writes meanwhile shows at the next open. The kernel caches one
+ * size and one set of pages per file, so a read-only open that would see
+ * a newer version from Drive while this mount still has the previous one
+ * open waits (up to CACHE_KV_WAIT_MS) for those handles to close, and
+ * cache_kernel_stale() then says the kernel's cache for the path must be
+ * dropped before the open returns. */
 int cache_open_file(struct cache *c, const char *path, int flags, mode_t mode,
 		    struct cache_handle **out);
+#define CACHE_KV_WAIT_MS 2000
+bool cache_kernel_stale(const struct cache_handle *h);
 ssize_t cache_read(struct cache_handle *h, void *buf, size_t size, off_t off);
 ssize_t cache_write(struct cache_handle *h, const void *buf, size_t size,
 		    off_t off);

@@ -61,6 +61,7 @@ struct cver {
 	bool preparing; /* being filled by a copy: wait */
 	int refs;	/* handles, workers, fetches using the struct */
 	int writers;	/* handles open for writing */
+	int handles;	/* open handles reading or writing it */
 	uint64_t gen;	/* bumped by every write or truncate */
 	/* Identity with another version, to avoid uploading the same bytes
 	 * twice: this is a copy of copy_of untouched while gen == 0, or a
@@ -92,6 +93,7 @@ struct cnode {
 	char remote_parent[128];
 	char *remote_name; /* local form of the Drive name */
 	char md5[33];
+	char rev[96]; /* headRevisionId of md5's content ("" = unknown) */
 	int64_t rsize;
 	int64_t rversion;
 	int64_t created_ms; /* Drive's createdTime of drive_id; 0 = unknown */
@@ -130,6 +132,17 @@ struct cnode {
 	int64_t pend_seq;
 	struct cver *vers; /* every version, any order */
 	struct cver *cur;  /* the content readers and new opens see */
+	/* What the kernel caches for this file (size, mtime, pages) comes
+	 * from the version last opened: kv_vid. kv points to it while it
+	 * has open handles (NULL after), see cache_open_file. */
+	struct cver *kv;
+	int64_t kv_vid;
+	/* The size and mtime last given to the kernel for this file (getattr,
+	 * readdir, open); told_moved: other values were given since the last
+	 * open (replies may reach the kernel out of order). */
+	bool told, told_moved;
+	int64_t told_size;
+	struct timespec told_mtime;
 	/* Tree and hashes. */
 	struct cnode *kids, *sib_next, *sib_prev;
 	struct cnode *h_ino, *h_kid, *h_id;
@@ -157,6 +170,10 @@ struct cidset {
 	int n, cap;
 };
 
+/* The kernel's view of n is a version this mount's handles still read,
+ * and not the one a new open would get (version.c). */
+bool node_kv_busy(const struct cnode *n);
+
 struct cache_handle {
 	struct cache *c;
 	struct cnode *n;
@@ -164,6 +181,7 @@ struct cache_handle {
 	int flags;
 	bool writer;
 	bool closed; /* its version was closed at flush(): writes reopen */
+	bool kernel_stale; /* the kernel's cache holds another version */
 };
 
 #define CACHE_HASH 4096
@@ -210,6 +228,10 @@ struct cache {
 	/* Threads. */
 	pthread_t *workers, *fetchers, hk;
 	int nworkers, nfetchers;
+	/* Per upload worker (c->lock): when it wakes by itself, 0 while it
+	 * works; upload_queue wakes them only for something due sooner. */
+	int64_t *sleep_until;
+	int worker_seq;
 	bool hk_started;
 	bool stopping;	    /* workers exit */
 	bool abort_uploads; /* abort in-flight uploads between chunks */
@@ -293,6 +315,12 @@ char *node_path(struct cnode *n);
 bool node_dirty(struct cnode *n);
 bool node_under_locks(struct cnode *n);
 void node_fill_attr(struct cnode *n, struct cache_attr *a);
+/* node_fill_attr as the kernel must be told it (getattr, readdir): while
+ * this mount's handles read a version other than the newest from Drive,
+ * that version's size and mtime. */
+void node_kernel_attr(struct cnode *n, struct cache_attr *a);
+/* Notes that the kernel is given these attributes of n. */
+void node_told(struct cnode *n, int64_t size, struct timespec mtime);
 /* Drops a node and its subtree from view after Drive removed it. */
 void node_forget(struct cache *c, struct cnode *n);
 void node_apply_remote(struct cache *c, struct cnode *n,

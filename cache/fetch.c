@@ -23,6 +23,9 @@ enum { CH_MISSING = 0, CH_INFLIGHT = 1, CH_DONE = 2 };
 
 struct cfetch {
 	char id[128];
+	/* The revision this content is on Drive ("" = unknown: the file's
+	 * current content is fetched, which may by then be a newer one). */
+	char rev[96];
 	int64_t size;
 	int64_t *off; /* chunk k is [off[k], off[k+1]) */
 	int nchunks;
@@ -127,6 +130,7 @@ int fetch_begin(struct cache *c, struct cnode *n, struct cver **out)
 	f->st = calloc(f->nchunks + 1, 1);
 	f->want = calloc(f->nchunks + 1, sizeof(int));
 	snprintf(f->id, sizeof(f->id), "%s", n->drive_id);
+	snprintf(f->rev, sizeof(f->rev), "%s", n->rev);
 	v = ver_new(c, n, CV_CLEAN);
 	if (!f->off || !f->st || !f->want || !v) {
 		rc = v ? -ENOMEM : -errno;
@@ -217,7 +221,7 @@ static void *fetch_main(void *arg)
 	struct drive_err err;
 	struct cfetch *f;
 	struct cver *v;
-	char id[128];
+	char id[128], rev[96];
 	int64_t off, len, got;
 	int k, rc, fd;
 
@@ -241,13 +245,16 @@ static void *fetch_main(void *arg)
 		off = f->off[k];
 		len = f->off[k + 1] - off;
 		snprintf(id, sizeof(id), "%s", f->id);
+		snprintf(rev, sizeof(rev), "%s", f->rev);
 		fd = v->fd;
 		v->refs++;
 		pthread_mutex_unlock(&c->lock);
 		drive_err_clear(&err);
 		got = 0;
-		rc = drive_download_fd(c->dc, id, off, len, fd, off, &got,
-				       &err);
+		/* By revision: a file replaced on Drive while it is read here
+		 * must not fill this version with the new bytes. */
+		rc = drive_download_rev_fd(c->dc, id, rev, off, len, fd, off,
+					   &got, &err);
 		if (rc == 0 && got != len) {
 			rc = -1;
 			drive_err_set(&err, 0, "short",
@@ -264,6 +271,12 @@ static void *fetch_main(void *arg)
 				f->attempts = 0;
 				pthread_cond_broadcast(&c->changed);
 				chunk_done(c, v);
+			} else if (rev[0] && err.status == 404 &&
+				   !strcmp(f->rev, rev)) {
+				/* Drive no longer keeps that revision: the
+				 * file's current content, as before. */
+				f->st[k] = CH_MISSING;
+				f->rev[0] = '\0';
 			} else {
 				f->st[k] = CH_MISSING;
 				cache_set_error(c, "download %s: %s", id,

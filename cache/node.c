@@ -272,6 +272,31 @@ void node_fill_attr(struct cnode *n, struct cache_attr *a)
 	a->dirty = node_dirty(n);
 }
 
+void node_told(struct cnode *n, int64_t size, struct timespec mtime)
+{
+	if (n->is_dir)
+		return;
+	if (n->told &&
+	    (n->told_size != size || n->told_mtime.tv_sec != mtime.tv_sec ||
+	     n->told_mtime.tv_nsec != mtime.tv_nsec))
+		n->told_moved = true;
+	n->told = true;
+	n->told_size = size;
+	n->told_mtime = mtime;
+}
+
+void node_kernel_attr(struct cnode *n, struct cache_attr *a)
+{
+	node_fill_attr(n, a);
+	if (node_kv_busy(n)) {
+		/* The kernel keeps one size per file: while this mount still
+		 * reads the previous version, that is the one it is told. */
+		a->size = n->kv->size;
+		a->mtime = n->kv->mtime;
+	}
+	node_told(n, a->size, a->mtime);
+}
+
 void node_apply_remote(struct cache *c, struct cnode *n,
 		       const struct drive_file *f)
 {
@@ -288,6 +313,7 @@ void node_apply_remote(struct cache *c, struct cnode *n,
 			n->remote_name = strdup("");
 	}
 	snprintf(n->md5, sizeof(n->md5), "%s", f->md5);
+	snprintf(n->rev, sizeof(n->rev), "%s", f->rev);
 	n->rsize = f->size;
 	if (f->created_ms > 0)
 		n->created_ms = f->created_ms;
@@ -642,7 +668,7 @@ int cache_getattr(struct cache *c, const char *path, struct cache_attr *out)
 	pthread_mutex_lock(&c->lock);
 	rc = node_lookup(c, path, &n);
 	if (rc == 0)
-		node_fill_attr(n, out);
+		node_kernel_attr(n, out);
 	pthread_mutex_unlock(&c->lock);
 	cache_run_inval(c);
 	return rc;
@@ -689,7 +715,7 @@ int cache_readdir(struct cache *c, const char *path, cache_dir_cb cb, void *ud)
 			rc = -ENOMEM;
 			goto out_unlock;
 		}
-		node_fill_attr(k, &ents[n].a);
+		node_kernel_attr(k, &ents[n].a);
 		n++;
 	}
 out_unlock:
@@ -832,6 +858,7 @@ static void rename_take_over(struct cache *c, struct cnode *src,
 		f.name[0] = '\0';
 	snprintf(f.parent, sizeof(f.parent), "%s", dst->remote_parent);
 	snprintf(f.md5, sizeof(f.md5), "%s", dst->md5);
+	snprintf(f.rev, sizeof(f.rev), "%s", dst->rev);
 	f.size = dst->rsize;
 	f.version = dst->rversion;
 	f.created_ms = dst->created_ms;

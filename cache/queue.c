@@ -36,7 +36,16 @@ void upload_queue(struct cache *c, struct cnode *n, int64_t due)
 			c->queue->q_prev = n;
 		c->queue = n;
 	}
-	pthread_cond_broadcast(&c->work);
+	/* Each wake makes every idle worker look through the whole queue:
+	 * only wake them when this is due before they would wake anyway
+	 * (busy workers look again when they finish). Thousands of files
+	 * created in a row would otherwise pay a queue scan each. */
+	for (int i = 0; i < c->nworkers; i++) {
+		if (c->sleep_until[i] && n->due_ms < c->sleep_until[i]) {
+			pthread_cond_broadcast(&c->work);
+			break;
+		}
+	}
 }
 
 static void dequeue(struct cache *c, struct cnode *n)
@@ -923,8 +932,10 @@ static void *worker_main(void *arg)
 	struct cnode *n, *best;
 	struct ctomb *t;
 	int64_t now, wait;
+	int me;
 
 	pthread_mutex_lock(&c->lock);
+	me = c->worker_seq++;
 	while (!c->stopping) {
 		now = cache_now_ms();
 		wait = 1000;
@@ -966,7 +977,9 @@ static void *worker_main(void *arg)
 				ts.tv_sec++;
 				ts.tv_nsec -= 1000000000;
 			}
+			c->sleep_until[me] = now + wait;
 			pthread_cond_timedwait(&c->work, &c->lock, &ts);
+			c->sleep_until[me] = 0;
 		}
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -981,7 +994,8 @@ int upload_start(struct cache *c)
 		return 0;
 	c->ids = calloc(ID_BATCH, sizeof(*c->ids));
 	c->workers = calloc(n, sizeof(*c->workers));
-	if (!c->ids || !c->workers)
+	c->sleep_until = calloc(n, sizeof(*c->sleep_until));
+	if (!c->ids || !c->workers || !c->sleep_until)
 		return -ENOMEM;
 	for (i = 0; i < n; i++) {
 		if (pthread_create(&c->workers[i], NULL, worker_main, c) != 0)

@@ -438,6 +438,65 @@ trunc:
 	return 0;
 }
 
+/* The kernel's view of n is a version other handles still read, and not
+ * the one a new open would get from Drive (a version written on this
+ * mount is the kernel's own doing: local semantics, no wait). */
+bool node_kv_busy(const struct cnode *n)
+{
+	return n->kv && n->kv->handles > 0 && n->kv != n->cur &&
+	       (!n->cur || n->cur->state == CV_CLEAN);
+}
+
+/* After an open: what the kernel knows of n is v. */
+static void kv_told(struct cnode *n, const struct cver *v)
+{
+	n->told = true;
+	n->told_moved = false;
+	n->told_size = v->size;
+	n->told_mtime = v->mtime;
+}
+
+/* Whether the kernel may cache, for n, pages of another version than v
+ * or another size or mtime: what it was told since may have come from
+ * any version current at that moment. An O_TRUNC open (also a create)
+ * empties the kernel's cache itself. */
+static bool kernel_stale(const struct cnode *n, const struct cver *v, int flags)
+{
+	if (flags & O_TRUNC)
+		return false;
+	if (n->kv_vid && n->kv_vid != v->vid)
+		return true;
+	if (n->told_moved)
+		return true;
+	return n->told && (n->told_size != v->size ||
+			   n->told_mtime.tv_sec != v->mtime.tv_sec ||
+			   n->told_mtime.tv_nsec != v->mtime.tv_nsec);
+}
+
+/* v is open by one more handle, and what the kernel caches for n. */
+static void kv_set(struct cnode *n, struct cver *v)
+{
+	v->handles++;
+	n->kv = v;
+	n->kv_vid = v->vid;
+	kv_told(n, v);
+}
+
+/* A handle of v closed (or moved to another version). */
+static void kv_unset(struct cache *c, struct cnode *n, struct cver *v)
+{
+	if (--v->handles > 0)
+		return;
+	if (n->kv == v)
+		n->kv = NULL;
+	pthread_cond_broadcast(&c->changed);
+}
+
+bool cache_kernel_stale(const struct cache_handle *h)
+{
+	return h->kernel_stale;
+}
+
 int cache_open_file(struct cache *c, const char *path, int flags, mode_t mode,
 		    struct cache_handle **out)
 {
@@ -446,6 +505,7 @@ int cache_open_file(struct cache *c, const char *path, int flags, mode_t mode,
 	struct cnode *d, *n = NULL;
 	struct cver *v = NULL;
 	const char *name;
+	int64_t wait_until = 0;
 	int rc;
 
 	h = calloc(1, sizeof(*h));
@@ -459,6 +519,7 @@ int cache_open_file(struct cache *c, const char *path, int flags, mode_t mode,
 	    ((flags & O_ACCMODE) != O_WRONLY || (flags & O_APPEND)))
 		feed_revalidate(c);
 	pthread_mutex_lock(&c->lock);
+again:
 	if (flags & O_CREAT) {
 		rc = node_lookup_parent(c, path, &d, &name);
 		if (rc < 0)
@@ -497,6 +558,19 @@ int cache_open_file(struct cache *c, const char *path, int flags, mode_t mode,
 		rc = -EISDIR;
 		goto out;
 	}
+	if (!writer && node_kv_busy(n)) {
+		/* Let this mount's readers of the previous version finish
+		 * first (bounded: a reader may keep it open for hours). */
+		if (!wait_until)
+			wait_until = cache_now_ms() + CACHE_KV_WAIT_MS;
+		if (cache_now_ms() < wait_until) {
+			n->refs++;
+			cache_wait(c, 50);
+			node_put(c, n);
+			n = NULL;
+			goto again;
+		}
+	}
 	n->refs++;
 	rc = ver_for_open(c, n, flags, &v);
 	if (rc < 0) {
@@ -512,6 +586,8 @@ int cache_open_file(struct cache *c, const char *path, int flags, mode_t mode,
 		goto out;
 	}
 	v->atime_ms = cache_wall_ms();
+	h->kernel_stale = kernel_stale(n, v, flags);
+	kv_set(n, v);
 	h->c = c;
 	h->n = n;
 	h->v = v;
@@ -600,6 +676,7 @@ int cache_fgetattr(struct cache_handle *h, struct cache_attr *out)
 	node_fill_attr(h->n, out);
 	out->size = h->v->size;
 	out->mtime = h->v->mtime;
+	node_told(h->n, out->size, out->mtime);
 	pthread_mutex_unlock(&c->lock);
 	return 0;
 }
@@ -832,7 +909,9 @@ static int handle_reopen(struct cache_handle *h)
 		rc = ver_for_open(c, h->n,
 				  h->flags & ~(O_TRUNC | O_CREAT | O_EXCL), &v);
 		if (rc == 0) {
+			kv_unset(c, h->n, h->v);
 			ver_put(c, h->v);
+			kv_set(h->n, v);
 			h->v = v;
 			h->closed = false;
 		}
@@ -852,6 +931,7 @@ int cache_release(struct cache_handle *h)
 	if (h->writer && !h->closed && --v->writers == 0 &&
 	    v->state == CV_OPEN && !v->dropped && !n->unlinked)
 		ver_last_close(c, n, v, true);
+	kv_unset(c, n, v);
 	ver_put(c, v);
 	node_put(c, n);
 	pthread_mutex_unlock(&c->lock);
@@ -917,6 +997,11 @@ int cache_import(struct cache *c, const char *path, int src_fd,
 			ver_drop(c, o);
 	}
 	n->cur = v;
+	/* The kernel's inode at the path is now the renamed file's, whose
+	 * cache holds these very bytes; old handles stay on the old one. */
+	n->kv = NULL;
+	n->kv_vid = v->vid;
+	kv_told(n, v);
 	ver_mark_closed(c, v);
 	store_save_node(c, n);
 	upload_queue(c, n, cache_now_ms() + c->o.write_back_ms);

@@ -113,6 +113,7 @@ void drive_file_from_json(struct json_object *o, struct drive_file *f)
 	jcopy(f->name, sizeof(f->name), o, "name");
 	jcopy(f->mime_type, sizeof(f->mime_type), o, "mimeType");
 	jcopy(f->md5, sizeof(f->md5), o, "md5Checksum");
+	jcopy(f->rev, sizeof(f->rev), o, "headRevisionId");
 	if (json_object_object_get_ex(o, "parents", &v) &&
 	    json_object_is_type(v, json_type_array) &&
 	    json_object_array_length(v) > 0)

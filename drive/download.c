@@ -91,24 +91,32 @@ static int dl_sink(const char *p, size_t n, struct drive_resp *rs, void *ud)
 /* GETs [offset + done, offset + want) until all of it arrived or the end
  * of the file was reached, resuming after broken transfers. */
 static int download_range(struct drive_client *c, const char *id,
-			  int64_t offset, struct dl_target *t,
+			  const char *rev, int64_t offset, struct dl_target *t,
 			  struct drive_err *err)
 {
 	struct drive_retry st = {0, false};
 	struct drive_resp rs = {0};
 	struct drive_req rq = {0};
-	char range[96], *eid, *url = NULL;
+	char range[96], *eid, *erev = NULL, *url = NULL;
 	const char *hdr[2] = {range, NULL};
 	int64_t before;
 	int rc = -1;
 
 	eid = drive_url_escape(id);
-	if (eid)
+	if (rev && *rev)
+		erev = drive_url_escape(rev);
+	if (eid && erev)
+		url = drive_urlf(c,
+				 "/drive/v3/files/%s/revisions/%s?alt=media&"
+				 "supportsAllDrives=true",
+				 eid, erev);
+	else if (eid && !(rev && *rev))
 		url = drive_urlf(c,
 				 "/drive/v3/files/%s?alt=media&"
 				 "supportsAllDrives=true",
 				 eid);
 	free(eid);
+	free(erev);
 	if (!url) {
 		drive_err_local(err, ENOMEM, "download");
 		return -1;
@@ -173,7 +181,7 @@ int drive_download_buf(struct drive_client *c, const char *id, int64_t offset,
 		return -1;
 	}
 	t.want = (int64_t)len;
-	rc = download_range(c, id, offset, &t, err);
+	rc = download_range(c, id, NULL, offset, &t, err);
 	*got = (size_t)t.done;
 	return rc;
 }
@@ -181,6 +189,15 @@ int drive_download_buf(struct drive_client *c, const char *id, int64_t offset,
 int drive_download_fd(struct drive_client *c, const char *id, int64_t offset,
 		      int64_t len, int fd, int64_t fd_offset, int64_t *got,
 		      struct drive_err *err)
+{
+	return drive_download_rev_fd(c, id, NULL, offset, len, fd, fd_offset,
+				     got, err);
+}
+
+int drive_download_rev_fd(struct drive_client *c, const char *id,
+			  const char *rev, int64_t offset, int64_t len, int fd,
+			  int64_t fd_offset, int64_t *got,
+			  struct drive_err *err)
 {
 	struct dl_target t = {.fd = fd, .fd_off = fd_offset};
 	int rc;
@@ -195,7 +212,7 @@ int drive_download_fd(struct drive_client *c, const char *id, int64_t offset,
 		return -1;
 	}
 	t.want = len < 0 ? -1 : len;
-	rc = download_range(c, id, offset, &t, err);
+	rc = download_range(c, id, rev, offset, &t, err);
 	if (got)
 		*got = t.done;
 	return rc;

@@ -117,6 +117,7 @@ struct drive_file {
 	char mime_type[128];
 	char parent[128]; /* first parent or "" */
 	char md5[33];	  /* "" for folders and Google docs */
+	char rev[96]; /* headRevisionId: names this content ("" = unknown) */
 	int64_t size;
 	int64_t version;
 	int64_t created_ms; /* ms since the epoch */
@@ -187,6 +188,13 @@ int drive_download_buf(struct drive_client *c, const char *id, int64_t offset,
 int drive_download_fd(struct drive_client *c, const char *id, int64_t offset,
 		      int64_t len, int fd, int64_t fd_offset, int64_t *got,
 		      struct drive_err *err);
+/* The same, of one revision (headRevisionId when it was current): the bytes
+ * of that content even if the file has changed since; a revision Drive no
+ * longer has is 404 notFound. */
+int drive_download_rev_fd(struct drive_client *c, const char *id,
+			  const char *rev, int64_t offset, int64_t len, int fd,
+			  int64_t fd_offset, int64_t *got,
+			  struct drive_err *err);
 
 /* An upload of the content of `fd` (size bytes from offset 0). Creates a new
  * file (id == NULL or "": in `parent` named `name`) or replaces the content

@@ -23,7 +23,7 @@
  * holds, so lists stay small (Drive sends only what `fields` names). */
 #define DRIVE_FILE_FIELDS                                                      \
 	"id,name,mimeType,parents,md5Checksum,size,version,createdTime,"       \
-	"modifiedTime,trashed"
+	"modifiedTime,trashed,headRevisionId"
 
 /* ---- pacer.c --------------------------------------------------------- */
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
+#include <unistd.h>
 
 #include "vfs.h"
 
@@ -73,6 +74,10 @@ static void *inval_thread(void *arg)
 		v->inval_len--;
 		pthread_mutex_unlock(&v->inval_lock);
 
+		/* Tests make this thread late on purpose (what a loaded machine
+		 * does now and then): nothing may depend on it being quick. */
+		if (v->inval_delay_us)
+			usleep(v->inval_delay_us);
 		/* -ENOENT: the kernel never looked it up; nothing cached. */
 		rc = fuse_invalidate_path(v->fuse, it->path);
 		if (rc < 0 && rc != -ENOENT && v->o->debug)
@@ -87,8 +92,11 @@ static void *inval_thread(void *arg)
 
 int vfs_inval_start(struct vfs *v)
 {
+	const char *delay = getenv("VECTUR_TEST_INVAL_DELAY_MS");
 	int rc;
 
+	if (delay)
+		v->inval_delay_us = (useconds_t)(atof(delay) * 1000);
 	pthread_mutex_lock(&v->inval_lock);
 	v->inval_stop = false;
 	v->inval_running = true;

@@ -57,6 +57,18 @@ struct fh {
 	bool ro;		 /* a hidden local file under .vectur/local */
 	bool writable;		 /* FH_CACHE opened for writing */
 	atomic_bool flushed;	 /* FH_CACHE: counted in v->closing */
+	struct dent *ents;	 /* FH_DIR: the listing taken at offset 0 */
+	int nents, capents;
+	bool listed;
+};
+
+/* One entry of a directory listing, kept in its handle so that each
+ * READDIR(PLUS) call goes on from an offset (its index + 1). */
+struct dent {
+	char *name;
+	struct stat st;
+	bool has_st;
+	bool full; /* st holds every attribute: fit for READDIRPLUS */
 };
 
 /* ".vectur/local[/X]" → "X" ("" for the directory itself), else NULL:
@@ -648,7 +660,7 @@ static int fill_cached(const char *name, const struct cache_attr *a, void *ud)
 			return -ENOMEM;
 	}
 	attr_to_stat(fc->v, a, &st);
-	if (fc->filler(fc->buf, name, &st, 0, 0))
+	if (fc->filler(fc->buf, name, &st, 0, FUSE_FILL_DIR_PLUS))
 		return 1;
 	return 0;
 }
@@ -704,13 +716,10 @@ static int list_local(struct vfs *v, const char *rel, void *buf,
 	return 0;
 }
 
-static int vfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
-		       off_t off, struct fuse_file_info *fi,
-		       enum fuse_readdir_flags flags)
+/* Every entry of rel, through filler (with offset 0). */
+static int list_dir(struct vfs *v, const char *rel, void *buf,
+		    fuse_fill_dir_t filler)
 {
-	struct vfs *v = vfs_get();
-	struct fh *fh = fh_of(fi);
-	const char *rel = fh && fh->rel ? fh->rel : rel_of(path);
 	struct name_set seen = {0};
 	struct fill_ctx fc = {v, rel, buf, filler, false, &seen};
 	int rc, lrc;
@@ -757,6 +766,80 @@ static int vfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
 	return rc;
 }
 
+static void dents_free(struct fh *fh)
+{
+	for (int i = 0; i < fh->nents; i++)
+		free(fh->ents[i].name);
+	free(fh->ents);
+	fh->ents = NULL;
+	fh->nents = fh->capents = 0;
+	fh->listed = false;
+}
+
+/* The filler list_dir() is given: keeps each entry in the handle. */
+static int collect(void *buf, const char *name, const struct stat *st,
+		   off_t off, enum fuse_fill_dir_flags flags)
+{
+	struct fh *fh = buf;
+	struct dent *e;
+
+	(void)off;
+	if (fh->nents == fh->capents) {
+		int cap = fh->capents ? fh->capents * 2 : 64;
+		struct dent *ne = realloc(fh->ents, cap * sizeof(*ne));
+
+		if (!ne)
+			return 1;
+		fh->ents = ne;
+		fh->capents = cap;
+	}
+	e = &fh->ents[fh->nents];
+	memset(e, 0, sizeof(*e));
+	e->name = strdup(name);
+	if (!e->name)
+		return 1;
+	if (st) {
+		e->st = *st;
+		e->has_st = true;
+		e->full = flags & FUSE_FILL_DIR_PLUS;
+	}
+	fh->nents++;
+	return 0;
+}
+
+/* The listing is taken once, at offset 0 (opendir or rewinddir), and
+ * handed out from the offset each call asks for: with READDIRPLUS the
+ * kernel gets the attributes of persisted entries with the names, and
+ * `ls -l` needs no LOOKUP per entry. */
+static int vfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
+		       off_t off, struct fuse_file_info *fi,
+		       enum fuse_readdir_flags flags)
+{
+	struct vfs *v = vfs_get();
+	struct fh *fh = fh_of(fi);
+	int rc;
+
+	if (off == 0 || !fh->listed) {
+		dents_free(fh);
+		rc = list_dir(v, fh->rel, fh, collect);
+		if (rc < 0) {
+			dents_free(fh);
+			return rc;
+		}
+		fh->listed = true;
+	}
+	for (off_t i = off; i < fh->nents; i++) {
+		const struct dent *e = &fh->ents[i];
+		enum fuse_fill_dir_flags ff = 0;
+
+		if ((flags & FUSE_READDIR_PLUS) && e->full)
+			ff = FUSE_FILL_DIR_PLUS;
+		if (filler(buf, e->name, e->has_st ? &e->st : NULL, i + 1, ff))
+			break;
+	}
+	return 0;
+}
+
 static int vfs_opendir(const char *path, struct fuse_file_info *fi)
 {
 	struct fh *fh = calloc(1, sizeof(*fh));
@@ -779,6 +862,7 @@ static int vfs_releasedir(const char *path, struct fuse_file_info *fi)
 	struct fh *fh = fh_of(fi);
 
 	if (fh) {
+		dents_free(fh);
 		free(fh->rel);
 		free(fh);
 	}
@@ -1153,6 +1237,13 @@ static int open_common(const char *path, mode_t mode, struct fuse_file_info *fi,
 		rc = cache_open_file(v->cache, rel, flags, mode, &ch);
 		if (rc < 0)
 			return rc;
+		/* The handle reads one version; the kernel must not serve it
+		 * another's size or pages. Dropped now, before the open
+		 * returns (the queued invalidation may come later), so the
+		 * first read asks for this handle's size. */
+		if (cache_kernel_stale(ch))
+			fuse_invalidate_path(v->fuse, path);
+		fi->keep_cache = !cache_kernel_stale(ch);
 		rc = fh_new(fi, FH_CACHE, -1, ch, NULL, NULL);
 		if (rc < 0) {
 			cache_release(ch);
@@ -1171,6 +1262,9 @@ static int open_common(const char *path, mode_t mode, struct fuse_file_info *fi,
 			    (flags & ~O_NOFOLLOW) | O_CLOEXEC, mode);
 		if (fd < 0)
 			return -errno;
+		/* The directory underneath is reached only through this
+		 * mount: the kernel's pages stay true. */
+		fi->keep_cache = 1;
 		rc = fh_new(fi, FH_LOCAL, fd, NULL, NULL, NULL);
 		if (rc < 0)
 			close(fd);
@@ -1333,16 +1427,16 @@ static void *vfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
 	struct vfs *v = vfs_get();
 
-	/* Persisted files can change on Drive: short kernel caches, and
-	 * auto_cache keeps page-cache content across opens only while the
-	 * mtime and size are unchanged. No negative caching: another
-	 * instance may create a lock any moment. */
+	/* Persisted files can change on Drive: short kernel caches. Each
+	 * open decides itself whether the kernel keeps the file's pages
+	 * (open_common: the version it caches is the one opened). No
+	 * negative caching: another instance may create a lock any moment. */
 	cfg->use_ino = 1;
 	cfg->entry_timeout = 1.0;
 	cfg->attr_timeout = 1.0;
 	cfg->negative_timeout = 0;
 	cfg->kernel_cache = 0;
-	cfg->auto_cache = 1;
+	cfg->auto_cache = 0;
 	/* Unlinking an open file must not leave .fuse_hidden* files, which
 	 * would be uploaded; our handles stay valid without a path. */
 	cfg->hard_remove = 1;
@@ -1350,6 +1444,9 @@ static void *vfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	/* Writes must reach us at write(2) time so close() sees the whole
 	 * version: no kernel write-back cache. */
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	/* READDIRPLUS on every call, not only the first of a listing:
+	 * `ls -l` reads all names before it stats any. */
+	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
 	return v;
 }
 

@@ -83,6 +83,7 @@ struct vfs {
 	int inval_len;
 	bool inval_stop;
 	bool inval_running;
+	useconds_t inval_delay_us; /* VECTUR_TEST_INVAL_DELAY_MS */
 	pthread_t inval_thread;
 
 	/* `.vectur/sync` threads still inside cache_sync(); destroy waits

@@ -320,6 +320,26 @@ def test_download_full_and_ranges(emulator):
     assert r.status == 416 and r.headers["Content-Range"] == "bytes */%d" % len(data)
 
 
+def test_download_of_a_revision_after_the_file_changed(emulator):
+    """revisions.get with alt=media serves the bytes of the content the
+    file had under that headRevisionId, Range included, after a media
+    update replaced it; an unknown revision is 404."""
+    f = emulator.upload("rv.bin", b"old content")
+    rev = emulator.request("GET", "/drive/v3/files/%s?fields=headRevisionId" % f["id"]).json()[
+        "headRevisionId"]
+    r = emulator.request("PATCH", "/upload/drive/v3/files/%s?uploadType=media" % f["id"],
+                         body=b"new, longer content")
+    assert r.status == 200, r.body
+    assert emulator.download(f["id"]) == b"new, longer content"
+    path = "/drive/v3/files/%s/revisions/%s?alt=media" % (f["id"], rev)
+    r = emulator.request("GET", path)
+    assert r.status == 200 and r.body == b"old content"
+    r = emulator.request("GET", path, headers={"Range": "bytes=4-"})
+    assert r.status == 206 and r.body == b"content"
+    r = emulator.request("GET", "/drive/v3/files/%s/revisions/nope?alt=media" % f["id"])
+    assert r.status == 404
+
+
 def test_download_folder_is_403(emulator):
     d = emulator.create_folder("d")
     r = emulator.request("GET", "/drive/v3/files/%s?alt=media" % d["id"])

@@ -17,6 +17,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -263,6 +264,144 @@ def test_two_mounts_see_each_others_closes_within_poll_interval(mounts, emulator
     # 0.25 s for this test's own polling of the emulator and of b.
     assert lag_stat <= poll + 1 + 0.25, "stat on b lagged %.2f s" % lag_stat
     assert lag_read <= poll + 1 + 0.25, "read on b lagged %.2f s" % lag_read
+
+
+def test_a_handle_reads_one_version_while_another_mount_rewrites_the_file(
+        mounts, emulator):
+    """b holds the file open (unbuffered, the kernel has all its pages) while
+    a replaces it with a shorter version and b's changes feed brings that in.
+    b's handle keeps reading its own version whole, with its own size, even
+    after a stat() of the path on b; an open on b meanwhile waits for that
+    handle to close, then reads the new version whole. Before, the stat gave
+    the kernel the new size and the open handle's read was cut short to it
+    (the graph reader of test_sched_mounts.py saw such mixed reads)."""
+    rel = "runs/shared/g.json"
+    v1, v2 = b"1" * 7008, b"2" * 7000
+    a, b = two_mounts_sharing(mounts, rel, v1)
+    f = open(b.p(rel), "rb", buffering=0)
+    try:
+        head = f.read(100)
+        write_file(a.p(rel), v2)
+        sync_ok(a)
+        time.sleep(1 + 1.5)  # b's poll_interval, and its feed read
+        st = os.stat(b.p(rel))
+        rest = f.read()
+        assert head + rest == v1, "b's handle read %d bytes of %d" % (
+            len(head + rest), len(v1))
+        assert os.fstat(f.fileno()).st_size == len(v1)
+        assert st.st_size == len(v1), "stat on b while v1 is open there"
+        got = {}
+
+        def opener():
+            t0 = time.monotonic()
+            with open(b.p(rel), "rb") as g:
+                got["size"] = os.fstat(g.fileno()).st_size
+                got["data"] = g.read()
+            got["secs"] = time.monotonic() - t0
+
+        th = threading.Thread(target=opener, daemon=True)
+        th.start()
+        time.sleep(0.5)
+        assert th.is_alive(), "b's open did not wait for the open handle: %r" % got
+    finally:
+        f.close()
+    th.join(10)
+    assert got.get("data") == v2 and got.get("size") == len(v2), (
+        len(got.get("data") or b""), got.get("size"))
+    assert os.stat(b.p(rel)).st_size == len(v2)
+    # The wait is bounded: a reader that keeps its handle does not block
+    # other opens for more than CACHE_KV_WAIT_MS (2 s).
+    v3 = b"3" * 6000
+    with open(b.p(rel), "rb", buffering=0) as f:
+        f.read(10)
+        write_file(a.p(rel), v3)
+        sync_ok(a)
+        time.sleep(1 + 1.5)
+        t0 = time.monotonic()
+        data = read_or_none(b.p(rel))
+        waited = time.monotonic() - t0
+    assert data == v3, len(data or b"")
+    assert 1.5 <= waited < 10, waited
+
+
+def test_an_open_right_after_a_stat_reads_the_new_version_whole(mounts, emulator):
+    """b stat()s a file it never opened (the kernel keeps that size for
+    attr_timeout, 1 s), a rewrites it longer and fsyncs, and b opens it
+    within that second: the open reads the feed (close-to-open) and gets
+    the new version, which must come with its own size. Before, the kernel
+    kept the size from the stat and the read was cut to it whenever the
+    queued invalidation came after the read (b runs with that queue made
+    late on purpose, as on a loaded machine)."""
+    a = mounts(name="a", cache="cache-a").start()
+    b = mounts(name="b", cache="cache-b", folder=a.folder,
+               env={"VECTUR_TEST_INVAL_DELAY_MS": "300"}).start()
+    os.makedirs(a.p("runs/s"))
+    tried = 0
+    for k in range(6):
+        rel = "runs/s/f%d.json" % k
+        old, new = b"%d" % k * 7008, b"%d" % (k + 1) * 7016
+        write_file(a.p(rel), old)
+        sync_ok(a)
+        wait_for(lambda: os.path.exists(b.p(rel)), 15, "b to see " + rel)
+        wait_for(lambda: os.stat(b.p(rel)).st_size == len(old), 15, "b's size")
+        t0 = time.monotonic()
+        os.stat(b.p(rel))
+        fd = os.open(a.p(rel), os.O_WRONLY | os.O_TRUNC)
+        os.write(fd, new)
+        os.fsync(fd)
+        os.close(fd)
+        with open(b.p(rel), "rb") as f:
+            if time.monotonic() - t0 > 0.8:
+                continue  # the stat's attributes expired: not this case
+            tried += 1
+            size = os.fstat(f.fileno()).st_size
+            data = f.read()
+        assert data == new and size == len(new), (
+            "b read %d bytes (fstat %d) of the new %d" % (len(data), size, len(new)))
+    assert tried, "never opened within 0.8 s of the stat (machine too slow?)"
+
+
+def test_a_file_replaced_on_drive_while_it_downloads_reads_as_the_version_opened(
+        mounts, emulator):
+    """b opens a file it has not cached; every request takes 2 s (emulator
+    latency), and a replaces the file on Drive while b's download is on its
+    way. b must read the version it opened (its size, its bytes): the
+    download asks for that revision. Before, it asked for the file's
+    current content and b read the new bytes cut to the old size."""
+    a = mounts(name="a", cache="cache-a").start()
+    b = mounts(name="b", cache="cache-b", folder=a.folder).start()
+    rel = "runs/r/g.json"
+    os.makedirs(a.p("runs/r"))
+    v1, v2 = b"1" * 5000, b"2" * 9000
+    write_file(a.p(rel), v1)
+    sync_ok(a)
+    wait_for(lambda: os.path.exists(b.p(rel)) and os.stat(b.p(rel)).st_size == len(v1),
+             15, "b to list the file")
+    got = {}
+
+    def reader():
+        with open(b.p(rel), "rb") as f:
+            got["size"] = os.fstat(f.fileno()).st_size
+            got["data"] = f.read()
+
+    emulator.set_faults({"latency_ms": 2000})
+    try:
+        th = threading.Thread(target=reader, daemon=True)
+        th.start()
+        time.sleep(0.5)
+        fd = os.open(a.p(rel), os.O_WRONLY | os.O_TRUNC)
+        os.write(fd, v2)
+        os.fsync(fd)
+        os.close(fd)
+        th.join(60)
+    finally:
+        emulator.clear_faults()
+    assert not th.is_alive()
+    data = got.get("data")
+    assert (data, got.get("size")) in ((v1, len(v1)), (v2, len(v2))), (
+        "b read %d bytes of '%s' (fstat %s)" % (len(data or b""), (data or b"?")[:1].decode(),
+                                             got.get("size")))
+    assert data == v1, "b opened before the replace landed; it read v2 (timing?)"
 
 
 def test_after_an_fsync_on_one_mount_the_other_opens_the_new_content_at_once(

@@ -120,6 +120,9 @@ class DriveAPI:
                 return "copy", lambda req: self.copy(req, fid), True
             if len(parts) == 3 and parts[2] == "export" and method == "GET":
                 return "other", lambda req: self.export(req, fid), True
+            if len(parts) == 4 and parts[2] == "revisions" and method == "GET":
+                kind = "download" if query.get("alt") == "media" else "other"
+                return kind, lambda req: self.revision_get(req, fid, parts[3]), True
         return "other", self.not_found, True
 
     def not_found(self, req):
@@ -380,13 +383,28 @@ class DriveAPI:
             return self._download(req, rec)
         return self._file_response(rec, req)
 
-    def _download(self, req, rec):
+    def revision_get(self, req, fid, rev):
+        """revisions.get: with alt=media, that revision's bytes (Range
+        works as for files.get); without, its metadata."""
+        with self.store.lock:
+            rec = self.store.get_live(fid)
+            idx = [i for i, v in enumerate(rec["versions"]) if v.get("rev") == rev]
+            if not idx:
+                raise DriveError(404, "notFound", "Revision not found: %s." % rev,
+                                 "revisionId", "parameter")
+            v = rec["versions"][idx[0]]
+        if req.query.get("alt") == "media":
+            return self._download(req, rec, idx[0])
+        return json_response(200, {"kind": "drive#revision", "id": rev,
+                                   "md5Checksum": v["md5"], "size": str(v["size"])})
+
+    def _download(self, req, rec, index=-1):
         if not has_content(rec):
             raise DriveError(403, "fileNotDownloadable",
                              "Only files with binary content can be downloaded. Use Export with Docs Editors files.",
                              "alt", "parameter")
         with self.store.lock:
-            path, size, md5 = self.store.content(rec)
+            path, size, md5 = self.store.content(rec, index)
             mime = rec["mimeType"]
         headers = [("Accept-Ranges", "bytes"), ("Cache-Control", "private, max-age=0"),
                    ("Content-Disposition", "attachment")]
