@@ -417,6 +417,7 @@ int opts_parse(int argc, char **argv, struct mount_opts *o,
 		if (v->def && set_option(o, v, v->def) < 0) {
 			fprintf(stderr, "vectur-mount: bad default for %s\n",
 				v->name);
+			opts_free(o);
 			return -EINVAL;
 		}
 	}
@@ -436,7 +437,9 @@ int opts_parse(int argc, char **argv, struct mount_opts *o,
 		rc = -1;
 	}
 	if (rc < 0) {
+		/* Nothing is left for the caller to free. */
 		fuse_opt_free_args(&tmp);
+		opts_free(o);
 		return -EINVAL;
 	}
 	*fuse_args = tmp;
