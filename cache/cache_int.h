@@ -321,6 +321,9 @@ void node_fill_attr(struct cnode *n, struct cache_attr *a);
 void node_kernel_attr(struct cnode *n, struct cache_attr *a);
 /* Notes that the kernel is given these attributes of n. */
 void node_told(struct cnode *n, int64_t size, struct timespec mtime);
+/* The kernel was told other attributes of n than these. */
+bool node_told_other(const struct cnode *n, int64_t size,
+		     struct timespec mtime);
 /* Drops a node and its subtree from view after Drive removed it. */
 void node_forget(struct cache *c, struct cnode *n);
 void node_apply_remote(struct cache *c, struct cnode *n,

@@ -272,13 +272,18 @@ void node_fill_attr(struct cnode *n, struct cache_attr *a)
 	a->dirty = node_dirty(n);
 }
 
+bool node_told_other(const struct cnode *n, int64_t size, struct timespec mtime)
+{
+	return n->told &&
+	       (n->told_size != size || n->told_mtime.tv_sec != mtime.tv_sec ||
+		n->told_mtime.tv_nsec != mtime.tv_nsec);
+}
+
 void node_told(struct cnode *n, int64_t size, struct timespec mtime)
 {
 	if (n->is_dir)
 		return;
-	if (n->told &&
-	    (n->told_size != size || n->told_mtime.tv_sec != mtime.tv_sec ||
-	     n->told_mtime.tv_nsec != mtime.tv_nsec))
+	if (node_told_other(n, size, mtime))
 		n->told_moved = true;
 	n->told = true;
 	n->told_size = size;

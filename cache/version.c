@@ -468,9 +468,7 @@ static bool kernel_stale(const struct cnode *n, const struct cver *v, int flags)
 		return true;
 	if (n->told_moved)
 		return true;
-	return n->told && (n->told_size != v->size ||
-			   n->told_mtime.tv_sec != v->mtime.tv_sec ||
-			   n->told_mtime.tv_nsec != v->mtime.tv_nsec);
+	return node_told_other(n, v->size, v->mtime);
 }
 
 /* v is open by one more handle, and what the kernel caches for n. */
