@@ -447,13 +447,12 @@ bool node_kv_busy(const struct cnode *n)
 	       (!n->cur || n->cur->state == CV_CLEAN);
 }
 
-/* After an open: what the kernel knows of n is v. */
+/* After an open: what the kernel knows of n is v, and only v. */
 static void kv_told(struct cnode *n, const struct cver *v)
 {
-	n->told = true;
+	n->told = false;
+	node_told(n, v->size, v->mtime);
 	n->told_moved = false;
-	n->told_size = v->size;
-	n->told_mtime = v->mtime;
 }
 
 /* Whether the kernel may cache, for n, pages of another version than v
