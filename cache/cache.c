@@ -215,6 +215,7 @@ static void free_all(struct cache *c)
 		if (v->fd >= 0)
 			close(v->fd);
 		pthread_rwlock_destroy(&v->rw);
+		pthread_mutex_destroy(&v->fetch_wmu);
 		free(v->session_url);
 		free(v);
 	}

@@ -155,6 +155,11 @@ int cache_open_file(struct cache *c, const char *path, int flags, mode_t mode,
 #define CACHE_KV_WAIT_MS 2000
 bool cache_kernel_stale(const struct cache_handle *h);
 ssize_t cache_read(struct cache_handle *h, void *buf, size_t size, off_t off);
+/* Waits, as cache_read does, until [off, off + size) of the handle's
+ * version is in the cache, and gives the descriptor holding it, for a
+ * read that moves the bytes without copying them here (splice). The
+ * descriptor stays valid while the handle is open. */
+int cache_read_fd(struct cache_handle *h, size_t size, off_t off, int *fd);
 ssize_t cache_write(struct cache_handle *h, const void *buf, size_t size,
 		    off_t off);
 int cache_fgetattr(struct cache_handle *h, struct cache_attr *out);

@@ -76,6 +76,10 @@ struct cver {
 	int64_t session_off;
 	struct cfetch *fetch; /* non-NULL while bytes are missing */
 	pthread_rwlock_t rw;
+	/* Fetchers write their ranges into fd in turn: concurrent pwrites to
+	 * one file spin on its inode lock, burning the CPU a cold read needs.
+	 */
+	pthread_mutex_t fetch_wmu;
 	struct cver *nnext;	    /* node's list */
 	struct cver *gprev, *gnext; /* c->vers, every version */
 };

@@ -254,7 +254,7 @@ static void *fetch_main(void *arg)
 		/* By revision: a file replaced on Drive while it is read here
 		 * must not fill this version with the new bytes. */
 		rc = drive_download_rev_fd(c->dc, id, rev, off, len, fd, off,
-					   &got, &err);
+					   &v->fetch_wmu, &got, &err);
 		if (rc == 0 && got != len) {
 			rc = -1;
 			drive_err_set(&err, 0, "short",

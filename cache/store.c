@@ -522,6 +522,7 @@ static int load_versions(struct cache *c)
 		v->atime_ms = sqlite3_column_int64(st, 10);
 		v->unsynced = sqlite3_column_int(st, 11);
 		pthread_rwlock_init(&v->rw, NULL);
+		pthread_mutex_init(&v->fetch_wmu, NULL);
 		v->nnext = n->vers;
 		n->vers = v;
 		v->gnext = c->vers;

@@ -49,6 +49,7 @@ struct cver *ver_new(struct cache *c, struct cnode *n, int state)
 	v->atime_ms = cache_wall_ms();
 	clock_gettime(CLOCK_REALTIME, &v->mtime);
 	pthread_rwlock_init(&v->rw, NULL);
+	pthread_mutex_init(&v->fetch_wmu, NULL);
 	v->nnext = n->vers;
 	n->vers = v;
 	v->gnext = c->vers;
@@ -79,6 +80,7 @@ static void ver_free(struct cver *v)
 	if (v->fd >= 0)
 		close(v->fd);
 	pthread_rwlock_destroy(&v->rw);
+	pthread_mutex_destroy(&v->fetch_wmu);
 	free(v->session_url);
 	free(v);
 }
@@ -600,26 +602,34 @@ out:
 	return rc;
 }
 
-ssize_t cache_read(struct cache_handle *h, void *buf, size_t size, off_t off)
+int cache_read_fd(struct cache_handle *h, size_t size, off_t off, int *fd)
 {
 	struct cache *c = h->c;
 	struct cver *v = h->v;
-	ssize_t r;
-	int rc;
+	int rc = 0;
 
 	if (v->fetch) {
 		pthread_mutex_lock(&c->lock);
-		rc = 0;
 		if (off < v->size)
 			rc = fetch_wait(c, v, off,
 					(int64_t)size < v->size - off
 						? (int64_t)size
 						: v->size - off);
 		pthread_mutex_unlock(&c->lock);
-		if (rc < 0)
-			return rc;
 	}
-	r = pread(v->fd, buf, size, off);
+	*fd = v->fd;
+	return rc;
+}
+
+ssize_t cache_read(struct cache_handle *h, void *buf, size_t size, off_t off)
+{
+	ssize_t r;
+	int fd, rc;
+
+	rc = cache_read_fd(h, size, off, &fd);
+	if (rc < 0)
+		return rc;
+	r = pread(fd, buf, size, off);
 	return r < 0 ? -errno : r;
 }
 

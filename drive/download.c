@@ -4,6 +4,7 @@
  * is resumed from the byte where it stopped, not restarted.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,8 @@
 struct dl_target {
 	int fd; /* >= 0: pwrite at fd_off + done */
 	int64_t fd_off;
-	char *buf; /* else: memcpy at buf + done */
+	pthread_mutex_t *wlock; /* held around each pwrite, if set */
+	char *buf;		/* else: memcpy at buf + done */
 	size_t buf_len;
 	int64_t want;  /* bytes wanted, -1 = to the end */
 	int64_t start; /* file offset of this attempt's first byte */
@@ -47,18 +49,25 @@ static int dl_check_start(struct dl_target *t, struct drive_resp *rs)
 static int dl_write_fd(struct dl_target *t, const char *p, size_t n)
 {
 	ssize_t w;
+	int rc = 0;
 
+	if (t->wlock)
+		pthread_mutex_lock(t->wlock);
 	while (n > 0) {
 		w = pwrite(t->fd, p, n, t->fd_off + t->done);
 		if (w < 0 && errno == EINTR)
 			continue;
-		if (w < 0)
-			return errno;
+		if (w < 0) {
+			rc = errno;
+			break;
+		}
 		p += w;
 		n -= (size_t)w;
 		t->done += w;
 	}
-	return 0;
+	if (t->wlock)
+		pthread_mutex_unlock(t->wlock);
+	return rc;
 }
 
 static int dl_sink(const char *p, size_t n, struct drive_resp *rs, void *ud)
@@ -191,15 +200,15 @@ int drive_download_fd(struct drive_client *c, const char *id, int64_t offset,
 		      struct drive_err *err)
 {
 	return drive_download_rev_fd(c, id, NULL, offset, len, fd, fd_offset,
-				     got, err);
+				     NULL, got, err);
 }
 
 int drive_download_rev_fd(struct drive_client *c, const char *id,
 			  const char *rev, int64_t offset, int64_t len, int fd,
-			  int64_t fd_offset, int64_t *got,
-			  struct drive_err *err)
+			  int64_t fd_offset, pthread_mutex_t *wlock,
+			  int64_t *got, struct drive_err *err)
 {
-	struct dl_target t = {.fd = fd, .fd_off = fd_offset};
+	struct dl_target t = {.fd = fd, .fd_off = fd_offset, .wlock = wlock};
 	int rc;
 
 	drive_err_clear(err);

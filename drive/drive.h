@@ -11,6 +11,7 @@
 #ifndef VECTUR_DRIVE_H
 #define VECTUR_DRIVE_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -190,11 +191,13 @@ int drive_download_fd(struct drive_client *c, const char *id, int64_t offset,
 		      struct drive_err *err);
 /* The same, of one revision (headRevisionId when it was current): the bytes
  * of that content even if the file has changed since; a revision Drive no
- * longer has is 404 notFound. */
+ * longer has is 404 notFound. wlock (if non-NULL) is held around each
+ * write to fd: downloads of several ranges into one file then take turns
+ * here instead of spinning on the file's inode lock in the kernel. */
 int drive_download_rev_fd(struct drive_client *c, const char *id,
 			  const char *rev, int64_t offset, int64_t len, int fd,
-			  int64_t fd_offset, int64_t *got,
-			  struct drive_err *err);
+			  int64_t fd_offset, pthread_mutex_t *wlock,
+			  int64_t *got, struct drive_err *err);
 
 /* An upload of the content of `fd` (size bytes from offset 0). Creates a new
  * file (id == NULL or "": in `parent` named `name`) or replaces the content

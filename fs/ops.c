@@ -1302,6 +1302,53 @@ static int vfs_read(const char *path, char *buf, size_t size, off_t off,
 	return -EIO;
 }
 
+/* Reads of files with a descriptor (the cache's content file, a local
+ * file) hand libfuse the descriptor: with splice the bytes go from the page
+ * cache to /dev/fuse without a copy through this process, which is what a
+ * cold read of a large checkpoint is limited by. Other handles fill a
+ * buffer through vfs_read. */
+static int vfs_read_buf(const char *path, struct fuse_bufvec **bufp,
+			size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct fh *fh = fh_of(fi);
+	struct fuse_bufvec *bv;
+	int fd = -1, rc = 0;
+
+	bv = malloc(sizeof(*bv));
+	if (!bv)
+		return -ENOMEM;
+	*bv = FUSE_BUFVEC_INIT(size);
+	if (fh->kind == FH_LOCAL)
+		fd = fh->fd;
+	else if (fh->kind == FH_CACHE)
+		rc = cache_read_fd(fh->ch, size, off, &fd);
+	if (rc < 0) {
+		free(bv);
+		return rc;
+	}
+	if (fd >= 0) {
+		bv->buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+		bv->buf[0].fd = fd;
+		bv->buf[0].pos = off;
+		*bufp = bv;
+		return 0;
+	}
+	bv->buf[0].mem = malloc(size ? size : 1);
+	if (!bv->buf[0].mem) {
+		free(bv);
+		return -ENOMEM;
+	}
+	rc = vfs_read(path, bv->buf[0].mem, size, off, fi);
+	if (rc < 0) {
+		free(bv->buf[0].mem);
+		free(bv);
+		return rc;
+	}
+	bv->buf[0].size = (size_t)rc;
+	*bufp = bv;
+	return 0;
+}
+
 static int vfs_write(const char *path, const char *buf, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
@@ -1447,6 +1494,9 @@ static void *vfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	/* READDIRPLUS on every call, not only the first of a listing:
 	 * `ls -l` reads all names before it stats any. */
 	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
+	/* read_buf's descriptors go to the kernel by splice where it can. */
+	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+		conn->want |= FUSE_CAP_SPLICE_WRITE;
 	return v;
 }
 
@@ -1486,6 +1536,7 @@ const struct fuse_operations vfs_ops = {
 	.truncate = vfs_truncate,
 	.open = vfs_open,
 	.read = vfs_read,
+	.read_buf = vfs_read_buf,
 	.write = vfs_write,
 	.statfs = vfs_statfs,
 	.flush = vfs_flush,

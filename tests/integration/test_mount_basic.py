@@ -11,6 +11,7 @@ the child by PID. Binaries come from $VECTUR_BIN (default <repo>/bin)."""
 
 import hashlib
 import json
+import mmap
 import os
 import re
 import signal
@@ -495,6 +496,43 @@ def test_remount_with_an_empty_cache_reads_everything_back_from_drive(mount):
     for rel, data in files.items():
         assert open(mount.p(rel), "rb").read() == data, rel
     assert sorted(os.listdir(mount.p("runs/a"))) == ["b", "meta.json"]
+
+
+def test_reads_at_any_offset_return_the_bytes_there_on_every_kind_of_file(mount):
+    # Reads hand libfuse a descriptor (spliced to the kernel) for cached and
+    # local files, and a buffer for the status file: every one must give the
+    # bytes at the offset, short at the end of the file, empty past it.
+    mount.start()
+    os.makedirs(mount.p("runs/o"))
+    data = os.urandom((3 << 20) + 4321)
+    with open(mount.p("runs/o/ckpt.pt"), "wb") as f:
+        f.write(data)
+    with open(mount.p("local.bin"), "wb") as f:
+        f.write(data)
+    assert mount.stop() == 0
+    wait_on_drive(mount.emu, mount.folder, "runs/o/ckpt.pt", data, timeout=5)
+    mount.start(cache=str(mount.tmp / "cache2"))  # the checkpoint is cold
+    offsets = [len(data) - 1000, 0, 4095, (2 << 20) + 17, len(data) - 1, len(data),
+               len(data) + 5000]
+    for rel in ("runs/o/ckpt.pt", "local.bin"):
+        fd = os.open(mount.p(rel), os.O_RDONLY)
+        try:
+            for off in offsets:
+                assert os.pread(fd, 70000, off) == data[off:off + 70000], (rel, off)
+            with open(fd, "rb", closefd=False) as f, \
+                    mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                assert m[(1 << 20) - 3:(1 << 20) + 5] == data[(1 << 20) - 3:(1 << 20) + 5]
+                assert m[len(data) - 10:] == data[-10:]
+        finally:
+            os.close(fd)
+    status = open(mount.p(".vectur/status"), "rb").read()
+    fd = os.open(mount.p(".vectur/status"), os.O_RDONLY)
+    try:
+        assert os.pread(fd, 10, 2) == status[2:12]
+        assert os.pread(fd, 10, len(status) + 3) == b""
+    finally:
+        os.close(fd)
+    assert json.loads(status)["mount"]["remote"] == "gdrive"
 
 
 def test_local_training_script_runs_in_the_mount(mount):
