@@ -214,10 +214,14 @@ int store_open(struct cache *c, char *errbuf, size_t errlen)
 	/* One connection in one process (the cache dir lock keeps other
 	 * mounts out): exclusive locking keeps the WAL index in memory and
 	 * skips the shared-memory file and its fcntl locks, ~27 system
-	 * calls per created file. Must come before journal_mode=WAL. */
+	 * calls per created file. Must come before journal_mode=WAL.
+	 * Checkpoints run in the committing call, under c->lock, with two
+	 * fsyncs (~6 ms here): every 16384 WAL pages instead of SQLite's 1000
+	 * (a close commits ~4), and each copies only the distinct pages. */
 	if (exec(c, "PRAGMA locking_mode=EXCLUSIVE") ||
 	    exec(c, "PRAGMA journal_mode=WAL") ||
-	    exec(c, "PRAGMA synchronous=NORMAL") || exec(c, schema) ||
+	    exec(c, "PRAGMA synchronous=NORMAL") ||
+	    exec(c, "PRAGMA wal_autocheckpoint=16384") || exec(c, schema) ||
 	    add_columns(c)) {
 		snprintf(errbuf, errlen, "cannot set up %s: %s", path,
 			 c->last_error);
