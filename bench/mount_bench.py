@@ -113,7 +113,7 @@ def cmd_lsl(d, n):
 
 # ---- the report ------------------------------------------------------------
 
-TARGETS = [("local", "local disk"), ("vectur", "vectur-mount"),
+TARGETS = [("local", "local disk"), ("fuse_floor", "FUSE floor"), ("vectur", "vectur-mount"),
            ("rclone_local", "rclone local"), ("rclone_drive", "rclone drive"),
            ("curl", "curl")]
 
@@ -209,12 +209,17 @@ def cmd_table(path, size_mb, n):
                 if target is not None:
                     line += " %s (target >= %.2f)" % ("PASS" if ratio >= target else "MISS",
                                                       target)
+            f = val("fuse_floor", m)
+            if rt == "local" and isinstance(a, float) and isinstance(f, float) and a > 0:
+                line += "; %.2fx floor" % (f / a)
         print(line)
     print("MB/s = 10^6 bytes/s of a %d MiB file; (s) rows are seconds; ratio = speed of"
           " vectur / speed of the reference (for (s) rows: reference time / vectur time;"
           " 'within 3x' = ratio >= 0.33)" % int(size_mb))
     for t, v in NOTES:
         print("note [%s]: %s" % (t, v))
+    print("FUSE floor = bin/tools/fuse_floor, a bare libfuse passthrough of a local directory"
+          " with vectur-mount's kernel settings; 'x floor' = speed of vectur / speed of it.")
     print("notes: vectur runs with write_back=0, 'sync' = vectur-mount --sync; its fsync returns"
           " once the version is on Drive (md5 checked). rclone: sync = rc vfs/stats queue empty"
           " and one 'Copied' log line per closed file; rclone's fsync does not upload, so its"

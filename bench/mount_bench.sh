@@ -2,6 +2,9 @@
 # mount_bench.sh — vectur-mount side by side with local disk, rclone mount and
 # raw curl, in one run, on 127.0.0.1 only:
 #   local         a plain directory on the same filesystem as the cache dirs
+#   fuse_floor    the same through bin/tools/fuse_floor, a bare libfuse
+#                 passthrough set up as vectur-mount sets up the kernel: what
+#                 FUSE itself costs on this machine (no cache, no Drive)
 #   vectur        bin/vectur-mount against a fresh Drive emulator
 #                 (write_back=0), files under runs/bench/ (persisted)
 #   rclone_local  rclone mount --vfs-cache-mode writes over a local directory
@@ -35,7 +38,7 @@ NS_SCRIPT=$REPO/tests/integration/rclone_ns.sh
 SIZE_MB=${SIZE_MB:-1024}
 NFILES=${NFILES:-10000}
 RCLONE_DRIVE=${RCLONE_DRIVE:-1}
-TARGETS=${TARGETS:-local vectur rclone_local rclone_drive}  # vectur includes curl
+TARGETS=${TARGETS:-local fuse_floor vectur rclone_local rclone_drive}  # vectur includes curl
 want() { case " $TARGETS " in *" $1 "*) return 0 ;; esac; return 1; }
 SYNC_TIMEOUT=${SYNC_TIMEOUT:-1800}
 RD_WAIT=${RD_WAIT:-60}  # rclone drive: the longest wait for the small files' uploads
@@ -115,6 +118,9 @@ timed_sync() { # TARGET METRIC [ADD_SECONDS]: runs hook_sync, records its time (
 	rec "$1" "$2" "$d"
 }
 
+# Targets with nothing remote: no sync, no cache to read back from.
+on_disk() { [ "$1" = local ] || [ "$1" = fuse_floor ]; }
+
 bench_target() { # TARGET DIR
 	local t=$1 d=$2 out bytes s
 	say "== $t: $d"
@@ -124,23 +130,23 @@ bench_target() { # TARGET DIR
 	s=$("$PY" "$H" write "$d/w.bin" "$SIZE_MB" 1)
 	rec "$t" write_close "$s"
 	hook_closed 1
-	[ "$t" = local ] || timed_sync "$t" sync_after_write "$s"
+	on_disk "$t" || timed_sync "$t" sync_after_write "$s"
 	drop
 	s=$("$PY" "$H" write "$d/f.bin" "$SIZE_MB" 2 fsync)
 	rec "$t" write_fsync "$s"
 	hook_closed 1
-	[ "$t" = local ] || hook_sync "$t"
+	on_disk "$t" || hook_sync "$t"
 	drop
 	s=$("$PY" "$H" create "$d/small" "$NFILES" 1024)
 	rec "$t" create "$s"
 	hook_closed "$NFILES"
-	[ "$t" = local ] || timed_sync "$t" sync_after_create
+	on_disk "$t" || timed_sync "$t" sync_after_create
 	drop
 	s=$("$PY" "$H" lsl "$d/small" "$NFILES")
 	rec "$t" lsl "$s"
 	s=$("$PY" "$H" lsl "$d/small" "$NFILES")
 	rec "$t" lsl_warm "$s"
-	[ "$t" = local ] || hook_remount "$t"
+	on_disk "$t" || hook_remount "$t"
 	drop
 	out=$("$PY" "$H" read "$d/w.bin")
 	bytes=${out#* }
@@ -148,14 +154,14 @@ bench_target() { # TARGET DIR
 	rec "$t" cold_read "${out% *}"
 	out=$("$PY" "$H" read "$d/w.bin")
 	rec "$t" warm_read "${out% *}"
-	if [ "$t" != local ]; then
+	if ! on_disk "$t"; then
 		drop
 		out=$("$PY" "$H" read "$d/w.bin")
 		rec "$t" cache_read "${out% *}"
 	fi
 	[ "$("$PY" "$H" md5 "$d/w.bin")" = "$MD5_1" ] || { say "$t: md5 of w.bin differs"; return 1; }
 	[ "$("$PY" "$H" md5 "$d/f.bin")" = "$MD5_2" ] || { say "$t: md5 of f.bin differs"; return 1; }
-	if [ "$t" != local ] && [ -z "$PARTIAL" ]; then
+	if ! on_disk "$t" && [ -z "$PARTIAL" ]; then
 		hook_remount "$t"
 		drop
 		s=$("$PY" "$H" lsl "$d/small" "$NFILES")
@@ -274,6 +280,7 @@ BIN=${VECTUR_BIN:-$REPO/bin}
 [ -x "$BIN/vectur-mount" ] || { echo "mount_bench: build first (make): no $BIN/vectur-mount" >&2; exit 1; }
 cp "$BIN/vectur-mount" "$WORK/vectur-mount"
 VM=$WORK/vectur-mount
+FF=$BIN/tools/fuse_floor
 for tool in rclone curl fusermount3; do
 	command -v "$tool" >/dev/null || { echo "mount_bench: $tool is not installed" >&2; exit 1; }
 done
@@ -293,6 +300,22 @@ if want local; then
 	# Kept until the end: on ext4 without a journal (this VM's root fs),
 	# creating files right after deleting 10,000 scans past every
 	# recently deleted inode, which would slow whoever runs next.
+fi
+
+# ---- (a2) the FUSE floor: a bare passthrough of a local directory -----------------
+if want fuse_floor; then
+	[ -x "$FF" ] || { say "no $FF (make)"; exit 1; }
+	mkdir -p "$WORK/ffroot" "$WORK/ffmnt"
+	"$FF" "$WORK/ffroot" "$WORK/ffmnt" -f >"$WORK/fuse_floor.out" 2>&1 </dev/null &
+	FF_PID=$!
+	PIDS+=("$FF_PID")
+	MOUNTS+=("$WORK/ffmnt")
+	wait_mounted "$WORK/ffmnt" "$FF_PID" fuse_floor || exit 1
+	bench_target fuse_floor "$WORK/ffmnt"
+	fusermount3 -u "$WORK/ffmnt"
+	wait "$FF_PID" 2>/dev/null || true
+	PIDS=() MOUNTS=()
+	# Its files stay until the end, as local's do.
 fi
 if want vectur; then
 
