@@ -157,6 +157,7 @@ def cmd_table(path, size_mb, n):
         ("  write until on remote (close + sync)", "sync_after_write", "mb"),
         ("seq write + fsync (vectur: on Drive)", "write_fsync", "mb"),
         ("cold read (uncached, page cache dropped)", "cold_read", "mb"),
+        ("  cold read, capped link (see note)", "cold_read_net", "mb"),
         ("warm read (second read)", "warm_read", "mb"),
         ("cached read, page cache dropped", "cache_read", "mb"),
         ("create %d x 1 KiB files (s)" % n, "create", "s"),
@@ -166,6 +167,7 @@ def cmd_table(path, size_mb, n):
         ("ls -l after remount, empty cache (s)", "lsl_remount", "s"),
         ("upload 1 file (resumable, one PUT)", "upload", "mb"),
         ("download (alt=media)", "download", "mb"),
+        ("  download, capped link (see note)", "download_net", "mb"),
     ]
 
     def cell(t, m, kind):
@@ -183,6 +185,7 @@ def cmd_table(path, size_mb, n):
         "write_fsync": ("curl", "upload", None, "x curl up"),
         "sync_after_write": ("curl", "upload", None, "x curl up"),
         "cold_read": ("curl", "download", 0.8, "x curl down"),
+        "cold_read_net": ("curl", "download_net", 0.8, "x curl down"),
         "warm_read": ("local", "warm_read", None, "x local"),
         "cache_read": ("local", "cache_read", None, "x local"),
         "create": ("local", "create", 1 / 3, "x local"),

@@ -388,6 +388,27 @@ hook_remount() {
 }
 vectur_mount
 bench_target vectur "$VMNT/runs/bench"
+# A network in the way: on loopback the emulator serves 2+ GB/s and a cold
+# read through FUSE is bound by this machine's CPU (copies); with a capped,
+# slower link (NET_BW bytes/s shared by all connections, NET_LAT ms before
+# each request) curl and vectur cross the same link.
+if [ "${NET_BW:-200000000}" != 0 ]; then
+	curl -sS -X POST -d "{\"bandwidth\": ${NET_BW:-200000000}, \"latency_ms\": ${NET_LAT:-20}}" \
+		"$URL/_emu/faults" >/dev/null
+	note all "net rows: emulator capped at ${NET_BW:-200000000} B/s, ${NET_LAT:-20} ms per request"
+	drop
+	t0=$(now)
+	out=$(curl -sS -o /dev/null -H "$AUTH" -w '%{http_code} %{size_download}' "$URL/drive/v3/files/$CURL_ID?alt=media")
+	t1=$(now)
+	[ "$out" = "200 $SIZE" ] || { say "curl download (net) failed: $out"; exit 1; }
+	rec curl download_net "$(elapsed "$t0" "$t1")"
+	hook_remount vectur
+	drop
+	out=$("$PY" "$H" read "$VMNT/runs/bench/w.bin")
+	[ "${out#* }" = "$SIZE" ] || { say "vectur: cold read (net) got ${out#* } bytes, want $SIZE"; exit 1; }
+	rec vectur cold_read_net "${out% *}"
+	curl -sS -X DELETE "$URL/_emu/faults" >/dev/null
+fi
 if grep -iE 'error|warn|fail' "$WORK/vcache$VN/vectur-mount.log" "$WORK/vectur-mount.out" 2>/dev/null | head -5 >"$WORK/vwarn"; [ -s "$WORK/vwarn" ]; then
 	note vectur "log lines: $(tr '\n' '|' <"$WORK/vwarn" | cut -c1-400)"
 fi
