@@ -42,8 +42,8 @@ static const char *const stmt_sql[ST_N] = {
 		"INSERT OR REPLACE INTO nodes(ino,parent,name,is_dir,mode,"
 		"mtime_ns,ctime_ns,drive_id,remote_exists,remote_parent,"
 		"remote_name,md5,rsize,rversion,listed,mtime_dirty,landed_seq,"
-		"created_here,settle,rival_id)"
-		" VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+		"created_here,settle,rival_id,rev)"
+		" VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 	[ST_DEL_NODE] = "DELETE FROM nodes WHERE ino=?",
 	[ST_SAVE_VER] =
 		"INSERT OR REPLACE INTO versions(vid,ino,state,size,mtime_ns,"
@@ -66,7 +66,7 @@ static const char schema[] =
 	" ctime_ns INT, drive_id TEXT, remote_exists INT, remote_parent TEXT,"
 	" remote_name TEXT, md5 TEXT, rsize INT, rversion INT, listed INT,"
 	" mtime_dirty INT, landed_seq INT, created_here INT DEFAULT 0,"
-	" settle INT DEFAULT 0, rival_id TEXT DEFAULT '');"
+	" settle INT DEFAULT 0, rival_id TEXT DEFAULT '', rev TEXT DEFAULT '');"
 	"CREATE TABLE IF NOT EXISTS versions(vid INTEGER PRIMARY KEY,"
 	" ino INT, state INT, size INT, mtime_ns INT, close_seq INT,"
 	" complete INT, was_clean INT, session_url TEXT, session_off INT,"
@@ -81,6 +81,7 @@ static const char *const added_columns[][2] = {
 	{"nodes", "settle INT DEFAULT 0"},
 	{"nodes", "rival_id TEXT DEFAULT ''"},
 	{"tombs", "after_seq INT DEFAULT 0"},
+	{"nodes", "rev TEXT DEFAULT ''"},
 };
 
 static int64_t ts_ns(struct timespec t)
@@ -334,6 +335,9 @@ int store_save_node(struct cache *c, const struct cnode *n)
 	sqlite3_bind_int(st, 18, n->created_here);
 	sqlite3_bind_int(st, 19, n->settle);
 	sqlite3_bind_text(st, 20, n->rival_id, -1, SQLITE_STATIC);
+	/* The revision the cached size and md5 are of: a download after a
+	 * restart asks for it even before the feed has caught up. */
+	sqlite3_bind_text(st, 21, n->rev, -1, SQLITE_STATIC);
 	return step(c, st);
 }
 
@@ -434,7 +438,7 @@ static int load_nodes(struct cache *c)
 			       "ctime_ns,drive_id,remote_exists,remote_parent,"
 			       "remote_name,md5,rsize,rversion,listed,"
 			       "mtime_dirty,landed_seq,created_here,settle,"
-			       "rival_id FROM nodes ORDER BY ino",
+			       "rival_id,rev FROM nodes ORDER BY ino",
 			       -1, &st, NULL) != SQLITE_OK)
 		return -EIO;
 	while (sqlite3_step(st) == SQLITE_ROW) {
@@ -477,6 +481,7 @@ static int load_nodes(struct cache *c)
 		n->settle = sqlite3_column_int(st, 18);
 		snprintf(n->rival_id, sizeof(n->rival_id), "%s",
 			 col_text(st, 19));
+		snprintf(n->rev, sizeof(n->rev), "%s", col_text(st, 20));
 		if (ino >= c->next_ino)
 			c->next_ino = ino + 1;
 	}

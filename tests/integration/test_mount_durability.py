@@ -404,6 +404,41 @@ def test_a_file_replaced_on_drive_while_it_downloads_reads_as_the_version_opened
     assert data == v1, "b opened before the replace landed; it read v2 (timing?)"
 
 
+def test_a_file_replaced_while_the_mount_was_down_reads_whole_before_the_feed_catches_up(
+        mounts, emulator):
+    """b has listed a file but not read it, and stops; a replaces it on
+    Drive with a longer one; b starts again on the same cache dir while the
+    changes feed fails, so its open goes on with what the cache knows (the
+    old size). The download must be of that version: the revision is kept
+    in the cache across restarts. Before, b asked for the current content
+    and read the first 5000 bytes of the new one as the old file."""
+    a = mounts(name="a", cache="cache-a").start()
+    b = mounts(name="b", cache="cache-b", folder=a.folder).start()
+    rel = "runs/r/g.json"
+    os.makedirs(a.p("runs/r"))
+    v1, v2 = b"1" * 5000, b"2" * 9000
+    write_file(a.p(rel), v1)
+    sync_ok(a)
+    wait_for(lambda: os.path.exists(b.p(rel)) and os.stat(b.p(rel)).st_size == len(v1),
+             15, "b to list the file")
+    assert b.stop() == 0
+    fd = os.open(a.p(rel), os.O_WRONLY | os.O_TRUNC)
+    os.write(fd, v2)
+    os.fsync(fd)
+    os.close(fd)
+    emulator.set_faults({"fail_rate": 1.0, "fail_status": 500,
+                         "fail_kinds": ["changes_list", "changes_start"]})
+    try:
+        b.start()
+        with open(b.p(rel), "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            data = f.read()
+    finally:
+        emulator.clear_faults()
+    assert (data, size) in ((v1, len(v1)), (v2, len(v2))), (
+        "b read %d bytes of '%s' (fstat %d)" % (len(data), data[:1].decode(), size))
+
+
 def test_after_an_fsync_on_one_mount_the_other_opens_the_new_content_at_once(
         mounts, emulator):
     """b has the file cached; a rewrites it and fsyncs; the moment fsync

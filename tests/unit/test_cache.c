@@ -627,6 +627,71 @@ static void test_state_survives_clean_restart(void)
 	rm_rf(dir);
 }
 
+/* A cache dir made by the first release (nodes and tombs without the
+ * columns added since) opens, gains the columns, and keeps what it held;
+ * the revision a node's md5 is of survives a restart. */
+static void test_cache_dir_of_an_older_release_opens_and_keeps_revisions(void)
+{
+	const char *dir = new_dir();
+	char path[256], *err = NULL;
+	struct cnode *n = NULL;
+	struct cache *c;
+	sqlite3 *db;
+
+	snprintf(path, sizeof(path), "%s/meta.db", dir);
+	CHECK_INT(sqlite3_open(path, &db), SQLITE_OK);
+	CHECK_INT(
+		sqlite3_exec(
+			db,
+			"CREATE TABLE meta(k TEXT PRIMARY KEY, v TEXT);"
+			"CREATE TABLE nodes(ino INTEGER PRIMARY KEY,"
+			" parent INTEGER, name TEXT, is_dir INT, mode INT,"
+			" mtime_ns INT, ctime_ns INT, drive_id TEXT,"
+			" remote_exists INT, remote_parent TEXT,"
+			" remote_name TEXT, md5 TEXT, rsize INT, rversion INT,"
+			" listed INT, mtime_dirty INT, landed_seq INT);"
+			"CREATE TABLE versions(vid INTEGER PRIMARY KEY,"
+			" ino INT, state INT, size INT, mtime_ns INT,"
+			" close_seq INT, complete INT, was_clean INT,"
+			" session_url TEXT, session_off INT, atime_ms INT,"
+			" unsynced INT DEFAULT 0);"
+			"CREATE TABLE tombs(tid INTEGER PRIMARY KEY,"
+			" drive_id TEXT, hard INT, ino INT);"
+			"INSERT INTO nodes VALUES(1,0,'',1,16877,0,0,"
+			"'root',1,'','','',0,0,1,0,0);"
+			"INSERT INTO nodes VALUES(2,1,'old.txt',0,33188,0,0,"
+			"'id-old',1,'root','old.txt',"
+			"'900150983cd24fb0d6963f7d28e17f72',3,1,1,0,0);",
+			NULL, NULL, &err),
+		SQLITE_OK);
+	sqlite3_free(err);
+	sqlite3_close(db);
+	c = open_cache(dir, 0);
+	CHECK(c != NULL);
+	if (!c)
+		goto out;
+	pthread_mutex_lock(&c->lock);
+	CHECK_INT(node_lookup(c, "old.txt", &n), 0);
+	if (n) {
+		snprintf(n->rev, sizeof(n->rev), "rev-7");
+		CHECK_INT(store_save_node(c, n), 0);
+	}
+	pthread_mutex_unlock(&c->lock);
+	cache_close(c, 0);
+	c = open_cache(dir, 0);
+	CHECK(c != NULL);
+	if (!c)
+		goto out;
+	n = NULL;
+	pthread_mutex_lock(&c->lock);
+	CHECK_INT(node_lookup(c, "old.txt", &n), 0);
+	CHECK_STR(n ? n->rev : NULL, "rev-7");
+	pthread_mutex_unlock(&c->lock);
+	cache_close(c, 0);
+out:
+	rm_rf(dir);
+}
+
 /* The cache disk fills up: the writer gets ENOSPC, what was queued stays.
  * Runs in a child with its own mount namespace and a 2 MiB tmpfs; skipped
  * where that is not allowed (not root). */
@@ -735,6 +800,7 @@ int main(void)
 	RUN(test_eviction_never_touches_dirty);
 	RUN(test_status_json);
 	RUN(test_state_survives_clean_restart);
+	RUN(test_cache_dir_of_an_older_release_opens_and_keeps_revisions);
 	RUN(test_long_open_file_is_snapshotted);
 	RUN(test_disk_full_gives_enospc_and_keeps_the_queue);
 	return t_done();
