@@ -12,8 +12,9 @@
 #                 a second emulator serving TLS on 127.0.0.1:443, in a private
 #                 mount namespace with its own /etc/hosts, as in
 #                 tests/integration/test_rclone_interop.py (RCLONE_DRIVE=0 skips)
-#   curl          one resumable upload (a single PUT) and one alt=media
-#                 download against vectur's emulator (bench/curl_baseline.sh style)
+#   curl          one resumable upload (a single PUT) against vectur's emulator,
+#                 and an alt=media download of the file vectur reads cold, right
+#                 before vectur reads it (bench/curl_baseline.sh style)
 # Per target: SIZE_MB sequential write until close; write + fsync; NFILES
 # 1 KiB files created in one directory; `ls -l` of them (page cache dropped,
 # then again warm); remount with an empty cache dir; cold read of the first
@@ -22,8 +23,14 @@
 # after the remount. Page cache is dropped (sync; echo 3 >
 # /proc/sys/vm/drop_caches, root) before each cold measurement.
 #
+# Then, for vectur and curl, the cold read again with the emulator behind a
+# capped link (NET_BW bytes/s shared by all connections, NET_LAT ms before
+# each request; NET_BW=0 skips it).
+#
 # usage: bench/mount_bench.sh
-# env:   SIZE_MB (1024), NFILES (10000), RCLONE_DRIVE (1), VECTUR_BIN
+# env:   SIZE_MB (1024), NFILES (10000), RCLONE_DRIVE (1), NET_BW (200000000),
+#        NET_LAT (20), TARGETS (all: local fuse_floor vectur rclone_local
+#        rclone_drive), VECTUR_BIN
 #        (<repo>/bin; the binary is copied at start so a rebuild mid-run does
 #        not matter), BENCH_TMP (parent of the work dir, default /tmp)
 # Exits 0 unless something broke; PASS/MISS against the targets is
