@@ -246,7 +246,8 @@ static const struct fuse_operations floor_ops = {
 int main(int argc, char **argv)
 {
 	if (argc < 3 || argv[1][0] == '-') {
-		fprintf(stderr, "usage: fuse_floor ROOT MOUNTPOINT [options]\n");
+		fprintf(stderr,
+			"usage: fuse_floor ROOT MOUNTPOINT [options]\n");
 		return 2;
 	}
 	if (!realpath(argv[1], floor_root)) {
