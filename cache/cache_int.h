@@ -11,6 +11,8 @@
  *                  pwrite/ftruncate, a snapshot holds it exclusive while it
  *                  copies, so a snapshot is never torn by a concurrent write
  *   c->lock        everything else in memory and the SQLite connection
+ *   v->fetch_wmu   a leaf, taken with no other lock: download workers hold
+ *                  it around each pwrite into a version being fetched
  *
  * c->lock is never held across a Drive call, a wait for the network, or a
  * content read/write: only while looking at or changing the structs below
