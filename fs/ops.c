@@ -32,6 +32,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include "kernel.h"
 #include "vfs.h"
 
 /* Persisted inode numbers are small SQLite row ids; this bit keeps them
@@ -1472,32 +1473,8 @@ static int vfs_statfs(const char *path, struct statvfs *st)
 
 static void *vfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
-	struct vfs *v = vfs_get();
-
-	/* Persisted files can change on Drive: short kernel caches. Each
-	 * open decides itself whether the kernel keeps the file's pages
-	 * (open_common: the version it caches is the one opened). No
-	 * negative caching: another instance may create a lock any moment. */
-	cfg->use_ino = 1;
-	cfg->entry_timeout = 1.0;
-	cfg->attr_timeout = 1.0;
-	cfg->negative_timeout = 0;
-	cfg->kernel_cache = 0;
-	cfg->auto_cache = 0;
-	/* Unlinking an open file must not leave .fuse_hidden* files, which
-	 * would be uploaded; our handles stay valid without a path. */
-	cfg->hard_remove = 1;
-	cfg->nullpath_ok = 1;
-	/* Writes must reach us at write(2) time so close() sees the whole
-	 * version: no kernel write-back cache. */
-	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
-	/* READDIRPLUS on every call, not only the first of a listing:
-	 * `ls -l` reads all names before it stats any. */
-	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
-	/* read_buf's descriptors go to the kernel by splice where it can. */
-	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
-		conn->want |= FUSE_CAP_SPLICE_WRITE;
-	return v;
+	vfs_kernel_settings(conn, cfg);
+	return vfs_get();
 }
 
 static void vfs_destroy(void *private_data)

@@ -232,6 +232,29 @@ def two_mounts_sharing(mounts, rel, first):
     return a, b
 
 
+def listed_not_read_on_b(mounts, rel, data):
+    """a writes rel and syncs it to Drive; b lists it without reading it."""
+    a = mounts(name="a", cache="cache-a").start()
+    b = mounts(name="b", cache="cache-b", folder=a.folder).start()
+    os.makedirs(a.p(os.path.dirname(rel)))
+    write_file(a.p(rel), data)
+    sync_ok(a)
+    wait_for(lambda: os.path.exists(b.p(rel)) and os.stat(b.p(rel)).st_size == len(data),
+             15, "b to list the file")
+    return a, b
+
+
+def rewrite_fsynced(path, data):
+    """Rewrites an existing file in place (O_TRUNC) and fsyncs: on Drive
+    when this returns."""
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def test_two_mounts_see_each_others_closes_within_poll_interval(mounts, emulator):
     poll = 1
     rel = "runs/shared/x.txt"
@@ -346,10 +369,7 @@ def test_an_open_right_after_a_stat_reads_the_new_version_whole(mounts, emulator
         wait_for(lambda: os.stat(b.p(rel)).st_size == len(old), 15, "b's size")
         t0 = time.monotonic()
         os.stat(b.p(rel))
-        fd = os.open(a.p(rel), os.O_WRONLY | os.O_TRUNC)
-        os.write(fd, new)
-        os.fsync(fd)
-        os.close(fd)
+        rewrite_fsynced(a.p(rel), new)
         with open(b.p(rel), "rb") as f:
             if time.monotonic() - t0 > 0.8:
                 continue  # the stat's attributes expired: not this case
@@ -368,15 +388,9 @@ def test_a_file_replaced_on_drive_while_it_downloads_reads_as_the_version_opened
     way. b must read the version it opened (its size, its bytes): the
     download asks for that revision. Before, it asked for the file's
     current content and b read the new bytes cut to the old size."""
-    a = mounts(name="a", cache="cache-a").start()
-    b = mounts(name="b", cache="cache-b", folder=a.folder).start()
     rel = "runs/r/g.json"
-    os.makedirs(a.p("runs/r"))
     v1, v2 = b"1" * 5000, b"2" * 9000
-    write_file(a.p(rel), v1)
-    sync_ok(a)
-    wait_for(lambda: os.path.exists(b.p(rel)) and os.stat(b.p(rel)).st_size == len(v1),
-             15, "b to list the file")
+    a, b = listed_not_read_on_b(mounts, rel, v1)
     got = {}
 
     def reader():
@@ -389,10 +403,7 @@ def test_a_file_replaced_on_drive_while_it_downloads_reads_as_the_version_opened
         th = threading.Thread(target=reader, daemon=True)
         th.start()
         time.sleep(0.5)
-        fd = os.open(a.p(rel), os.O_WRONLY | os.O_TRUNC)
-        os.write(fd, v2)
-        os.fsync(fd)
-        os.close(fd)
+        rewrite_fsynced(a.p(rel), v2)
         th.join(60)
     finally:
         emulator.clear_faults()
@@ -412,20 +423,11 @@ def test_a_file_replaced_while_the_mount_was_down_reads_whole_before_the_feed_ca
     old size). The download must be of that version: the revision is kept
     in the cache across restarts. Before, b asked for the current content
     and read the first 5000 bytes of the new one as the old file."""
-    a = mounts(name="a", cache="cache-a").start()
-    b = mounts(name="b", cache="cache-b", folder=a.folder).start()
     rel = "runs/r/g.json"
-    os.makedirs(a.p("runs/r"))
     v1, v2 = b"1" * 5000, b"2" * 9000
-    write_file(a.p(rel), v1)
-    sync_ok(a)
-    wait_for(lambda: os.path.exists(b.p(rel)) and os.stat(b.p(rel)).st_size == len(v1),
-             15, "b to list the file")
+    a, b = listed_not_read_on_b(mounts, rel, v1)
     assert b.stop() == 0
-    fd = os.open(a.p(rel), os.O_WRONLY | os.O_TRUNC)
-    os.write(fd, v2)
-    os.fsync(fd)
-    os.close(fd)
+    rewrite_fsynced(a.p(rel), v2)
     emulator.set_faults({"fail_rate": 1.0, "fail_status": 500,
                          "fail_kinds": ["changes_list", "changes_start"]})
     try:

@@ -20,6 +20,8 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "kernel.h"
+
 static char floor_root[PATH_MAX];
 
 /* ROOT + path, or -ENAMETOOLONG. */
@@ -205,19 +207,7 @@ static int floor_statfs(const char *path, struct statvfs *st)
 
 static void *floor_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
-	/* As vfs_init in fs/ops.c. */
-	cfg->use_ino = 1;
-	cfg->entry_timeout = 1.0;
-	cfg->attr_timeout = 1.0;
-	cfg->negative_timeout = 0;
-	cfg->kernel_cache = 0;
-	cfg->auto_cache = 0;
-	cfg->hard_remove = 1;
-	cfg->nullpath_ok = 1;
-	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
-	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
-	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
-		conn->want |= FUSE_CAP_SPLICE_WRITE;
+	vfs_kernel_settings(conn, cfg);
 	return NULL;
 }
 
