@@ -1283,50 +1283,40 @@ static int vfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	return open_common(path, mode, fi, true);
 }
 
-static int vfs_read(const char *path, char *buf, size_t size, off_t off,
-		    struct fuse_file_info *fi)
-{
-	struct fh *fh = fh_of(fi);
-	ssize_t n;
-
-	switch (fh->kind) {
-	case FH_LOCAL:
-		n = pread(fh->fd, buf, size, off);
-		return n < 0 ? -errno : (int)n;
-	case FH_CACHE:
-		return (int)cache_read(fh->ch, buf, size, off);
-	case FH_CTL:
-		return ctl_read(vfs_get(), fh->ctl, buf, size, off);
-	case FH_DIR:
-		return -EISDIR;
-	}
-	return -EIO;
-}
-
-/* Reads of files with a descriptor (the cache's content file, a local
- * file) hand libfuse the descriptor: with splice the bytes go from the page
- * cache to /dev/fuse without a copy through this process, which is what a
- * cold read of a large checkpoint is limited by. Other handles fill a
- * buffer through vfs_read. */
+/* Files with a descriptor (the cache's content file, a local file) are
+ * read by handing libfuse the descriptor: with splice the bytes go from the
+ * page cache to /dev/fuse without a copy through this process, which is
+ * what a cold read of a large checkpoint is limited by. The status file
+ * fills a buffer. (libfuse calls read_buf instead of read when both are
+ * set, so there is no read.) */
 static int vfs_read_buf(const char *path, struct fuse_bufvec **bufp,
 			size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct fh *fh = fh_of(fi);
 	struct fuse_bufvec *bv;
-	int fd = -1, rc = 0;
+	int fd = -1, rc;
+	char *mem;
 
+	switch (fh->kind) {
+	case FH_LOCAL:
+		fd = fh->fd;
+		break;
+	case FH_CACHE:
+		rc = cache_read_fd(fh->ch, size, off, &fd);
+		if (rc < 0)
+			return rc;
+		break;
+	case FH_CTL:
+		break;
+	case FH_DIR:
+		return -EISDIR;
+	default:
+		return -EIO;
+	}
 	bv = malloc(sizeof(*bv));
 	if (!bv)
 		return -ENOMEM;
 	*bv = FUSE_BUFVEC_INIT(size);
-	if (fh->kind == FH_LOCAL)
-		fd = fh->fd;
-	else if (fh->kind == FH_CACHE)
-		rc = cache_read_fd(fh->ch, size, off, &fd);
-	if (rc < 0) {
-		free(bv);
-		return rc;
-	}
 	if (fd >= 0) {
 		bv->buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 		bv->buf[0].fd = fd;
@@ -1334,17 +1324,14 @@ static int vfs_read_buf(const char *path, struct fuse_bufvec **bufp,
 		*bufp = bv;
 		return 0;
 	}
-	bv->buf[0].mem = malloc(size ? size : 1);
-	if (!bv->buf[0].mem) {
-		free(bv);
-		return -ENOMEM;
-	}
-	rc = vfs_read(path, bv->buf[0].mem, size, off, fi);
+	mem = malloc(size ? size : 1);
+	rc = mem ? ctl_read(vfs_get(), fh->ctl, mem, size, off) : -ENOMEM;
 	if (rc < 0) {
-		free(bv->buf[0].mem);
+		free(mem);
 		free(bv);
 		return rc;
 	}
+	bv->buf[0].mem = mem;
 	bv->buf[0].size = (size_t)rc;
 	*bufp = bv;
 	return 0;
@@ -1512,7 +1499,6 @@ const struct fuse_operations vfs_ops = {
 	.chown = vfs_chown,
 	.truncate = vfs_truncate,
 	.open = vfs_open,
-	.read = vfs_read,
 	.read_buf = vfs_read_buf,
 	.write = vfs_write,
 	.statfs = vfs_statfs,
