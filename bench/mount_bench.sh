@@ -125,13 +125,20 @@ timed_sync() { # TARGET METRIC [ADD_SECONDS]: runs hook_sync, records its time (
 	rec "$1" "$2" "$d"
 }
 
-hook_before_cold() { :; }  # TARGET: vectur's times curl's download there
+hook_before_cold() { :; }  # TARGET: runs before the cold read (vectur's times curl's download)
+
+timed_read() { # TARGET FILE METRIC: reads all of FILE (SIZE bytes) and records the time
+	local out
+	out=$("$PY" "$H" read "$2")
+	[ "${out#* }" = "$SIZE" ] || { say "$1: $3 got ${out#* } bytes, want $SIZE"; return 1; }
+	rec "$1" "$3" "${out% *}"
+}
 
 # Targets with nothing remote: no sync, no cache to read back from.
 on_disk() { [ "$1" = local ] || [ "$1" = fuse_floor ]; }
 
 bench_target() { # TARGET DIR
-	local t=$1 d=$2 out bytes s
+	local t=$1 d=$2 s
 	say "== $t: $d"
 	note "$t" "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 	mkdir -p "$d" "$d/small"
@@ -158,16 +165,11 @@ bench_target() { # TARGET DIR
 	on_disk "$t" || hook_remount "$t"
 	hook_before_cold "$t"
 	drop
-	out=$("$PY" "$H" read "$d/w.bin")
-	bytes=${out#* }
-	[ "$bytes" = "$SIZE" ] || { say "$t: cold read got $bytes bytes, want $SIZE"; return 1; }
-	rec "$t" cold_read "${out% *}"
-	out=$("$PY" "$H" read "$d/w.bin")
-	rec "$t" warm_read "${out% *}"
+	timed_read "$t" "$d/w.bin" cold_read || return 1
+	timed_read "$t" "$d/w.bin" warm_read || return 1
 	if ! on_disk "$t"; then
 		drop
-		out=$("$PY" "$H" read "$d/w.bin")
-		rec "$t" cache_read "${out% *}"
+		timed_read "$t" "$d/w.bin" cache_read || return 1
 	fi
 	[ "$("$PY" "$H" md5 "$d/w.bin")" = "$MD5_1" ] || { say "$t: md5 of w.bin differs"; return 1; }
 	[ "$("$PY" "$H" md5 "$d/f.bin")" = "$MD5_2" ] || { say "$t: md5 of f.bin differs"; return 1; }
@@ -423,9 +425,7 @@ if [ "${NET_BW:-200000000}" != 0 ]; then
 	curl_get "$W_ID" download_net
 	hook_remount vectur
 	drop
-	out=$("$PY" "$H" read "$VMNT/runs/bench/w.bin")
-	[ "${out#* }" = "$SIZE" ] || { say "vectur: cold read (net) got ${out#* } bytes, want $SIZE"; exit 1; }
-	rec vectur cold_read_net "${out% *}"
+	timed_read vectur "$VMNT/runs/bench/w.bin" cold_read_net || exit 1
 	curl -sS -X DELETE "$URL/_emu/faults" >/dev/null
 fi
 if grep -iE 'error|warn|fail' "$WORK/vcache$VN/vectur-mount.log" "$WORK/vectur-mount.out" 2>/dev/null | head -5 >"$WORK/vwarn"; [ -s "$WORK/vwarn" ]; then
