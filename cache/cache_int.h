@@ -61,10 +61,16 @@ struct cver {
 	bool unsynced;
 	bool dropped;	/* no longer part of its node; file unlinked */
 	bool preparing; /* being filled by a copy: wait */
-	int refs;	/* handles, workers, fetches using the struct */
-	int writers;	/* handles open for writing */
-	int handles;	/* open handles reading or writing it */
-	uint64_t gen;	/* bumped by every write or truncate */
+	/* Its content file may have a second name, another version's: an
+	 * fsync snapshot takes the bytes as a hard link instead of a copy
+	 * (ver_snapshot). Before its bytes change, this version copies them
+	 * into a file of its own (ver_lock_change). Set and cleared with rw
+	 * held exclusive, read with rw held. */
+	bool linked;
+	int refs;     /* handles, workers, fetches using the struct */
+	int writers;  /* handles open for writing */
+	int handles;  /* open handles reading or writing it */
+	uint64_t gen; /* bumped by every write or truncate */
 	/* Identity with another version, to avoid uploading the same bytes
 	 * twice: this is a copy of copy_of untouched while gen == 0, or a
 	 * snapshot of snap_of taken at its gen snap_gen. */

@@ -160,9 +160,12 @@ static void clean_data_dir(struct cache *c)
 		long long vid = strtoll(de->d_name, &end, 10);
 		bool known = false;
 
-		if (de->d_name[0] == '.' || *end)
+		if (de->d_name[0] == '.' || end == de->d_name)
 			continue;
-		for (v = c->vers; v && !known; v = v->gnext)
+		if (*end && strcmp(end, ".cow") != 0)
+			continue;
+		/* N.cow: a copy or link cut short (version.c) */
+		for (v = c->vers; v && !known && !*end; v = v->gnext)
 			known = v->vid == vid;
 		if (!known) {
 			snprintf(path, sizeof(path), "%s/data/%s", c->dir,

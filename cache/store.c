@@ -495,6 +495,7 @@ static int load_versions(struct cache *c)
 	sqlite3_stmt *st = NULL;
 	struct cnode *n;
 	struct cver *v;
+	struct stat sb;
 	char path[4096];
 
 	if (sqlite3_prepare_v2(c->db,
@@ -530,6 +531,10 @@ static int load_versions(struct cache *c)
 		v->session_off = sqlite3_column_int64(st, 9);
 		v->atime_ms = sqlite3_column_int64(st, 10);
 		v->unsynced = sqlite3_column_int(st, 11);
+		/* A snapshot's second name (ver_link_into) outlives a restart:
+		 * whichever of the two is written next copies first. */
+		store_data_path(c, vid, path, sizeof(path));
+		v->linked = stat(path, &sb) == 0 && sb.st_nlink > 1;
 		pthread_rwlock_init(&v->rw, NULL);
 		pthread_mutex_init(&v->fetch_wmu, NULL);
 		v->nnext = n->vers;

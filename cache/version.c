@@ -313,6 +313,112 @@ out:
 	return 0;
 }
 
+/* s, a snapshot of v being made, takes v's bytes by becoming a second
+ * name of v's content file: a multi-GB checkpoint's fsync copies nothing.
+ * v copies them before it changes (ver_lock_change). Fails, leaving s as
+ * it was, where the filesystem has no hard links. v->rw held exclusive;
+ * s is new and nobody else uses its fd. */
+static int ver_link_into(struct cache *c, struct cver *v, struct cver *s,
+			 int64_t size)
+{
+	char vpath[4096], spath[4096], tmp[4200];
+	struct stat st;
+	int fd;
+
+	if (fstat(v->fd, &st) < 0 || st.st_size != size)
+		return -EINVAL;
+	store_data_path(c, v->vid, vpath, sizeof(vpath));
+	store_data_path(c, s->vid, spath, sizeof(spath));
+	snprintf(tmp, sizeof(tmp), "%s.cow", spath);
+	unlink(tmp);
+	if (link(vpath, tmp) < 0)
+		return -errno;
+	fd = open(tmp, O_RDWR | O_CLOEXEC);
+	if (fd < 0 || rename(tmp, spath) < 0) {
+		int e = -errno;
+
+		if (fd >= 0)
+			close(fd);
+		unlink(tmp);
+		return e;
+	}
+	close(s->fd);
+	s->fd = fd;
+	v->linked = true;
+	return 0;
+}
+
+/* v's content file has another name (ver_link_into): v gets a file of
+ * its own holding its first `keep` bytes (-1: all) before they change, so
+ * the snapshot keeps the bytes it was taken with. The descriptor number
+ * stays (dup2): reads under way go on with the same bytes. v->rw held
+ * exclusive. */
+static int ver_own(struct cache *c, struct cver *v, int64_t keep)
+{
+	char path[4096], tmp[4200];
+	struct stat fst, pst;
+	int fd, rc;
+
+	store_data_path(c, v->vid, path, sizeof(path));
+	if (fstat(v->fd, &fst) == 0 && fst.st_nlink <= 1 &&
+	    stat(path, &pst) == 0 && pst.st_ino == fst.st_ino) {
+		v->linked = false; /* the other name is gone meanwhile */
+		return 0;
+	}
+	snprintf(tmp, sizeof(tmp), "%s.cow", path);
+	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	rc = ver_copy_fd(v->fd, fd, keep, NULL);
+	if (rc == 0 && rename(tmp, path) < 0)
+		rc = -errno;
+	if (rc < 0) {
+		unlink(tmp);
+		close(fd);
+		return rc; /* ENOSPC reaches the writer; the snapshot stays */
+	}
+	/* Cannot fail for two open descriptors but for a signal; should it,
+	 * v->linked stays set and the next change copies again (the check
+	 * above compares the file at v's path with v->fd). */
+	while ((rc = dup2(fd, v->fd)) < 0 && errno == EINTR)
+		;
+	rc = rc < 0 ? -errno : 0;
+	close(fd);
+	if (rc == 0)
+		v->linked = false;
+	return rc;
+}
+
+/* Takes v->rw to change v's bytes — exclusive with `excl`, else shared
+ * with other writers — after giving v a file of its own if a snapshot
+ * shares it (keeping its first `keep` bytes, -1: all). */
+static int ver_lock_change(struct cache *c, struct cver *v, bool excl,
+			   int64_t keep)
+{
+	int rc;
+
+	if (excl)
+		pthread_rwlock_wrlock(&v->rw);
+	else
+		pthread_rwlock_rdlock(&v->rw);
+	while (v->linked) {
+		if (!excl) {
+			pthread_rwlock_unlock(&v->rw);
+			pthread_rwlock_wrlock(&v->rw);
+		}
+		rc = v->linked ? ver_own(c, v, keep) : 0;
+		if (rc < 0) {
+			pthread_rwlock_unlock(&v->rw);
+			return rc;
+		}
+		if (!excl) {
+			pthread_rwlock_unlock(&v->rw);
+			pthread_rwlock_rdlock(&v->rw);
+		}
+	}
+	return 0;
+}
+
 /* A new version of n that starts as a copy of src (NULL = empty). Made
  * cur at once with `preparing` set so that other opens wait for the copy,
  * which runs without c->lock. */
@@ -421,8 +527,7 @@ trunc:
 		 * (ver_put): reopen it, or the truncate silently misses. */
 		rc = ver_fd(c, v);
 		pthread_mutex_unlock(&c->lock);
-		if (rc >= 0) {
-			pthread_rwlock_rdlock(&v->rw);
+		if (rc >= 0 && (rc = ver_lock_change(c, v, false, 0)) == 0) {
 			rc = ftruncate(v->fd, 0) < 0 ? -errno : 0;
 			pthread_rwlock_unlock(&v->rw);
 		}
@@ -658,13 +763,12 @@ ssize_t cache_write(struct cache_handle *h, const void *buf, size_t size,
 	if (h->closed && (r = handle_reopen(h)) < 0)
 		return r;
 	v = h->v;
-	if (h->flags & O_APPEND) {
-		/* The end of file and the write must be one step. */
-		pthread_rwlock_wrlock(&v->rw);
+	/* With O_APPEND the end of file and the write must be one step. */
+	r = ver_lock_change(c, v, h->flags & O_APPEND, -1);
+	if (r < 0)
+		return r;
+	if (h->flags & O_APPEND)
 		off = v->size;
-	} else {
-		pthread_rwlock_rdlock(&v->rw);
-	}
 	r = pwrite(v->fd, buf, size, off);
 	if (r < 0)
 		r = -errno; /* ENOSPC reaches the writer; nothing queued moves
@@ -700,7 +804,9 @@ int cache_ftruncate(struct cache_handle *h, off_t size)
 	if (h->closed && (rc = handle_reopen(h)) < 0)
 		return rc;
 	v = h->v;
-	pthread_rwlock_rdlock(&v->rw);
+	rc = ver_lock_change(h->c, v, false, size);
+	if (rc < 0)
+		return rc;
 	if (ftruncate(v->fd, size) < 0)
 		rc = -errno;
 	else
@@ -750,7 +856,11 @@ int64_t ver_snapshot(struct cache *c, struct cver *v)
 	size = v->size;
 	s->mtime = v->mtime;
 	pthread_mutex_unlock(&c->lock);
-	rc = ver_copy_fd(v->fd, s->fd, size, &got);
+	rc = ver_link_into(c, v, s, size);
+	if (rc == 0)
+		got = size;
+	else
+		rc = ver_copy_fd(v->fd, s->fd, size, &got);
 	pthread_rwlock_unlock(&v->rw);
 	if (rc == 0 && fdatasync(s->fd) < 0)
 		rc = -errno;

@@ -523,6 +523,144 @@ static void test_fsync_snapshot_then_close_queues_once(void)
 	rm_rf(dir);
 }
 
+/* The versions of `path` in state `state`, newest first (at most 4). */
+static int vers_in(struct cache *c, const char *path, int state,
+		   struct cver **out)
+{
+	struct cnode *n;
+	struct cver *v;
+	int k = 0;
+
+	pthread_mutex_lock(&c->lock);
+	if (node_lookup(c, path, &n) == 0)
+		for (v = n->vers; v && k < 4; v = v->nnext)
+			if (v->state == state)
+				out[k++] = v;
+	pthread_mutex_unlock(&c->lock);
+	return k;
+}
+
+static ino_t data_ino(struct cache *c, struct cver *v)
+{
+	char path[4096];
+	struct stat st;
+
+	store_data_path(c, v->vid, path, sizeof(path));
+	return stat(path, &st) == 0 ? st.st_ino : 0;
+}
+
+static const char *data_of(struct cache *c, struct cver *v)
+{
+	static char buf[64];
+	char path[4096];
+	ssize_t n;
+	int fd;
+
+	store_data_path(c, v->vid, path, sizeof(path));
+	fd = open(path, O_RDONLY);
+	n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+	if (fd >= 0)
+		close(fd);
+	buf[n < 0 ? 0 : n] = 0;
+	return buf;
+}
+
+/* An fsync snapshot of a multi-GB checkpoint must not copy it: the
+ * snapshot is a second name of the open version's file, and whatever
+ * changes the open version next (write, append, truncate, O_TRUNC) gives
+ * it a file of its own first — the snapshot keeps its bytes. */
+static void test_fsync_snapshot_shares_the_file_until_the_next_change(void)
+{
+	static const struct {
+		const char *what;
+		int flags;
+	} ways[] = {{"write", 0},
+		    {"append", O_APPEND},
+		    {"truncate", 0},
+		    {"otrunc", 0}};
+	const char *dir = new_dir();
+	struct cache *c = open_cache(dir, 0);
+	struct cache_handle *h, *h2;
+	struct cver *snap[4], *open_v[4];
+	size_t i;
+
+	for (i = 0; i < sizeof(ways) / sizeof(ways[0]); i++) {
+		const char *p = ways[i].what;
+
+		CHECK_INT(cache_open_file(c, p,
+					  O_WRONLY | O_CREAT | ways[i].flags,
+					  0644, &h),
+			  0);
+		CHECK_INT(cache_write(h, "step-1", 6, 0), 6);
+		CHECK_INT(cache_fsync(h), 0);
+		CHECK_INT(vers_in(c, p, CV_CLOSED, snap), 1);
+		CHECK_INT(vers_in(c, p, CV_OPEN, open_v), 1);
+		CHECK(data_ino(c, snap[0]) != 0);
+		CHECK(data_ino(c, snap[0]) == data_ino(c, open_v[0]));
+		if (i == 0) {
+			CHECK_INT(cache_write(h, "STEP", 4, 0), 4);
+		} else if (i == 1) {
+			CHECK_INT(cache_write(h, "+2", 2, 0), 2);
+		} else if (i == 2) {
+			CHECK_INT(cache_ftruncate(h, 4), 0);
+		} else {
+			CHECK_INT(cache_open_file(c, p, O_WRONLY | O_TRUNC, 0,
+						  &h2),
+				  0);
+			CHECK_INT(cache_write(h2, "new", 3, 0), 3);
+			cache_release(h2);
+		}
+		CHECK(data_ino(c, snap[0]) != data_ino(c, open_v[0]));
+		CHECK_STR(data_of(c, snap[0]), "step-1");
+		cache_release(h);
+	}
+	CHECK_STR(get(c, "write"), "STEP-1");
+	CHECK_STR(get(c, "append"), "step-1+2");
+	CHECK_STR(get(c, "truncate"), "step");
+	CHECK_STR(get(c, "otrunc"), "new");
+	cache_close(c, 0);
+	rm_rf(dir);
+}
+
+/* A mount killed while an fsync snapshot shares the open version's file:
+ * the snapshot comes back whole, and a copy cut short by the kill (a
+ * stray N.cow in the data dir) is removed. */
+static void test_a_snapshot_sharing_a_file_survives_a_kill(void)
+{
+	const char *dir = new_dir();
+	struct cache_handle *h;
+	struct cache *c;
+	char stray[4096];
+	int st;
+	pid_t pid;
+
+	pid = fork();
+	if (pid == 0) {
+		c = open_cache(dir, 0);
+		cache_open_file(c, "ck", O_WRONLY | O_CREAT, 0644, &h);
+		cache_write(h, "weights", 7, 0);
+		cache_fsync(h);
+		kill(getpid(), SIGKILL);
+		_exit(0);
+	}
+	waitpid(pid, &st, 0);
+	CHECK(WIFSIGNALED(st));
+	snprintf(stray, sizeof(stray), "%s/data/999.cow", dir);
+	close(open(stray, O_WRONLY | O_CREAT, 0600));
+	c = open_cache(dir, 0);
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	CHECK(access(stray, F_OK) < 0);
+	CHECK_STR(get(c, "ck"), "weights");
+	CHECK_INT(count_state(c, "ck", CV_CLOSED), 1);
+	CHECK_INT(count_state(c, "ck", CV_OPEN), 0);
+	CHECK_INT(put(c, "ck", "W", 0), 0);
+	CHECK_STR(get(c, "ck"), "Weights");
+	cache_close(c, 0);
+	rm_rf(dir);
+}
+
 static void test_import_and_export(void)
 {
 	const char *dir = new_dir();
@@ -796,6 +934,8 @@ int main(void)
 	RUN(test_rename_over_an_existing_file);
 	RUN(test_truncate_append_and_attrs);
 	RUN(test_fsync_snapshot_then_close_queues_once);
+	RUN(test_fsync_snapshot_shares_the_file_until_the_next_change);
+	RUN(test_a_snapshot_sharing_a_file_survives_a_kill);
 	RUN(test_import_and_export);
 	RUN(test_eviction_never_touches_dirty);
 	RUN(test_status_json);
