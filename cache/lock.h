@@ -84,9 +84,16 @@ int lock_acquire(struct drive_client *dc, struct lock_ids *ids,
 		 struct lock_result *res, char *orphan_id,
 		 struct drive_err *err);
 
-/* Renews the lease (Drive sets modifiedTime to its clock). 404 = gone. */
-int lock_refresh(struct drive_client *dc, const char *id,
-		 struct drive_file *out, struct drive_err *err);
+/* Renews the lease: a touch, on which Drive sets modifiedTime to its
+ * clock. A touch that comes back with modifiedTime still at `prev_ms`
+ * (a Drive that does not count appProperties as a change) is followed by
+ * setting modifiedTime to the Date of the touch's response, which can be
+ * up to 1 s behind Drive's clock: *back_ms says by how much the lease
+ * must be taken to have started before the touch was sent (0 or 1000).
+ * 404 = gone. */
+int lock_refresh(struct drive_client *dc, const char *id, int64_t prev_ms,
+		 struct drive_file *out, int64_t *back_ms,
+		 struct drive_err *err);
 
 /* Deletes the lock; a 404 (already gone) is reported as -1, status 404. */
 int lock_delete(struct drive_client *dc, const char *id, struct drive_err *err);

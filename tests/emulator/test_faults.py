@@ -1,7 +1,8 @@
 """test_faults.py — the emulator's fault injection and accounting: error
 rates with Drive's reasons, n-th request failures, mixed statuses,
 connection resets mid-body (request and response side), latency,
-bandwidth caps, the name-query visibility delay, options given at start,
+bandwidth caps, the name-query visibility delay, modifiedTime kept on an
+appProperties-only update, options given at start,
 and the stats endpoint. Faults must never touch /_emu/*."""
 
 import http.client
@@ -180,6 +181,27 @@ def test_name_query_delay(emulator):
     assert emulator.get(f["id"], "id")["id"] == f["id"]
     time.sleep(1.55)
     assert [x["id"] for x in emulator.list_all(by_name)] == [f["id"]]
+
+
+def test_props_keep_modified(emulator):
+    f = emulator.upload("lock", b"x")
+    before = emulator.get(f["id"], "modifiedTime")["modifiedTime"]
+
+    def patch(body):
+        r = emulator.request("PATCH", "/drive/v3/files/%s?fields=modifiedTime" % f["id"], json=body)
+        assert r.status == 200, r.body
+        return r.json()["modifiedTime"]
+
+    emulator.set_faults({"props_keep_modified": True})
+    time.sleep(0.01)
+    assert patch({"appProperties": {"t": "1"}}) == before
+    # Anything else still moves it, and an explicit modifiedTime is taken.
+    moved = patch({"description": "d"})
+    assert moved > before
+    assert patch({"modifiedTime": "2030-01-02T03:04:05.678Z"}) == "2030-01-02T03:04:05.678Z"
+    emulator.clear_faults()
+    time.sleep(0.01)
+    assert patch({"appProperties": {"t": "2"}}) > moved
 
 
 def test_token_expiry_mid_session(emulator):

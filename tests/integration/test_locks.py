@@ -382,6 +382,33 @@ def test_kill9_holder_lock_is_taken_over_within_ttl(emulator, tmp_path):
 
 
 @mount_test
+def test_a_held_lock_stays_held_on_a_drive_that_keeps_modified_time_on_a_touch(emulator, tmp_path):
+    """Renewals touch the lock's appProperties so that Drive moves its
+    modifiedTime; whether Google does that for app-private data is not
+    verified. On a Drive that does not, the holder must notice and set
+    modifiedTime itself, or another instance takes the lock after a TTL
+    while its holder is alive."""
+    ttl = 3
+    a, b = start_mounts(emulator, tmp_path, 2, extra="lock_ttl=%d" % ttl)
+    try:
+        prepare([a, b], counter=False)
+        emulator.set_faults({"props_keep_modified": True})
+        assert try_lock(a.p("locks/m.lock"))
+        end = time.time() + 4 * ttl
+        while time.time() < end:
+            assert not try_lock(b.p("locks/m.lock")), "b took a lock a holds:\n" + a.logtext()
+            time.sleep(0.5)
+        assert "modifiedTime" in a.logtext(), a.logtext()
+        os.unlink(a.p("locks/m.lock"))
+        wait_for(lambda: try_lock(b.p("locks/m.lock")), 10, "b takes the released lock")
+        os.unlink(b.p("locks/m.lock"))
+    finally:
+        emulator.clear_faults()
+        a.cleanup()
+        b.cleanup()
+
+
+@mount_test
 def test_holder_stopped_past_ttl_finds_its_lock_gone(emulator, tmp_path):
     ttl = 6
     a, b = start_mounts(emulator, tmp_path, 2, extra="lock_ttl=%d" % ttl)

@@ -299,6 +299,7 @@ static void test_expired_holder_is_taken_over_and_its_refresh_fails(void)
 	struct lock_result a, b;
 	struct drive_file f;
 	struct drive_err err;
+	int64_t back;
 	bool ours = true;
 
 	CHECK_INT(lock_acquire(dc, NULL, top_id, "ttl.lock", "{}", NULL, 1, &a,
@@ -312,7 +313,9 @@ static void test_expired_holder_is_taken_over_and_its_refresh_fails(void)
 		  0);
 	CHECK(b.won);
 	CHECK_INT(b.expired, 1);
-	CHECK_INT(lock_refresh(dc, a.file.id, &f, &err), -1);
+	CHECK_INT(lock_refresh(dc, a.file.id, a.file.modified_ms, &f, &back,
+			       &err),
+		  -1);
 	CHECK_INT(err.status, 404);
 	CHECK_INT(
 		lock_still_ours(dc, top_id, "ttl.lock", b.file.id, &ours, &err),
@@ -326,16 +329,21 @@ static void test_refresh_moves_modified_time_and_keeps_lock(void)
 	struct lock_result a, b;
 	struct drive_file f;
 	struct drive_err err;
+	int64_t stamp, back = -1;
 	int i;
 
 	CHECK_INT(lock_acquire(dc, NULL, top_id, "renew.lock", "{}", NULL, 2,
 			       &a, NULL, &err),
 		  0);
 	CHECK(a.won);
+	stamp = a.file.modified_ms;
 	for (i = 0; i < 4; i++) {
 		usleep(700 * 1000);
-		CHECK_INT(lock_refresh(dc, a.file.id, &f, &err), 0);
-		CHECK(f.modified_ms > a.file.modified_ms);
+		CHECK_INT(lock_refresh(dc, a.file.id, stamp, &f, &back, &err),
+			  0);
+		CHECK(f.modified_ms > stamp);
+		CHECK_INT(back, 0); /* Drive moved it: no explicit stamp */
+		stamp = f.modified_ms;
 	}
 	/* 2.8 s after creation with a 2 s TTL, but renewed: still held. */
 	CHECK_INT(lock_acquire(dc, NULL, top_id, "renew.lock", "{}", NULL, 2,

@@ -167,8 +167,12 @@ class DriveAPI:
 
     def _apply_meta(self, rec, meta, op):
         """Apply writable fields to rec (caller holds the lock). Returns
-        (explicit modifiedTime given, something user-visible changed)."""
+        (explicit modifiedTime given, something changed). With the
+        `props_keep_modified` fault, a change of appProperties/properties
+        alone does not count: a Drive that does not move modifiedTime
+        for app-private data (unverified either way on Google)."""
         changed = False
+        keep = self.faults.value("props_keep_modified", False)
         if meta.get("name") is not None:
             if not isinstance(meta["name"], str):
                 raise invalid_param("name")
@@ -200,7 +204,7 @@ class DriveAPI:
                         props.pop(k, None)  # null deletes a key
                     else:
                         props[k] = v if isinstance(v, str) else json.dumps(v)
-                changed |= props != rec.get(key)
+                changed |= props != rec.get(key) and not keep
                 rec[key] = props
         explicit = False
         if meta.get("modifiedTime") is not None:

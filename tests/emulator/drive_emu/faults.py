@@ -34,7 +34,8 @@ _MESSAGES = {
 _KEYS = {"fail_rate": float, "fail_status": int, "fail_reason": str, "fail_message": str,
          "fail_kinds": list, "fail_nth": list, "reset_rate": float, "reset_nth": list,
          "latency_ms": (int, float), "bandwidth": (int, float), "name_query_delay": (int, float),
-         "mix_status": list, "short_pages": bool, "seed": int, "quota_bytes": int}
+         "mix_status": list, "short_pages": bool, "seed": int, "quota_bytes": int,
+         "props_keep_modified": bool}
 
 
 def make_error(status, reason=None, message=None):
