@@ -358,8 +358,20 @@ while True:
         dirs_done.add(d)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     step = rnd.choice([65536, 262144, 1 << 20])
+    # 1 write in 5 fsyncs part-way (a checkpoint made durable, then more
+    # written): "S" before the fsync, "F" once it returned — that prefix is
+    # then on Drive, or something newer.
+    cut = rnd.randint(0, len(data)) if data and rnd.random() < 0.2 else -1
     for off in range(0, len(data), step):
-        os.write(fd, data[off:off + step])
+        if off <= cut < off + step:
+            os.write(fd, data[off:cut])
+            pre = hashlib.md5(data[:cut]).hexdigest()
+            log("S", rel, pre, cut)
+            os.fsync(fd)
+            log("F", rel, pre, cut)
+            os.write(fd, data[cut:off + step])
+        else:
+            os.write(fd, data[off:off + step])
     digest = hashlib.md5(data).hexdigest()
     log("M", rel, digest, len(data))
     os.close(fd)
@@ -374,21 +386,24 @@ while True:
 
 
 def read_journal(path):
-    """path -> [(state, md5, size)], one per write in write order: state
-    "M" (written, close not known to have returned), "C" (close returned)
-    or "C!" (close returned and the writer SIGKILLed the mount right then)."""
+    """path -> [(state, md5, size)], one per version in write order: state
+    "M" (written, close not known to have returned), "C" (close returned),
+    "C!" (close returned and the writer SIGKILLed the mount right then),
+    "S" (a prefix being fsynced) or "F" (its fsync returned)."""
     out = {}
     if not os.path.exists(path):
         return out
     with open(path) as f:
         for line in f:
             parts = line.split()
-            if len(parts) != 5 or parts[0] not in ("M", "C", "K"):
+            if len(parts) != 5 or parts[0] not in ("M", "C", "K", "S", "F"):
                 continue  # a torn last line of a killed writer
             kind, rel, digest, size, _seed = parts
             ws = out.setdefault(rel, [])
-            if kind == "M":
-                ws.append(("M", digest, int(size)))
+            if kind in ("M", "S"):
+                ws.append((kind, digest, int(size)))
+            elif kind == "F" and ws and ws[-1][0] == "S" and ws[-1][1] == digest:
+                ws[-1] = ("F", digest, int(size))
             elif kind == "C" and ws and ws[-1][0] == "M" and ws[-1][1] == digest:
                 ws[-1] = ("C", digest, int(size))
             elif kind == "K" and ws and ws[-1][0] == "C":
@@ -396,16 +411,24 @@ def read_journal(path):
     return out
 
 
+DURABLE = ("C", "C!", "F")  # a close or an fsync returned
+
+
+def last_durable(entries):
+    """Index of the last version whose close or fsync returned, or None."""
+    return max((i for i, e in enumerate(entries) if e[0] in DURABLE), default=None)
+
+
 def check_journal(view, journal):
     """Problems (strings) between the writer's journal and Drive's records:
-    a closed file missing or with an older content; any stored version whose
-    md5 is not a content the writer closed (or was closing) for that path;
-    duplicate names; files nobody wrote."""
+    a closed (or fsynced) file missing or with an older content; any stored
+    version whose md5 is not a content the writer closed, fsynced (or was
+    closing or fsyncing) for that path; duplicate names; files nobody
+    wrote."""
     problems = []
     live = view.live_files()
     for rel, entries in sorted(journal.items()):
-        last_c = max((i for i, e in enumerate(entries) if e[0] in ("C", "C!")),
-                     default=None)
+        last_c = last_durable(entries)
         hits = live.get(rel, [])
         if last_c is None:
             allowed = {e[1] for e in entries}
@@ -425,7 +448,7 @@ def check_journal(view, journal):
         if got not in allowed:
             older = [i for i, e in enumerate(entries) if e[1] == got]
             problems.append(
-                "%s: Drive has md5 %s (size %s) = %s; last closed is write %d of %d "
+                "%s: Drive has md5 %s (size %s) = %s; last closed or fsynced is write %d of %d "
                 "(md5 %s, %d bytes)%s" % (
                     rel, got, hits[0].get("size"),
                     ("an OLDER write #%d" % (older[-1] + 1)) if older else "no write at all",
@@ -537,8 +560,7 @@ class Torture:
         after it)."""
         journal = read_journal(self.journal)
         for rel, entries in sorted(journal.items()):
-            last_c = max((i for i, e in enumerate(entries) if e[0] in ("C", "C!")),
-                         default=None)
+            last_c = last_durable(entries)
             if last_c is None:
                 continue
             allowed = {e[1] for e in entries[last_c:]}
@@ -553,7 +575,7 @@ class Torture:
                 self.reported.add(key)
                 older = [i for i, e in enumerate(entries) if e[1] == got]
                 self.problems.append(
-                    "after remount %d: %s reads back as %s; last closed is write %d of %d "
+                    "after remount %d: %s reads back as %s; last closed or fsynced is write %d of %d "
                     "(md5 %s, %d bytes)%s" % (
                         self.stats["rounds"], rel,
                         ("OLDER write #%d" % (older[-1] + 1)) if older else got,
@@ -602,7 +624,8 @@ class Torture:
         p2, nversions = check_journal(view, journal)
         problems += p2
         closed = sum(1 for es in journal.values() for e in es if e[0] in ("C", "C!"))
-        maybe = sum(1 for es in journal.values() for e in es if e[0] == "M")
-        summary = dict(self.stats, paths=len(journal), closed=closed, maybe=maybe,
+        fsynced = sum(1 for es in journal.values() for e in es if e[0] == "F")
+        maybe = sum(1 for es in journal.values() for e in es if e[0] in ("M", "S"))
+        summary = dict(self.stats, paths=len(journal), closed=closed, fsynced=fsynced, maybe=maybe,
                        drive_versions=nversions, final_sync_s=round(sync_s, 1))
         return problems, summary
