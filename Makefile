@@ -94,7 +94,7 @@ unit: all
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
 integration: all
-	VECTUR_BIN=$(CURDIR)/$(BIN) $(PYTHON) -m pytest -q -p no:cacheprovider tests
+	VECTUR_BIN=$(CURDIR)/$(BIN) $(PYTHON) -m pytest -q --durations=15 -p no:cacheprovider tests
 
 test: deps
 	$(MAKE) unit

@@ -5,6 +5,19 @@
  */
 #include "cache_int.h"
 
+/* A CLEAN fsync snapshot of a version still open for writing shares its
+ * file (ver_link_into): dropping it frees nothing, and the close would
+ * then send the same bytes to Drive again. */
+static bool snapshot_of_open(const struct cver *v)
+{
+	const struct cver *o;
+
+	for (o = v->node->vers; o && v->snap_of; o = o->nnext)
+		if (o->state == CV_OPEN && o->vid == v->snap_of)
+			return true;
+	return false;
+}
+
 void evict_run(struct cache *c)
 {
 	struct cver *v, *lru;
@@ -19,7 +32,7 @@ void evict_run(struct cache *c)
 		lru = NULL;
 		for (v = c->vers; v; v = v->gnext) {
 			if (v->state != CV_CLEAN || v->refs > 0 || v->fetch ||
-			    v->preparing)
+			    v->preparing || snapshot_of_open(v))
 				continue;
 			if (!lru || v->atime_ms < lru->atime_ms)
 				lru = v;

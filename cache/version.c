@@ -322,13 +322,17 @@ static int ver_link_into(struct cache *c, struct cver *v, struct cver *s,
 			 int64_t size)
 {
 	char vpath[4096], spath[4096], tmp[4200];
-	struct stat st;
+	struct stat st, pst;
 	int fd;
 
-	if (fstat(v->fd, &st) < 0 || st.st_size != size)
-		return -EINVAL;
 	store_data_path(c, v->vid, vpath, sizeof(vpath));
 	store_data_path(c, s->vid, spath, sizeof(spath));
+	/* The name links what is there; only if that is v's own file (not
+	 * after a drop, nor a copy cut short) does it hold v's bytes. */
+	if (fstat(v->fd, &st) < 0 || st.st_size != size ||
+	    stat(vpath, &pst) < 0 || pst.st_ino != st.st_ino ||
+	    pst.st_dev != st.st_dev)
+		return -EINVAL;
 	snprintf(tmp, sizeof(tmp), "%s.cow", spath);
 	unlink(tmp);
 	if (link(vpath, tmp) < 0)
@@ -351,8 +355,9 @@ static int ver_link_into(struct cache *c, struct cver *v, struct cver *s,
 /* v's content file has another name (ver_link_into): v gets a file of
  * its own holding its first `keep` bytes (-1: all) before they change, so
  * the snapshot keeps the bytes it was taken with. The descriptor number
- * stays (dup2): reads under way go on with the same bytes. v->rw held
- * exclusive. */
+ * stays (dup3): reads under way go on with the same bytes. A dropped v
+ * (unlinked, replaced) gets a file without a name. v->rw held exclusive;
+ * takes c->lock. */
 static int ver_own(struct cache *c, struct cver *v, int64_t keep)
 {
 	char path[4096], tmp[4200];
@@ -370,8 +375,16 @@ static int ver_own(struct cache *c, struct cver *v, int64_t keep)
 	if (fd < 0)
 		return -errno;
 	rc = ver_copy_fd(v->fd, fd, keep, NULL);
-	if (rc == 0 && rename(tmp, path) < 0)
-		rc = -errno;
+	if (rc == 0) {
+		/* ver_drop unlinks v's name under c->lock: a dropped version's
+		 * file must not come back under it. */
+		pthread_mutex_lock(&c->lock);
+		if (v->dropped)
+			unlink(tmp);
+		else if (rename(tmp, path) < 0)
+			rc = -errno;
+		pthread_mutex_unlock(&c->lock);
+	}
 	if (rc < 0) {
 		unlink(tmp);
 		close(fd);
@@ -380,7 +393,7 @@ static int ver_own(struct cache *c, struct cver *v, int64_t keep)
 	/* Cannot fail for two open descriptors but for a signal; should it,
 	 * v->linked stays set and the next change copies again (the check
 	 * above compares the file at v's path with v->fd). */
-	while ((rc = dup2(fd, v->fd)) < 0 && errno == EINTR)
+	while ((rc = dup3(fd, v->fd, O_CLOEXEC)) < 0 && errno == EINTR)
 		;
 	rc = rc < 0 ? -errno : 0;
 	close(fd);
@@ -1025,7 +1038,13 @@ static int handle_reopen(struct cache_handle *h)
 	if (h->closed) {
 		rc = ver_for_open(c, h->n,
 				  h->flags & ~(O_TRUNC | O_CREAT | O_EXCL), &v);
-		if (rc == 0) {
+		/* A CLEAN version nobody had open has its fd closed. */
+		if (rc == 0 && (rc = ver_fd(c, v)) < 0) {
+			v->writers--;
+			ver_put(c, v);
+		}
+		if (rc >= 0) {
+			rc = 0;
 			kv_unset(c, h->n, h->v);
 			ver_put(c, h->v);
 			kv_set(h->n, v);

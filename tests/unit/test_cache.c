@@ -661,6 +661,66 @@ static void test_a_snapshot_sharing_a_file_survives_a_kill(void)
 	rm_rf(dir);
 }
 
+/* A file unlinked while open for writing, after an fsync: its writer goes
+ * on writing to the unlinked version, which must not bring a content file
+ * back under the dropped version's name (nothing would ever delete it). */
+static void test_writing_an_unlinked_fsynced_file_leaves_no_content_file(void)
+{
+	const char *dir = new_dir();
+	struct cache *c = open_cache(dir, 0);
+	struct cache_handle *h;
+	char path[4096];
+	int64_t vid;
+
+	CHECK_INT(cache_open_file(c, "gone", O_RDWR | O_CREAT, 0644, &h), 0);
+	CHECK_INT(cache_write(h, "before", 6, 0), 6);
+	CHECK_INT(cache_fsync(h), 0);
+	vid = h->v->vid;
+	CHECK_INT(cache_unlink(c, "gone"), 0);
+	CHECK_INT(cache_write(h, "AFTER!", 6, 0), 6);
+	{
+		char buf[8] = {0};
+
+		CHECK_INT(cache_read(h, buf, 6, 0), 6);
+		CHECK_STR(buf, "AFTER!");
+	}
+	store_data_path(c, vid, path, sizeof(path));
+	CHECK(access(path, F_OK) < 0);
+	cache_release(h);
+	CHECK(access(path, F_OK) < 0);
+	cache_close(c, 0);
+	rm_rf(dir);
+}
+
+/* A write through a handle after its flush (a dup'd fd, mmap write-back)
+ * reopens the file's current version. When that is a clean copy nobody had
+ * open, its descriptor was closed (ver_put): the write must reopen it, not
+ * fail with EBADF. */
+static void test_a_write_after_flush_reopens_a_clean_version_s_file(void)
+{
+	const char *dir = new_dir();
+	struct cache *c = open_cache(dir, 0);
+	struct cache_handle *h;
+	struct cver *v;
+
+	CHECK_INT(cache_open_file(c, "r", O_WRONLY | O_CREAT, 0644, &h), 0);
+	CHECK_INT(cache_write(h, "abc", 3, 0), 3);
+	CHECK_INT(cache_flush(h), 0);
+	/* White-box: as if uploaded, then its fd closed by the last put
+	 * (the feed replacing it with a fresh download does the same). */
+	pthread_mutex_lock(&c->lock);
+	v = h->n->cur;
+	v->state = CV_CLEAN;
+	close(v->fd);
+	v->fd = -1;
+	pthread_mutex_unlock(&c->lock);
+	CHECK_INT(cache_write(h, "X", 1, 0), 1);
+	cache_release(h);
+	CHECK_STR(get(c, "r"), "Xbc");
+	cache_close(c, 0);
+	rm_rf(dir);
+}
+
 static void test_import_and_export(void)
 {
 	const char *dir = new_dir();
@@ -724,6 +784,33 @@ static void test_eviction_never_touches_dirty(void)
 	CHECK_INT(clean, 3);
 	CHECK(node_child(c, c->root, "f0")->cur == NULL);
 	pthread_mutex_unlock(&c->lock);
+	cache_close(c, 0);
+	rm_rf(dir);
+}
+
+/* An fsynced, uploaded snapshot of a file still open for writing shares
+ * the open version's file: evicting it frees nothing and would make the
+ * close upload the same bytes again, so it stays. */
+static void test_eviction_keeps_the_snapshot_of_an_open_file(void)
+{
+	const char *dir = new_dir();
+	struct cache *c = open_cache(dir, 10);
+	struct cache_handle *h;
+	struct cver *s[4];
+
+	CHECK_INT(cache_open_file(c, "ck", O_WRONLY | O_CREAT, 0644, &h), 0);
+	CHECK_INT(cache_write(h, "0123456789abcdef", 16, 0), 16);
+	CHECK_INT(cache_fsync(h), 0);
+	CHECK_INT(vers_in(c, "ck", CV_CLOSED, s), 1);
+	pthread_mutex_lock(&c->lock);
+	s[0]->state = CV_CLEAN; /* white-box: as if uploaded */
+	evict_run(c);
+	pthread_mutex_unlock(&c->lock);
+	CHECK_INT(count_state(c, "ck", CV_CLEAN), 1);
+	cache_release(h);
+	/* Closed unchanged: the open version is that snapshot, clean. */
+	CHECK_INT(count_state(c, "ck", CV_CLOSED), 0);
+	CHECK_STR(get(c, "ck"), "0123456789abcdef");
 	cache_close(c, 0);
 	rm_rf(dir);
 }
@@ -936,8 +1023,11 @@ int main(void)
 	RUN(test_fsync_snapshot_then_close_queues_once);
 	RUN(test_fsync_snapshot_shares_the_file_until_the_next_change);
 	RUN(test_a_snapshot_sharing_a_file_survives_a_kill);
+	RUN(test_a_write_after_flush_reopens_a_clean_version_s_file);
+	RUN(test_writing_an_unlinked_fsynced_file_leaves_no_content_file);
 	RUN(test_import_and_export);
 	RUN(test_eviction_never_touches_dirty);
+	RUN(test_eviction_keeps_the_snapshot_of_an_open_file);
 	RUN(test_status_json);
 	RUN(test_state_survives_clean_restart);
 	RUN(test_cache_dir_of_an_older_release_opens_and_keeps_revisions);
