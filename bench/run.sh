@@ -12,6 +12,8 @@ out="bench/results/$(date -u +%Y%m%dT%H%M%SZ).txt"
 	RUNS=2 bash bench/curl_baseline.sh
 	echo "## Drive client vs curl (bench/drive_bench.sh)"
 	ROUNDS=2 bash bench/drive_bench.sh 1024
+	echo "## writes by size, and an fsync's time (bench/write_sizes.sh)"
+	bash bench/write_sizes.sh
 	for b in bench/mount_bench.sh; do
 		[ -f "$b" ] || continue
 		echo "## $b"

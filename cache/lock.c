@@ -307,27 +307,35 @@ out:
 	return rc;
 }
 
-int lock_refresh(struct drive_client *dc, const char *id, int64_t prev_ms,
+int lock_refresh(struct drive_client *dc, const char *id,
 		 struct drive_file *out, int64_t *back_ms,
 		 struct drive_err *err)
 {
-	int64_t date_ms = 0;
+	int64_t date_ms = 0, lag;
 
 	*back_ms = 0;
 	if (drive_touch(dc, id, out, &date_ms, err) < 0)
 		return -1;
-	if (out->modified_ms > prev_ms)
-		return 0;
 	if (date_ms <= 0) {
 		drive_err_set(err, 0, "leaseNotRenewed",
-			      "the touch left modifiedTime unchanged and the "
-			      "response had no Date");
+			      "a lock renewal's response had no Date");
 		return -1;
+	}
+	/* Drive's clock when the touch was sent was before the response,
+	 * made in the second date_ms names: under date_ms + 1000. So the
+	 * stamp M lags that moment by less than lag, and the lease runs at
+	 * least TTL - lag from the send. A Drive that stamped the touch
+	 * gives lag <= 1000 (give or take the second boundary); a stamp
+	 * older than the response's second was not this touch's. */
+	lag = date_ms + 1000 - out->modified_ms;
+	if (lag <= 1000) {
+		*back_ms = lag > 0 ? lag : 0;
+		return 0;
 	}
 	if (drive_update_meta(dc, id, NULL, NULL, NULL, date_ms, out, err) < 0)
 		return -1;
 	*back_ms = 1000;
-	return 0;
+	return 1;
 }
 
 int lock_delete(struct drive_client *dc, const char *id, struct drive_err *err)
@@ -364,7 +372,6 @@ struct lease {
 	bool is_dir;
 	int64_t sent_ms;
 	int64_t due_ms;
-	int64_t stamp_ms; /* its modifiedTime, as Drive last reported it */
 	struct lease *next;
 };
 
@@ -515,7 +522,7 @@ static bool lt_holds(struct lock_table *lt, const char *id)
 }
 
 static int lt_add(struct lock_table *lt, const char *id, const char *path,
-		  bool is_dir, int64_t sent_ms, int64_t stamp_ms)
+		  bool is_dir, int64_t sent_ms)
 {
 	struct lease *h = calloc(1, sizeof(*h));
 
@@ -526,7 +533,6 @@ static int lt_add(struct lock_table *lt, const char *id, const char *path,
 	snprintf(h->id, sizeof(h->id), "%s", id);
 	h->is_dir = is_dir;
 	h->sent_ms = sent_ms;
-	h->stamp_ms = stamp_ms;
 	pthread_mutex_lock(&lt->mu);
 	h->due_ms = sent_ms + lease_period_ms(lt);
 	h->next = lt->held;
@@ -827,7 +833,7 @@ static int lock_view_acquire(struct cache *c, const char *path, struct cnode *d,
 		rc = d->unlinked ? -ENOENT : -ENOMEM;
 		goto out;
 	}
-	lt_add(lt, res.file.id, path, is_dir, sent, res.file.modified_ms);
+	lt_add(lt, res.file.id, path, is_dir, sent);
 	/* The acquire barrier: whatever the previous holder pushed before
 	 * releasing is in the feed; read it before the caller reads data. */
 	n->refs++;
@@ -1111,7 +1117,6 @@ struct due_lock {
 	char id[128];
 	char path[1024];
 	int64_t sent_ms;
-	int64_t stamp_ms;
 };
 
 /* A held lock could not be renewed for a whole TTL: a contender may have
@@ -1144,9 +1149,9 @@ static void lease_lost(struct lock_table *lt, const struct due_lock *d)
 }
 
 /* The refresh sent at `sent` worked; its stamp may lie up to back_ms
- * before that (lock_refresh). */
+ * before that (lock_refresh), and was set by us if `stamped`. */
 static void lease_renewed(struct lock_table *lt, const struct due_lock *d,
-			  int64_t sent, int64_t back_ms,
+			  int64_t sent, int64_t back_ms, bool stamped,
 			  const struct drive_file *f)
 {
 	struct cache *c = lt->c;
@@ -1154,19 +1159,18 @@ static void lease_renewed(struct lock_table *lt, const struct due_lock *d,
 	struct cnode *n;
 
 	pthread_mutex_lock(&lt->mu);
-	if (back_ms && !lt->stamps_set) {
+	if (stamped && !lt->stamps_set) {
 		lt->stamps_set = true;
 		fprintf(stderr,
-			"vectur: Drive did not move lock %s's modifiedTime on "
-			"a "
-			"metadata change; renewals now set it explicitly\n",
+			"vectur: lock %s: a renewal came back with a "
+			"modifiedTime Drive had not moved; vectur set it to "
+			"Drive's Date itself (said once)\n",
 			d->path);
 	}
 	for (h = lt->held; h; h = h->next) {
 		if (strcmp(h->id, d->id) == 0) {
 			h->sent_ms = sent - back_ms;
 			h->due_ms = sent + lease_period_ms(lt);
-			h->stamp_ms = f->modified_ms;
 		}
 	}
 	pthread_mutex_unlock(&lt->mu);
@@ -1203,7 +1207,6 @@ static int lease_collect_due(struct lock_table *lt, struct due_lock **out)
 		snprintf(v[n].id, sizeof(v[n].id), "%s", h->id);
 		snprintf(v[n].path, sizeof(v[n].path), "%s", h->path);
 		v[n].sent_ms = h->sent_ms;
-		v[n].stamp_ms = h->stamp_ms;
 		n++;
 	}
 	pthread_mutex_unlock(&lt->mu);
@@ -1214,6 +1217,7 @@ static int lease_collect_due(struct lock_table *lt, struct due_lock **out)
 static void lease_refresh_due(struct lock_table *lt)
 {
 	int64_t ttl_ms = (int64_t)lt->ttl_s * 1000, sent, back;
+	int rc;
 	struct due_lock *due;
 	struct drive_file f;
 	struct drive_err err;
@@ -1228,8 +1232,8 @@ static void lease_refresh_due(struct lock_table *lt)
 			continue;
 		}
 		drive_err_clear(&err);
-		if (lock_refresh(lt->c->dc, due[i].id, due[i].stamp_ms, &f,
-				 &back, &err) == 0) {
+		rc = lock_refresh(lt->c->dc, due[i].id, &f, &back, &err);
+		if (rc >= 0) {
 			if (mono_ms() - due[i].sent_ms > ttl_ms) {
 				/* The renewal itself took us past the TTL:
 				 * someone may have judged us expired. */
@@ -1237,7 +1241,7 @@ static void lease_refresh_due(struct lock_table *lt)
 					    mono_ms() - due[i].sent_ms);
 				continue;
 			}
-			lease_renewed(lt, &due[i], sent, back, &f);
+			lease_renewed(lt, &due[i], sent, back, rc == 1, &f);
 		} else if (err.status == 404) {
 			lease_lost(lt, &due[i]);
 		} else {

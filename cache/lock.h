@@ -85,13 +85,13 @@ int lock_acquire(struct drive_client *dc, struct lock_ids *ids,
 		 struct drive_err *err);
 
 /* Renews the lease: a touch, on which Drive sets modifiedTime to its
- * clock. A touch that comes back with modifiedTime still at `prev_ms`
- * (a Drive that does not count appProperties as a change) is followed by
- * setting modifiedTime to the Date of the touch's response, which can be
- * up to 1 s behind Drive's clock: *back_ms says by how much the lease
- * must be taken to have started before the touch was sent (0 or 1000).
- * 404 = gone. */
-int lock_refresh(struct drive_client *dc, const char *id, int64_t prev_ms,
+ * clock. *back_ms (0..1000) says how long before the touch was sent the
+ * lease may have started, judged from the response's Date (1 s
+ * resolution). A touch whose modifiedTime is older than the response's
+ * second was not stamped (a Drive that does not count appProperties as a
+ * change): modifiedTime is then set to that Date, and 1 is returned
+ * instead of 0. -1 with err on failure (404 = gone). */
+int lock_refresh(struct drive_client *dc, const char *id,
 		 struct drive_file *out, int64_t *back_ms,
 		 struct drive_err *err);
 

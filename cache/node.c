@@ -1014,7 +1014,10 @@ int cache_utimens(struct cache *c, const char *path,
 		n->cur->mtime = m;
 		store_save_version(c, n->cur);
 	}
-	if (!n->is_dir && n->remote_exists) {
+	/* A lock's modifiedTime is its lease, on Drive's clock: a time set
+	 * here (touch -d, or a clock behind Drive's) would make a live lock
+	 * look expired to every other instance. It stays local. */
+	if (!n->is_dir && n->remote_exists && !node_under_locks(n)) {
 		n->mtime_dirty = true;
 		upload_queue(c, n, cache_now_ms() + c->o.write_back_ms);
 	}

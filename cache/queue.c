@@ -562,7 +562,9 @@ static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 	} else {
 		up.id = id;
 	}
-	up.modified_ms = ms_of(v->mtime);
+	/* Under locks/ Drive stamps the upload with its own clock: the
+	 * lock's modifiedTime is its lease (see cache_utimens). */
+	up.modified_ms = node_under_locks(n) ? 0 : ms_of(v->mtime);
 	up.fd = fd;
 	up.size = v->size;
 	up.chunk_size = c->o.chunk_size;

@@ -15,6 +15,7 @@ own cache dirs on one Drive folder of the emulator.
 Also runs the C protocol tests (build/tests/test_lock) against the emulator,
 with and without faults."""
 
+import datetime
 import errno
 import json
 import os
@@ -406,6 +407,32 @@ def test_a_held_lock_stays_held_on_a_drive_that_keeps_modified_time_on_a_touch(e
         emulator.clear_faults()
         a.cleanup()
         b.cleanup()
+
+
+@mount_test
+def test_a_lock_s_modified_time_on_drive_is_never_a_local_time(emulator, tmp_path):
+    """A lock's modifiedTime on Drive is its lease, judged on Drive's clock.
+    `touch -d` on a held lock (or a writer's clock behind Drive's) used to
+    send the local time to Drive: other instances' reapers and acquires saw
+    a live lock as long expired and deleted it."""
+    (a,) = start_mounts(emulator, tmp_path, 1, extra="write_back=0")
+    try:
+        prepare([a], counter=False)
+        assert try_lock(a.p("locks/t.lock"))
+        with open(a.p("locks/t.lock"), "a") as f:
+            f.write("note\n")  # an upload of the lock file too
+        old = time.time() - 3600
+        os.utime(a.p("locks/t.lock"), (old, old))
+        vsync(a)
+        on_drive = [f for f in emulator.files() if f.get("name") == "t.lock"]
+        assert len(on_drive) == 1, on_drive
+        stamp = datetime.datetime.strptime(on_drive[0]["modifiedTime"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        age = time.time() - stamp.replace(tzinfo=datetime.timezone.utc).timestamp()
+        assert age < 60, "the lock looks %.0f s old on Drive" % age
+        assert os.stat(a.p("locks/t.lock")).st_mtime == pytest.approx(old, abs=1)
+        os.unlink(a.p("locks/t.lock"))
+    finally:
+        a.cleanup()
 
 
 @mount_test
