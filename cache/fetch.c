@@ -211,6 +211,8 @@ static void chunk_done(struct cache *c, struct cver *v)
 	v->complete = true;
 	v->atime_ms = cache_wall_ms();
 	fetch_free(c, v);
+	if (v->dropped)
+		return; /* finished for its readers only: no row, no name */
 	store_save_version(c, v);
 	evict_run(c);
 }
@@ -272,7 +274,7 @@ static void *fetch_main(void *arg)
 				pthread_cond_broadcast(&c->changed);
 				chunk_done(c, v);
 			} else if (rev[0] && err.status == 404 &&
-				   !strcmp(f->rev, rev)) {
+				   !strcmp(f->rev, rev) && !v->dropped) {
 				/* Drive no longer keeps that revision: the
 				 * file's current content, as before. */
 				f->st[k] = CH_MISSING;

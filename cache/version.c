@@ -87,7 +87,11 @@ static void ver_free(struct cver *v)
 
 void ver_put(struct cache *c, struct cver *v)
 {
-	if (--v->refs > 0)
+	/* A dropped version's download goes on for its readers (ver_drop);
+	 * the last of them gone, it stops. */
+	if (--v->refs == 1 && v->dropped && v->fetch)
+		fetch_free(c, v);
+	if (v->refs > 0)
 		return;
 	if (v->dropped) {
 		ver_free(v);
@@ -123,7 +127,10 @@ void ver_drop(struct cache *c, struct cver *v)
 		c->vers = v->gnext;
 	if (v->gnext)
 		v->gnext->gprev = v->gprev;
-	if (v->fetch)
+	/* Handles still reading a partial download (a file replaced on
+	 * Drive meanwhile, an O_TRUNC here) must go on reading that version
+	 * whole: its download, by revision, goes on until they close. */
+	if (v->fetch && v->refs <= 1)
 		fetch_free(c, v);
 	v->dropped = true;
 	store_delete_version(c, v->vid);
@@ -726,7 +733,7 @@ int cache_read_fd(struct cache_handle *h, size_t size, off_t off, int *fd)
 	struct cver *v = h->v;
 	int rc = 0;
 
-	if (v->fetch) {
+	if (!v->complete) {
 		pthread_mutex_lock(&c->lock);
 		if (off < v->size)
 			rc = fetch_wait(c, v, off,

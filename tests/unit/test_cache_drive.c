@@ -542,6 +542,52 @@ static void test_faults_200_files_no_duplicates(void)
 	env_close(&e, true);
 }
 
+/* A reader of a partial download whose version is dropped under it (the
+ * feed saw the file replaced on Drive; an O_TRUNC open here) reads that
+ * version whole: the download goes on, by revision, until it closes. It
+ * used to read zeros wherever nothing had arrived yet. */
+static void test_a_partial_download_dropped_under_a_reader_reads_whole(void)
+{
+	struct env e = {0};
+	size_t len = 12 << 20;
+	char *buf = malloc(len), *back = malloc(1 << 20);
+	char tmp[] = "/tmp/vc-XXXXXX";
+	struct drive_upload up;
+	struct drive_file f, sub;
+	struct drive_err err;
+	struct cache_handle *h;
+	int fd;
+
+	fill(buf, len, 45);
+	CHECK_INT(env_open(&e, 0, true), 0);
+	fd = mkstemp(tmp);
+	CHECK_INT(write(fd, buf, len), (ssize_t)len);
+	CHECK_INT(drive_mkdir(dc, e.root_id, "runs", &sub, &err), 0);
+	memset(&up, 0, sizeof(up));
+	up.parent = sub.id;
+	up.name = "p.bin";
+	up.fd = fd;
+	up.size = len;
+	CHECK_INT(drive_upload(dc, &up, &f, &err), 0);
+	close(fd);
+	unlink(tmp);
+	set_faults("{\"bandwidth\": 3000000}"); /* 12 MiB take 4 s */
+	CHECK_INT(cache_open_file(e.c, "runs/p.bin", O_RDONLY, 0, &h), 0);
+	CHECK_INT(cache_read(h, back, 4096, 0), 4096);
+	CHECK(memcmp(back, buf, 4096) == 0);
+	pthread_mutex_lock(&e.c->lock);
+	CHECK(!h->v->complete);
+	ver_drop(e.c, h->v); /* what the feed does to a replaced file */
+	pthread_mutex_unlock(&e.c->lock);
+	CHECK_INT(cache_read(h, back, 1 << 20, 11 << 20), 1 << 20);
+	CHECK(memcmp(back, buf + (11 << 20), 1 << 20) == 0);
+	set_faults("{}");
+	cache_release(h);
+	env_close(&e, true);
+	free(buf);
+	free(back);
+}
+
 /* A file made on Drive by someone else, read through a cold cache. */
 static void test_cold_read_of_file_created_on_drive(void)
 {
@@ -976,6 +1022,7 @@ int main(void)
 	TRY(test_kill9_torture_no_torn_version);
 	TRY(test_faults_200_files_no_duplicates);
 	TRY(test_cold_read_of_file_created_on_drive);
+	TRY(test_a_partial_download_dropped_under_a_reader_reads_whole);
 	drive_client_free(dc);
 	if (!getenv("VECTUR_TEST_RCLONE_CONFIG")) {
 		unlink(conf_path);
