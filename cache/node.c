@@ -361,8 +361,14 @@ void node_retarget(struct cache *c, struct cnode *n, const struct drive_file *f,
 	after = ver_reclose(c, n);
 	n->id_gen++;
 	for (v = n->vers; v; v = v->nnext) {
-		/* Sessions and identities were about the old file. */
+		/* Sessions and identities were about the old file: a version
+		 * "as Drive has it" (modified in place from a clean one, a
+		 * copy or snapshot of one) is not in f, and must go there. */
 		v->same_as = 0;
+		v->was_clean = false;
+		v->copy_of = 0;
+		v->snap_of = 0;
+		v->snap_gen = 0;
 		if (v->session_url && v->session_url[0])
 			ver_forget_session(c, v);
 	}

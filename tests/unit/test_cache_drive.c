@@ -795,6 +795,39 @@ static void test_remote_rename_is_followed(void)
 	env_close(&e, true);
 }
 
+/* The atomic-write recipe with the replace inside the `with` block:
+ * write a tmp file, fsync it (it lands on Drive as its own file), rename
+ * it over the checkpoint while still open, then close. The checkpoint's
+ * Drive file must get the new bytes; the close used to find them
+ * "identical to a version Drive has" (the tmp file's) and send nothing:
+ * Drive kept the old checkpoint and the tmp file for good. */
+static void test_rename_over_a_file_while_open_after_fsync_lands_there(void)
+{
+	struct env e = {0};
+	struct cache_handle *h;
+	char got[33], want[33];
+
+	CHECK_INT(env_open(&e, 0, true), 0);
+	CHECK_INT(put(e.c, "ckpt.pt", "OLD", 3), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	CHECK_INT(cache_open_file(e.c, "ckpt.pt.tmp", O_WRONLY | O_CREAT, 0644,
+				  &h),
+		  0);
+	CHECK_INT(cache_write(h, "NEW", 3, 0), 3);
+	CHECK_INT(cache_fsync(h), 0);
+	CHECK_INT(count_named(e.root_id, "ckpt.pt.tmp"), 1);
+	CHECK_INT(cache_rename(e.c, "ckpt.pt.tmp", "ckpt.pt", 0), 0);
+	CHECK_INT(cache_flush(h), 0);
+	cache_release(h);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	md5_hex("NEW", 3, want);
+	remote_md5(e.root_id, "ckpt.pt", got);
+	CHECK_STR(got, want);
+	CHECK_INT(count_named(e.root_id, "ckpt.pt.tmp"), 0);
+	CHECK_INT(count_named(e.root_id, "ckpt.pt"), 1);
+	env_close(&e, true);
+}
+
 static void test_rename_and_unlink_reach_drive(void)
 {
 	struct env e = {0};
@@ -1012,6 +1045,7 @@ int main(void)
 	TRY(test_upload_after_close_lands_with_right_md5);
 	TRY(test_fsync_means_on_drive);
 	TRY(test_rename_and_unlink_reach_drive);
+	TRY(test_rename_over_a_file_while_open_after_fsync_lands_there);
 	TRY(test_remote_rename_is_followed);
 	TRY(test_negative_lookups_do_not_ask_drive);
 	TRY(test_remote_delete_disappears_and_invalidates);
