@@ -173,6 +173,8 @@ void ver_mark_closed(struct cache *c, struct cver *v)
 	struct cnode *n = v->node;
 	char buf[32];
 
+	if (v->dropped)
+		return; /* its row and file are gone: it is nothing now */
 	v->state = CV_CLOSED;
 	v->complete = true;
 	v->close_seq = ++c->close_seq;
@@ -886,7 +888,9 @@ int64_t ver_snapshot(struct cache *c, struct cver *v)
 		rc = -errno;
 	pthread_mutex_lock(&c->lock);
 	s->preparing = false;
-	if (rc < 0 || n->unlinked) {
+	/* Unlinked, or replaced (a rename of a local file over it drops
+	 * every version, s too) while c->lock was let go: nothing to keep. */
+	if (rc < 0 || n->unlinked || s->dropped || v->dropped) {
 		ver_drop(c, s);
 		ver_put(c, s);
 		return rc < 0 ? rc : -ENOENT;
@@ -916,7 +920,8 @@ int cache_fsync(struct cache_handle *h)
 			goto out; /* untouched: Drive has it */
 		target = ver_snapshot(c, v);
 		if (target < 0) {
-			rc = (int)target;
+			/* -ENOENT: deleted or replaced meanwhile, as above */
+			rc = target == -ENOENT ? 0 : (int)target;
 			goto out;
 		}
 	} else if (v->state == CV_CLOSED || v->state == CV_UPLOADING) {

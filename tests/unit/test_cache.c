@@ -2,6 +2,7 @@
  * version rules, crash recovery, tree semantics, the single-mount lock,
  * eviction. The Drive half is tests/unit/test_cache_drive.c. */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -692,6 +693,50 @@ static void test_writing_an_unlinked_fsynced_file_leaves_no_content_file(void)
 	rm_rf(dir);
 }
 
+static struct cache_handle *race_h;
+
+static void *fsync_thread(void *arg)
+{
+	*(int *)arg = cache_fsync(race_h);
+	return NULL;
+}
+
+/* `mv local_file runs/log` landing while an fsync of runs/log (or its
+ * periodic long-open snapshot) is taking its snapshot: the snapshot,
+ * dropped by the import, used to be closed anyway and superseded the
+ * imported file, which was lost. */
+static void test_an_import_during_a_snapshot_is_kept(void)
+{
+	const char *dir = new_dir();
+	struct cache *c = open_cache(dir, 0);
+	char src[4096];
+	struct stat st;
+	pthread_t th;
+	int fd, frc = -1;
+
+	CHECK_INT(cache_open_file(c, "log", O_WRONLY | O_CREAT, 0644, &race_h),
+		  0);
+	CHECK_INT(cache_write(race_h, "old-writer", 10, 0), 10);
+	/* A write under way: the snapshot waits for it without c->lock. */
+	pthread_rwlock_wrlock(&race_h->v->rw);
+	CHECK_INT(pthread_create(&th, NULL, fsync_thread, &frc), 0);
+	usleep(200 * 1000);
+	snprintf(src, sizeof(src), "%s/local-src", dir);
+	fd = open(src, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	CHECK_INT(write(fd, "IMPORTED", 8), 8);
+	fstat(fd, &st);
+	CHECK_INT(cache_import(c, "log", fd, &st), 0);
+	close(fd);
+	pthread_rwlock_unlock(&race_h->v->rw);
+	pthread_join(th, NULL);
+	CHECK_INT(frc, 0); /* replaced meanwhile: nothing of it to keep */
+	cache_release(race_h);
+	CHECK_STR(get(c, "log"), "IMPORTED");
+	CHECK_INT(count_state(c, "log", CV_CLOSED), 1);
+	cache_close(c, 0);
+	rm_rf(dir);
+}
+
 /* A write through a handle after its flush (a dup'd fd, mmap write-back)
  * reopens the file's current version. When that is a clean copy nobody had
  * open, its descriptor was closed (ver_put): the write must reopen it, not
@@ -1025,6 +1070,7 @@ int main(void)
 	RUN(test_a_snapshot_sharing_a_file_survives_a_kill);
 	RUN(test_a_write_after_flush_reopens_a_clean_version_s_file);
 	RUN(test_writing_an_unlinked_fsynced_file_leaves_no_content_file);
+	RUN(test_an_import_during_a_snapshot_is_kept);
 	RUN(test_import_and_export);
 	RUN(test_eviction_never_touches_dirty);
 	RUN(test_eviction_keeps_the_snapshot_of_an_open_file);
