@@ -102,8 +102,10 @@ void cache_run_inval(struct cache *c)
 
 /* ---- housekeeping ------------------------------------------------------ */
 
-/* Files held open for writing (logs) still reach Drive: every
- * long_open_upload_s their current bytes become a CLOSED snapshot. */
+/* Logs held open for writing still reach Drive: every long_open_upload_s
+ * the current bytes of a file written through O_APPEND become a CLOSED
+ * snapshot. Any other file reaches Drive at close or fsync only: a
+ * checkpoint that takes minutes to write is never sent half-written. */
 static void snapshot_long_open(struct cache *c)
 {
 	int64_t now = cache_now_ms(), age = c->o.long_open_upload_s * 1000LL;
@@ -114,7 +116,7 @@ static void snapshot_long_open(struct cache *c)
 		again = false;
 		for (v = c->vers; v; v = v->gnext) {
 			if (v->state != CV_OPEN || v->writers == 0 ||
-			    v->preparing || v->dropped ||
+			    !v->appending || v->preparing || v->dropped ||
 			    now - v->opened_ms < age)
 				continue;
 			v->opened_ms = now;

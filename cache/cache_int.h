@@ -67,6 +67,11 @@ struct cver {
 	 * into a file of its own (ver_lock_change). Set and cleared with rw
 	 * held exclusive, read with rw held. */
 	bool linked;
+	/* Written through an O_APPEND handle: a log, every prefix of which
+	 * is whole. Only such an OPEN version is snapshotted while it stays
+	 * open (cache.c, long_open_upload_s): a checkpoint written for
+	 * minutes must not reach Drive half-written. */
+	bool appending;
 	int refs;     /* handles, workers, fetches using the struct */
 	int writers;  /* handles open for writing */
 	int handles;  /* open handles reading or writing it */

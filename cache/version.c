@@ -712,6 +712,8 @@ again:
 		goto out;
 	}
 	v->atime_ms = cache_wall_ms();
+	if (writer && (flags & O_APPEND))
+		v->appending = true;
 	h->kernel_stale = kernel_stale(n, v, flags);
 	kv_set(n, v);
 	h->c = c;
@@ -1057,6 +1059,8 @@ static int handle_reopen(struct cache_handle *h)
 		}
 		if (rc >= 0) {
 			rc = 0;
+			if (h->flags & O_APPEND)
+				v->appending = true;
 			kv_unset(c, h->n, h->v);
 			ver_put(c, h->v);
 			kv_set(h->n, v);

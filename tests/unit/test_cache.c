@@ -1024,11 +1024,11 @@ static void test_disk_full_gives_enospc_and_keeps_the_queue(void)
 	rm_rf(dir);
 }
 
-static void test_long_open_file_is_snapshotted(void)
+static void test_long_open_log_is_snapshotted_a_checkpoint_is_not(void)
 {
 	const char *dir = new_dir();
 	struct cache_opts o = {0};
-	struct cache_handle *h;
+	struct cache_handle *h, *h2;
 	struct cache *c = NULL;
 	char err[256];
 	int i;
@@ -1036,14 +1036,24 @@ static void test_long_open_file_is_snapshotted(void)
 	o.dir = dir;
 	o.long_open_upload_s = 1;
 	CHECK_INT(cache_open(&c, &o, NULL, "root", err, sizeof(err)), 0);
-	CHECK_INT(cache_open_file(c, "train.log", O_WRONLY | O_CREAT, 0644, &h),
+	CHECK_INT(cache_open_file(c, "train.log", O_WRONLY | O_CREAT | O_APPEND,
+				  0644, &h),
+		  0);
+	CHECK_INT(cache_open_file(c, "ckpt.pt", O_WRONLY | O_CREAT, 0644, &h2),
 		  0);
 	CHECK_INT(cache_write(h, "epoch 1\n", 8, 0), 8);
-	/* Never closed, yet a complete copy gets queued. */
+	CHECK_INT(cache_write(h2, "half a checkpoint", 17, 0), 17);
+	/* A log never closed, yet a complete copy gets queued. */
 	for (i = 0; i < 40 && count_state(c, "train.log", CV_CLOSED) == 0; i++)
 		usleep(100000);
 	CHECK_INT(count_state(c, "train.log", CV_CLOSED), 1);
 	CHECK_INT(count_state(c, "train.log", CV_OPEN), 1);
+	/* A file written without O_APPEND (a checkpoint being written for
+	 * minutes) is not: half of it must never reach Drive. */
+	usleep(1500 * 1000);
+	CHECK_INT(count_state(c, "ckpt.pt", CV_CLOSED), 0);
+	cache_release(h2);
+	CHECK_INT(count_state(c, "ckpt.pt", CV_CLOSED), 1);
 	cache_release(h);
 	cache_close(c, 0);
 	rm_rf(dir);
@@ -1077,7 +1087,7 @@ int main(void)
 	RUN(test_status_json);
 	RUN(test_state_survives_clean_restart);
 	RUN(test_cache_dir_of_an_older_release_opens_and_keeps_revisions);
-	RUN(test_long_open_file_is_snapshotted);
+	RUN(test_long_open_log_is_snapshotted_a_checkpoint_is_not);
 	RUN(test_disk_full_gives_enospc_and_keeps_the_queue);
 	return t_done();
 }
