@@ -297,6 +297,7 @@ int store_set_meta(struct cache *c, const char *k, const char *v);
 int store_save_node(struct cache *c, const struct cnode *n);
 int store_delete_node(struct cache *c, uint64_t ino);
 int store_save_version(struct cache *c, const struct cver *v);
+int store_save_version_durably(struct cache *c, const struct cver *v);
 int store_delete_version(struct cache *c, int64_t vid);
 int store_save_session(struct cache *c, int64_t vid, const char *url,
 		       int64_t off);

@@ -582,22 +582,29 @@ static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 	pthread_mutex_unlock(&c->lock);
 	drive_err_clear(&err);
 	/* A version closed without fdatasync (see cache_flush) reaches the
-	 * disk before any of it reaches Drive. */
+	 * disk before any of it reaches Drive, and says so in a commit that
+	 * is itself on disk before the upload: a machine that goes down
+	 * mid-upload must find it synced (a new boot drops unsynced ones,
+	 * and the older version it superseded would go to Drive instead). */
 	if (unsynced && fdatasync(fd) < 0) {
 		drive_err_set(&err, 0, "localIO",
 			      "fdatasync of a cached version: %s",
 			      strerror(errno));
 		rc = -1;
 	} else {
+		if (unsynced) {
+			pthread_mutex_lock(&c->lock);
+			if (!v->dropped) {
+				v->unsynced = false;
+				ver_drop_superseded(c, v);
+				store_save_version_durably(c, v);
+			}
+			pthread_mutex_unlock(&c->lock);
+		}
 		rc = drive_upload(c->dc, &up, &out, &err);
 	}
 	pthread_mutex_lock(&c->lock);
 	inflight_del(c, id);
-	if (unsynced && strcmp(err.reason, "localIO") != 0 && !v->dropped) {
-		v->unsynced = false;
-		ver_drop_superseded(c, v);
-		store_save_version(c, v);
-	}
 	c->uploading--;
 	if (moved(&u)) {
 		upload_left_behind(c, n, v);

@@ -371,6 +371,18 @@ int store_save_version(struct cache *c, const struct cver *v)
 	return step(c, st);
 }
 
+/* store_save_version, and every commit before it, on disk when it
+ * returns (synchronous=FULL syncs the WAL at this commit). */
+int store_save_version_durably(struct cache *c, const struct cver *v)
+{
+	int rc;
+
+	exec(c, "PRAGMA synchronous=FULL");
+	rc = store_save_version(c, v);
+	exec(c, "PRAGMA synchronous=NORMAL");
+	return rc;
+}
+
 int store_delete_version(struct cache *c, int64_t vid)
 {
 	sqlite3_stmt *st = c->stmts[ST_DEL_VER];

@@ -22,6 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "cache.h"
 #include "cache_int.h"
 #include "drive.h"
@@ -456,6 +458,93 @@ static void test_rewrite_while_uploading_ends_with_latest(void)
 
 /* The mount dies mid-upload (a child process SIGKILLed): the next
  * cache_open resumes the same resumable session. */
+/* Bytes the emulator has received so far. */
+static int64_t bytes_in(void)
+{
+	char *s = emu("GET", "/_emu/stats", NULL);
+	struct json_object *o = json_tokener_parse(s ? s : "{}"), *b;
+	int64_t n = 0;
+
+	if (o && json_object_object_get_ex(o, "bytes_in", &b))
+		n = json_object_get_int64(b);
+	json_object_put(o);
+	free(s);
+	return n;
+}
+
+/* A version closed without fdatasync (close(2) = flush) is synced by
+ * the uploader before it sends a byte. A machine that goes down after
+ * that, mid-upload, comes back in a new boot: the synced version must
+ * survive and land. It used to be dropped as "never synced" (the row
+ * said so until the upload ended), and the older version it superseded
+ * was uploaded instead. */
+static void test_a_synced_version_survives_a_reboot_mid_upload(void)
+{
+	struct env e = {0};
+	size_t len = 16 << 20; /* a resumable upload, 1 MiB chunks */
+	char *buf = malloc(len), want[33], got[33], db[128];
+	int64_t starts;
+	pid_t pid;
+	int st;
+
+	fill(buf, len, 34);
+	md5_hex(buf, len, want);
+	CHECK_INT(env_open(&e, 0, true), 0);
+	env_close(&e, false); /* only to create the folder and dir */
+	set_faults("{\"bandwidth\": 4000000}");
+	starts = bytes_in();
+	pid = fork();
+	if (pid == 0) {
+		struct cache_handle *h;
+
+		child_client();
+		if (env_open(&e, 600000, false) < 0)
+			_exit(2);
+		/* OLD: released (synced), its upload far away (write_back). */
+		put(e.c, "ck.bin", "OLD", 3);
+		/* NEW: closed by flush alone, then sent at once. */
+		if (cache_open_file(e.c, "ck.bin", O_WRONLY | O_TRUNC, 0, &h) <
+		    0)
+			_exit(3);
+		cache_write(h, buf, len, 0);
+		cache_flush(h);
+		cache_fsync(h); /* starts the upload; killed during it */
+		_exit(4);
+	}
+	/* Killed once the upload's bytes are on their way. */
+	{
+		double t0 = now_s();
+
+		while (now_s() - t0 < 20 && bytes_in() - starts < (3 << 20))
+			usleep(20000);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, &st, 0);
+	if (!WIFSIGNALED(st))
+		fprintf(stderr, "child exited %d\n", WEXITSTATUS(st));
+	CHECK(WIFSIGNALED(st));
+	set_faults("{}");
+	/* A new boot: what recovery sees after a power loss. */
+	{
+		sqlite3 *d;
+
+		snprintf(db, sizeof(db), "%s/meta.db", e.dir);
+		CHECK_INT(sqlite3_open(db, &d), SQLITE_OK);
+		CHECK_INT(sqlite3_exec(d,
+				       "UPDATE meta SET v='another-boot' "
+				       "WHERE k='boot_id'",
+				       NULL, NULL, NULL),
+			  SQLITE_OK);
+		sqlite3_close(d);
+	}
+	CHECK_INT(env_open(&e, 0, false), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	remote_md5(e.root_id, "ck.bin", got);
+	CHECK_STR(got, want);
+	env_close(&e, true);
+	free(buf);
+}
+
 static void test_killed_upload_resumes_at_next_open(void)
 {
 	struct env e = {0};
@@ -1053,6 +1142,7 @@ int main(void)
 	TRY(test_changes_feed_brings_remote_edit);
 	TRY(test_rewrite_while_uploading_ends_with_latest);
 	TRY(test_killed_upload_resumes_at_next_open);
+	TRY(test_a_synced_version_survives_a_reboot_mid_upload);
 	TRY(test_kill9_torture_no_torn_version);
 	TRY(test_faults_200_files_no_duplicates);
 	TRY(test_cold_read_of_file_created_on_drive);
