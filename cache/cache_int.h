@@ -132,6 +132,12 @@ struct cnode {
 	bool listed;
 	bool listing;
 	bool mark; /* scratch for merge_listing */
+	/* The feed passed over a change of this file on Drive while it had
+	 * local changes (or a reconcile ran): should it turn clean without
+	 * sending content of ours, its folder is listed again to catch up. */
+	bool remote_missed;
+	bool refresh; /* queued to read its Drive state again (node_caught_up)
+		       */
 	/* Life. */
 	bool unlinked;	     /* detached from the tree */
 	int refs;	     /* handles and workers holding the struct */
@@ -344,6 +350,12 @@ bool node_told_other(const struct cnode *n, int64_t size,
 		     struct timespec mtime);
 /* Drops a node and its subtree from view after Drive removed it. */
 void node_forget(struct cache *c, struct cnode *n);
+/* n has no local changes left and none of its content was sent: if the
+ * feed passed over a change of it meanwhile (remote_missed), the queue
+ * reads its Drive state again and applies it as the feed would. */
+void node_caught_up(struct cache *c, struct cnode *n);
+/* One change from the feed (or a re-read of one file) applied. */
+void feed_apply(struct cache *c, const struct drive_change *ch);
 void node_apply_remote(struct cache *c, struct cnode *n,
 		       const struct drive_file *f);
 /* Records a tombstone for n's Drive object (if any) before n goes. */

@@ -89,7 +89,7 @@ static void apply_unknown(struct cache *c, const struct drive_file *f)
 		parent_stale(c, f);
 }
 
-static void apply(struct cache *c, const struct drive_change *ch)
+void feed_apply(struct cache *c, const struct drive_change *ch)
 {
 	const struct drive_file *f = &ch->file;
 	struct cnode *n = node_by_id(c, ch->file_id), *np;
@@ -105,12 +105,18 @@ static void apply(struct cache *c, const struct drive_change *ch)
 	if (ch->removed || (ch->has_file && f->trashed)) {
 		if (!n->busy)
 			node_forget(c, n);
+		else
+			n->remote_missed = true;
 		return;
 	}
 	if (!ch->has_file || f->version <= n->rversion)
 		return;
-	if (node_dirty(n) || n->busy)
-		return; /* local changes win; they are on their way */
+	if (node_dirty(n) || n->busy) {
+		/* Local changes win; they are on their way. If none turn out
+		 * to be content (node_caught_up), this change is fetched. */
+		n->remote_missed = true;
+		return;
+	}
 	if (drive_name_to_local(f->name, local, sizeof(local)) < 0)
 		return;
 	np = node_by_id(c, f->parent);
@@ -179,7 +185,7 @@ int feed_poll(struct cache *c)
 	}
 	pthread_mutex_lock(&c->lock);
 	for (i = 0; i < l.n; i++)
-		apply(c, &l.ch[i]);
+		feed_apply(c, &l.ch[i]);
 	if (next[0]) {
 		snprintf(c->token, sizeof(c->token), "%s", next);
 		store_set_meta(c, "changes_token", next);

@@ -413,6 +413,15 @@ bool node_note_rival(struct cache *c, struct cnode *n,
 
 /* Drive removed n (or moved it out of view). Dirty data is never lost: a
  * dirty file or a directory holding one is kept and recreated instead. */
+void node_caught_up(struct cache *c, struct cnode *n)
+{
+	if (!n->remote_missed)
+		return;
+	n->remote_missed = false;
+	n->refresh = true;
+	upload_queue(c, n, cache_now_ms());
+}
+
 void node_forget(struct cache *c, struct cnode *n)
 {
 	struct cnode *k, *next;

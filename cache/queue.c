@@ -480,6 +480,8 @@ static void version_landed(struct cache *c, struct cnode *n, struct cver *v)
 
 	if (v->close_seq > n->landed_seq)
 		n->landed_seq = v->close_seq;
+	/* Our content went over whatever the feed passed over: local wins. */
+	n->remote_missed = false;
 	v->session_url[0] = 0;
 	v->session_off = 0;
 	c->uploaded_files++;
@@ -687,6 +689,14 @@ static int update_meta(struct cache *c, struct cnode *n)
 		if (n->unlinked)
 			return 0;
 		n->mtime_dirty = false;
+		/* The answer tells Drive's content too: a change the feed
+		 * passed over while this rename or touch was pending must not
+		 * leave our clean copy in place as if current. */
+		if (!n->is_dir && strcmp(out.md5, n->md5) != 0 && n->cur &&
+		    n->cur->state == CV_CLEAN) {
+			ver_drop(c, n->cur);
+			cache_note_inval(c, n);
+		}
 		node_apply_remote(c, n, &out);
 		return store_save_node(c, n);
 	}
@@ -791,6 +801,38 @@ static bool waits_for_other(struct cache *c, struct cnode *n)
 }
 
 /* One pass over n (c->lock held, n->busy set by the caller). */
+/* n turned clean after the feed passed over a change of it on Drive
+ * (node_caught_up): its Drive state is read again and applied. */
+static int refresh_remote(struct cache *c, struct cnode *n)
+{
+	struct drive_change ch;
+	struct drive_err err;
+	uint64_t gen = n->id_gen;
+	int rc;
+
+	memset(&ch, 0, sizeof(ch));
+	snprintf(ch.file_id, sizeof(ch.file_id), "%s", n->drive_id);
+	n->refresh = false;
+	pthread_mutex_unlock(&c->lock);
+	drive_err_clear(&err);
+	rc = drive_get(c->dc, ch.file_id, &ch.file, &err);
+	pthread_mutex_lock(&c->lock);
+	if (n->id_gen != gen || n->unlinked || node_dirty(n))
+		return 0; /* moved on meanwhile: local changes win again */
+	if (rc < 0 && err.status != 404) {
+		n->refresh = true;
+		return classify(c, n, "refresh", &err);
+	}
+	ch.removed = rc < 0;
+	ch.has_file = rc == 0;
+	/* As the feed would, which passes over a node a reconcile holds:
+	 * this reconcile is the one, and c->lock is held throughout. */
+	n->busy = false;
+	feed_apply(c, &ch);
+	n->busy = !n->unlinked;
+	return 0;
+}
+
 static int reconcile(struct cache *c, struct cnode *n)
 {
 	struct cver *v;
@@ -831,6 +873,9 @@ static int reconcile(struct cache *c, struct cnode *n)
 	}
 	if (meta_differs(n) && !n->unlinked && n->parent->remote_exists)
 		rc = update_meta(c, n);
+	if (rc == 0 && n->refresh && n->remote_exists && !n->unlinked &&
+	    !node_dirty(n))
+		rc = refresh_remote(c, n);
 	return rc;
 }
 
@@ -844,6 +889,8 @@ static int run_one(struct cache *c, struct cnode *n)
 	n->refs++;
 	rc = reconcile(c, n);
 	n->busy = false;
+	if (!node_dirty(n))
+		node_caught_up(c, n);
 	if (rc == -EAGAIN) {
 		n->attempts++;
 		if (!n->queued)

@@ -974,6 +974,7 @@ static void ver_last_close(struct cache *c, struct cnode *n, struct cver *v,
 	if (v->was_clean && v->gen == 0) {
 		v->state = CV_CLEAN;
 		store_save_version(c, v);
+		node_caught_up(c, n);
 		return;
 	}
 	for (y = n->vers; y; y = y->nnext) {

@@ -255,6 +255,27 @@ def rewrite_fsynced(path, data):
         os.close(fd)
 
 
+def test_a_change_on_drive_while_held_open_for_writing_unused_is_not_lost(mounts, emulator):
+    """b holds a cached file open read-write without writing (an r+ memmap,
+    a file opened "r+b" and only read) while a replaces it; the changes
+    feed passes over the change (b's open version might have been about
+    to be written). When b closes without having written, the change must
+    still reach b: it used to keep serving its old copy as clean."""
+    rel = "runs/shared/m.bin"
+    a, b = two_mounts_sharing(mounts, rel, b"old " * 1024)
+    with open(b.p(rel), "r+b") as f:
+        assert f.read(4) == b"old "
+        rewrite_fsynced(a.p(rel), b"new!" * 2048)
+        time.sleep(2.5)  # b's feed (poll 1 s) reads the change, and passes
+    wait_for(lambda: read_or_none(b.p(rel)) == b"new!" * 2048, 10,
+             "b to read a's new content after closing its untouched handle")
+    # A touch (metadata only) pending on b while a rewrites: same.
+    rewrite_fsynced(a.p(rel), b"3rd." * 512)
+    os.utime(b.p(rel))
+    wait_for(lambda: read_or_none(b.p(rel)) == b"3rd." * 512, 10,
+             "b to read a's third content after its touch was sent")
+
+
 def test_two_mounts_see_each_others_closes_within_poll_interval(mounts, emulator):
     poll = 1
     rel = "runs/shared/x.txt"
