@@ -57,6 +57,7 @@ struct fh {
 	char *rel;		 /* FH_CTL, FH_DIR: path relative to root */
 	bool ro;		 /* a hidden local file under .vectur/local */
 	bool writable;		 /* FH_CACHE opened for writing */
+	pid_t opener;		 /* FH_CACHE: the thread that opened it */
 	atomic_bool flushed;	 /* FH_CACHE: counted in v->closing */
 	struct dent *ents;	 /* FH_DIR: the listing taken at offset 0 */
 	int nents, capents;
@@ -1188,8 +1189,40 @@ static int fh_new(struct fuse_file_info *fi, enum fh_kind kind, int fd,
 	fh->fd = fd;
 	fh->ch = ch;
 	fh->ctl = ctl;
+	fh->opener = fuse_get_context()->pid;
 	fi->fh = (uintptr_t)fh;
 	return 0;
+}
+
+/* The process (thread group) a thread id belongs to, or 0. */
+static pid_t tgid_of(pid_t tid)
+{
+	char path[64], line[128];
+	pid_t tgid = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Tgid: %d", &tgid) == 1)
+			break;
+	fclose(f);
+	return tgid;
+}
+
+/* Whether thread `tid` is of the process that opened the handle. When
+ * that cannot be told (a thread gone), yes: as if every close counted. */
+static bool of_opener(const struct fh *fh, pid_t tid)
+{
+	pid_t a, b;
+
+	if (tid == fh->opener || tid <= 0 || fh->opener <= 0)
+		return true;
+	a = tgid_of(fh->opener);
+	b = tgid_of(tid);
+	return !a || !b || a == b;
 }
 
 static int open_common(const char *path, mode_t mode, struct fuse_file_info *fi,
@@ -1370,6 +1403,13 @@ static int vfs_flush(const char *path, struct fuse_file_info *fi)
 			return -errno;
 		return close(fd) < 0 ? -errno : 0;
 	case FH_CACHE:
+		/* FUSE flushes at every close(2) of the file, a copy that a
+		 * forked child inherited too (a DataLoader worker exiting while
+		 * a checkpoint is being written): only a close by the process
+		 * that opened it ends the version there; else the release, when
+		 * the last copy goes, does. */
+		if (fh->writable && !of_opener(fh, fuse_get_context()->pid))
+			return 0;
 		/* Two close(2)s of dup'd fds may race: count it once. */
 		if (fh->writable && !atomic_exchange(&fh->flushed, true))
 			atomic_fetch_add(&vfs_get()->closing, 1);

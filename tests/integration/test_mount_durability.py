@@ -83,6 +83,34 @@ def test_kill9_of_the_mount_at_20_points_loses_nothing_closed_and_tears_nothing(
         "too few kills landed while an upload was in flight: %s" % summary
 
 
+def test_a_forked_child_exiting_does_not_close_a_file_its_parent_writes(mounts, emulator):
+    """FUSE flushes at every close(2), also of a copy a forked child
+    inherited (DataLoader workers forked while a checkpoint is being
+    written): the child's exit used to close the version, and half a
+    checkpoint went to Drive while the parent was still writing it."""
+    m = mounts(opts="write_back=0,poll_interval=1").start()
+    os.makedirs(m.p("runs/f"))
+    path = m.p("runs/f/ckpt.bin")
+    first, rest = os.urandom(3 << 20), os.urandom(3 << 20)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, first)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)  # its copy of fd closes here
+        os.waitpid(pid, 0)
+        time.sleep(1.5)  # write_back=0: a version closed then would be on its way
+        os.write(fd, rest)
+    finally:
+        os.close(fd)
+    sync_ok(m)
+    view = DriveView(emulator, m.folder)
+    f = view.live_files()["runs/f/ckpt.bin"][0]
+    stored = [v["md5"] for v in view.versions_of(f["id"])]
+    assert stored and set(stored) == {md5(first + rest)}, \
+        "Drive stored %d version(s); half the file: %s" % (len(stored), md5(first) in stored)
+
+
 # ---- 2. rewrite while uploading ---------------------------------------------------
 
 def test_a_file_rewritten_while_its_previous_version_uploads_ends_as_the_latest(
