@@ -210,6 +210,8 @@ static void chunk_done(struct cache *c, struct cver *v)
 		return;
 	v->complete = true;
 	v->atime_ms = cache_wall_ms();
+	/* Never fdatasynced: a new boot drops it (recover.c). */
+	v->unsynced = true;
 	fetch_free(c, v);
 	if (v->dropped)
 		return; /* finished for its readers only: no row, no name */

@@ -74,6 +74,13 @@ static void fix_versions(struct cache *c)
 			ver_drop(c, v);
 			continue;
 		}
+		/* A download (never fdatasynced) after a power loss: its bytes
+		 * may be holes or torn, and a clean copy is trusted as Drive's.
+		 * Drive has it: fetched again when next read. */
+		if (!same_boot && v->unsynced && v->state == CV_CLEAN) {
+			ver_drop(c, v);
+			continue;
+		}
 		if (v->state == CV_UPLOADING) {
 			v->state = CV_CLOSED;
 			v->node->attempts = -1; /* marks: settle first */
