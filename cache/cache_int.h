@@ -354,6 +354,10 @@ void node_forget(struct cache *c, struct cnode *n);
  * feed passed over a change of it meanwhile (remote_missed), the queue
  * reads its Drive state again and applies it as the feed would. */
 void node_caught_up(struct cache *c, struct cnode *n);
+/* Whether n's name and `local` are one name on Drive. Local names are
+ * compared as the Drive names they become: "x<TAB>y" goes to Drive as it
+ * is and comes back spelt "x␉y" (drive/names.c); both are n's name. */
+bool node_named(const struct cnode *n, const char *local);
 /* One change from the feed (or a re-read of one file) applied. */
 void feed_apply(struct cache *c, const struct drive_change *ch);
 void node_apply_remote(struct cache *c, struct cnode *n,

@@ -124,7 +124,7 @@ void feed_apply(struct cache *c, const struct drive_change *ch)
 		node_forget(c, n); /* moved out of our view */
 		return;
 	}
-	if (np != n->parent || strcmp(local, n->name) != 0) {
+	if (np != n->parent || !node_named(n, local)) {
 		struct cnode *clash = node_child(c, np, local);
 		char *nn;
 

@@ -709,12 +709,14 @@ static char *lock_holder_json(struct lock_table *lt, const char *path)
  * it: created now, in this thread (c->lock held, dropped by the queue). */
 static int lock_parent_ready(struct cache *c, struct cnode *d)
 {
-	int rc = 0;
+	int rc = 0, waits = 0;
 
 	if (!d->parent || d->remote_exists)
 		return 0;
 	d->refs++;
-	rc = upload_reconcile_now(c, d);
+	do /* waits for a reconcile of d another thread runs: bounded */
+		rc = upload_reconcile_now(c, d);
+	while (rc == -EAGAIN && d->busy && !d->unlinked && ++waits < 120);
 	node_put(c, d);
 	if (d->unlinked)
 		return -ENOENT;

@@ -221,9 +221,20 @@ bool node_dirty(struct cnode *n)
 	for (v = n->vers; v; v = v->nnext)
 		if (v->state != CV_CLEAN)
 			return true;
-	if (strcmp(n->remote_name, n->name) != 0)
+	if (!node_named(n, n->remote_name))
 		return true;
 	return strcmp(n->remote_parent, n->parent->drive_id) != 0;
+}
+
+bool node_named(const struct cnode *n, const char *local)
+{
+	char a[1024], b[1024];
+
+	if (strcmp(n->name, local) == 0)
+		return true;
+	return drive_name_from_local(n->name, a, sizeof(a)) == 0 &&
+	       drive_name_from_local(local, b, sizeof(b)) == 0 &&
+	       strcmp(a, b) == 0;
 }
 
 char *node_path(struct cnode *n)
@@ -496,7 +507,7 @@ static void merge_listing(struct cache *c, struct cnode *dir, struct listing *l,
 			if (node_dirty(n) || n->remote_seq > seq0 ||
 			    f->version <= n->rversion)
 				continue;
-			if (strcmp(local, n->name) != 0) {
+			if (!node_named(n, local)) {
 				/* Renamed elsewhere: follow, or the queue would
 				 * rename it back. */
 				char *nn = strdup(local);

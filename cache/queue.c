@@ -174,7 +174,7 @@ static int64_t backoff_ms(int attempts)
 static bool meta_differs(struct cnode *n)
 {
 	return n->remote_exists &&
-	       (strcmp(n->remote_name, n->name) != 0 ||
+	       (!node_named(n, n->remote_name) ||
 		strcmp(n->remote_parent, n->parent->drive_id) != 0 ||
 		n->mtime_dirty);
 }
@@ -660,7 +660,7 @@ static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 static int update_meta(struct cache *c, struct cnode *n)
 {
 	char name[1024], add[128], rem[128], id[128];
-	bool rename = strcmp(n->remote_name, n->name) != 0;
+	bool rename = !node_named(n, n->remote_name);
 	bool move = strcmp(n->remote_parent, n->parent->drive_id) != 0;
 	int64_t mtime = n->mtime_dirty ? ms_of(n->mtime) : 0;
 	struct drive_file out;
@@ -913,8 +913,12 @@ static int run_one(struct cache *c, struct cnode *n)
 
 int upload_reconcile_now(struct cache *c, struct cnode *n)
 {
-	while (n->busy && !n->unlinked)
+	/* Another thread's reconcile of n: the caller's own deadline decides
+	 * how long to wait for it (-EAGAIN: not yet). */
+	if (n->busy && !n->unlinked)
 		cache_wait(c, 1000);
+	if (n->busy && !n->unlinked)
+		return -EAGAIN;
 	if (n->unlinked)
 		return 0;
 	if (n->attempts && n->queued && n->due_ms > cache_now_ms())

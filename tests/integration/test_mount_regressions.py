@@ -50,6 +50,33 @@ def test_o_trunc_truncates_a_file_already_uploaded_after_a_replace(mount):
     wait_on_drive(mount.emu, mount.folder, "experiments/work_graph.json", b"{}")
 
 
+def test_names_with_a_tab_or_a_quote_rune_settle_on_drive(mount):
+    # A local name with a tab goes to Drive as it is and came back spelt
+    # with the control-picture rune; compared as local names the two never
+    # matched, so the queue renamed the file on Drive ~10 times a second
+    # forever, --sync never returned and an fsync hung in D state.
+    mount.start(extra="write_back=0")
+    os.makedirs(mount.p("runs/n"))
+    names = ["x\ty.txt", "run1\n", "\u201bstray.txt", "\u2400nul.txt"]
+    for name in names:
+        with open(mount.p("runs/n/" + name), "w") as f:
+            f.write(name)
+            f.flush()
+            os.fsync(f.fileno())
+    r = subprocess.run([VM, "--sync", mount.mnt], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    before = mount.emu.stats()["requests"].get("update", 0)
+    time.sleep(2)
+    after = mount.emu.stats()["requests"].get("update", 0)
+    assert after == before, "%d renames on Drive in 2 s" % (after - before)
+    assert sorted(os.listdir(mount.p("runs/n"))) == sorted(names)
+    for name in names:
+        assert open(mount.p("runs/n/" + name)).read() == name
+    for name in names:
+        assert drive_lookup(mount.emu, mount.folder, "runs/n/" + name) is not None, name
+
+
 def test_sync_waits_for_a_version_superseded_before_it_landed(mount):
     # `--sync` promises that everything closed before it is on Drive. A
     # version closed before the sync and superseded before it could be
