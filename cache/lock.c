@@ -885,10 +885,13 @@ struct sync_target {
 	int64_t seq;
 };
 
-/* close() returns before FUSE's RELEASE reaches us (the kernel sends it
- * asynchronously), so a file written and closed just before the unlink may
- * still be OPEN here. Every version with writes not yet closed is
- * snapshotted into a CLOSED one (what fsync does locally). c->lock held. */
+/* A close(2) ends its version in FUSE's flush, which close() waits for;
+ * one in progress here is waited for. A file still open for writing has
+ * no complete version to push, with one exception: a log (written through
+ * O_APPEND), whose every prefix is whole, is snapshotted into a CLOSED
+ * version (what fsync does locally). A checkpoint another process is
+ * writing must not reach Drive half-written because a lock was released.
+ * c->lock held. */
 static bool barrier_closing(struct cache *c)
 {
 	struct cver *v;
@@ -913,7 +916,8 @@ static int barrier_snapshot_open(struct cache *c)
 		cache_wait(c, 10);
 	for (v = c->vers; v; v = v->gnext) {
 		if (v->state != CV_OPEN || v->writers == 0 || v->dropped ||
-		    (v->was_clean && v->gen == 0) || v->node->unlinked)
+		    !v->appending || (v->was_clean && v->gen == 0) ||
+		    v->node->unlinked)
 			continue;
 		if (n == cap) {
 			int64_t *nv;

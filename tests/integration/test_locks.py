@@ -436,6 +436,37 @@ def test_a_lock_s_modified_time_on_drive_is_never_a_local_time(emulator, tmp_pat
 
 
 @mount_test
+def test_a_lock_release_does_not_push_a_file_another_process_is_writing(emulator, tmp_path):
+    """A release pushes this mount's writes to Drive first. It used to
+    snapshot every file open for writing, so vectur-sched releasing the
+    graph lock while training code was half-way through torch.save put
+    half a checkpoint on Drive. Logs (O_APPEND) are still pushed."""
+    (a,) = start_mounts(emulator, tmp_path, 1, extra="write_back=600")
+    try:
+        prepare([a], counter=False)
+        half = os.urandom(123456)
+        ck = open(a.p("runs/half.pt"), "wb")
+        ck.write(half)
+        ck.flush()
+        log = open(a.p("runs/train.log"), "a")
+        log.write("epoch 1\n")
+        log.flush()
+        assert try_lock(a.p("locks/g.lock"))
+        os.unlink(a.p("locks/g.lock"))
+        names = {f.get("name"): f for f in emulator.files()}
+        assert "half.pt" not in names, "half a checkpoint on Drive: %s" % names.get("half.pt")
+        assert "train.log" in names, sorted(names)
+        ck.write(half)
+        ck.close()
+        log.close()
+        vsync(a)
+        sizes = [f.get("size") for f in emulator.files() if f.get("name") == "half.pt"]
+        assert sizes == [str(2 * len(half))], sizes
+    finally:
+        a.cleanup()
+
+
+@mount_test
 def test_holder_stopped_past_ttl_finds_its_lock_gone(emulator, tmp_path):
     ttl = 6
     a, b = start_mounts(emulator, tmp_path, 2, extra="lock_ttl=%d" % ttl)
