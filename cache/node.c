@@ -796,6 +796,24 @@ out:
 	return rc;
 }
 
+/* Before a folder is trashed as empty (rmdir, a rename over it): its
+ * children on Drive count, also those another instance made since it was
+ * last listed (the feed may be up to poll_interval behind), so it is
+ * listed again. Drive out of reach: what was seen. c->lock held, may be
+ * dropped; n referenced. */
+static int node_list_afresh(struct cache *c, struct cnode *n)
+{
+	if (c->dc && n->remote_exists && n->listed && !n->listing) {
+		n->listed = false;
+		if (node_ensure_listed(c, n) < 0 && !n->unlinked &&
+		    !n->listed) {
+			n->listed = true;
+			store_save_node(c, n);
+		}
+	}
+	return node_ensure_listed(c, n);
+}
+
 int cache_rmdir(struct cache *c, const char *path)
 {
 	struct cnode *n;
@@ -816,7 +834,7 @@ int cache_rmdir(struct cache *c, const char *path)
 		goto out;
 	}
 	n->refs++;
-	rc = node_ensure_listed(c, n); /* children on Drive count */
+	rc = node_list_afresh(c, n);
 	node_put(c, n);
 	if (rc < 0)
 		goto out;
@@ -945,7 +963,7 @@ again:
 		d->refs++;
 		dst->refs++;
 		if (dst->is_dir) {
-			rc = node_ensure_listed(c, dst);
+			rc = node_list_afresh(c, dst);
 			if (rc == 0 && dst->kids)
 				rc = -ENOTEMPTY;
 		} else if (keep && !ver_newest_closed(src)) {

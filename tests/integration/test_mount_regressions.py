@@ -2,6 +2,7 @@
 failing before its fix. Uses the Mount helper of test_mount_basic.py, and
 mountlib's where a test needs several mounts or kill -9."""
 
+import errno
 import json
 import os
 import subprocess
@@ -75,6 +76,28 @@ def test_names_with_a_tab_or_a_quote_rune_settle_on_drive(mount):
         assert open(mount.p("runs/n/" + name)).read() == name
     for name in names:
         assert drive_lookup(mount.emu, mount.folder, "runs/n/" + name) is not None, name
+
+
+def test_rmdir_of_a_folder_another_instance_filled_meanwhile_is_refused(mounts):
+    # a saw runs/shared empty; b then wrote a checkpoint into it, which a's
+    # changes feed (poll_interval=60) had not brought yet. a's rmdir used
+    # to succeed on its old view and trash the folder on Drive, b's
+    # checkpoint with it.
+    a = mounts(name="a", cache="cache-a",
+               opts="write_back=0,poll_interval=60,drain_timeout=30").start()
+    b = mounts(name="b", cache="cache-b", folder=a.folder).start()
+    os.makedirs(a.p("runs/shared"))
+    assert a.sync().returncode == 0
+    assert os.listdir(a.p("runs/shared")) == []
+    mountlib.wait_for(lambda: os.path.isdir(b.p("runs/shared")), 15, "b to see the folder")
+    with open(b.p("runs/shared/ckpt.pt"), "wb") as f:
+        f.write(b"weights")
+    assert b.sync().returncode == 0
+    with pytest.raises(OSError) as e:
+        os.rmdir(a.p("runs/shared"))
+    assert e.value.errno == errno.ENOTEMPTY
+    assert os.listdir(a.p("runs/shared")) == ["ckpt.pt"]
+    assert drive_lookup(a.emu, a.folder, "runs/shared/ckpt.pt") is not None
 
 
 def test_sync_waits_for_a_version_superseded_before_it_landed(mount):
