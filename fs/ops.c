@@ -745,13 +745,11 @@ static int list_dir(struct vfs *v, const char *rel, void *buf,
 
 	filler(buf, ".", NULL, 0, 0);
 	filler(buf, "..", NULL, 0, 0);
-	if (!*rel) {
-		struct stat st = {.st_mode = S_IFDIR | 0555,
-				  .st_ino = VFS_CTL_INO};
-
-		filler(buf, VFS_CTL_DIR, &st, 0, 0);
+	/* .vectur is reachable by name but not listed (as ZFS's .zfs): find,
+	 * du, grep -r and git add -A in the code directory must not walk into
+	 * .vectur/local (the root again) nor read .vectur/sync (a sync). */
+	if (!*rel)
 		name_set_add(&seen, VFS_CTL_DIR);
-	}
 	fc.merged = true;
 	rc = cache_readdir(v->cache, rel, fill_cached, &fc);
 	if (rc < 0 && rc != -ENOENT && rc != -ENOTDIR)

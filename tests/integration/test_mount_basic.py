@@ -394,7 +394,7 @@ def test_every_option_help_lists_is_accepted_by_a_mount(emulator, tmp_path):
             line = [l.split() for l in f if l.split()[1] == m.mnt][0]
         assert line[0] == "vectur-test" and line[2] == "fuse.vtest", line
         assert "ro" in line[3].split(","), line
-        assert os.listdir(m.mnt)
+        assert os.path.isfile(m.p(".vectur/status"))  # it serves
     finally:
         m.cleanup()
 
@@ -426,7 +426,14 @@ def test_local_file_stays_visible_and_local(mount):
     mount.start()
     assert open(mount.p("train.py")).read().startswith("import os")
     assert "train.py" in os.listdir(mount.mnt)
-    assert ".vectur" in os.listdir(mount.mnt)
+    # .vectur is there by name, but not listed: find/du/grep -r/git add -A
+    # must not walk into .vectur/local (the root again) or open .vectur/sync.
+    assert ".vectur" not in os.listdir(mount.mnt)
+    assert os.path.isfile(mount.p(".vectur/status"))
+    r = subprocess.run(["find", mount.mnt], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and ".vectur" not in r.stdout, r.stderr
+    r = subprocess.run(["du", "-s", mount.mnt], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
     with open(mount.p("notes.txt"), "w") as f:
         f.write("local")
     mount.stop()
