@@ -442,6 +442,7 @@ def test_a_lock_release_does_not_push_a_file_another_process_is_writing(emulator
     graph lock while training code was half-way through torch.save put
     half a checkpoint on Drive. Logs (O_APPEND) are still pushed."""
     (a,) = start_mounts(emulator, tmp_path, 1, extra="write_back=600")
+    ck = log = None
     try:
         prepare([a], counter=False)
         half = os.urandom(123456)
@@ -463,6 +464,9 @@ def test_a_lock_release_does_not_push_a_file_another_process_is_writing(emulator
         sizes = [f.get("size") for f in emulator.files() if f.get("name") == "half.pt"]
         assert sizes == [str(2 * len(half))], sizes
     finally:
+        for f in (ck, log):  # an open file keeps the unmount busy
+            if f is not None and not f.closed:
+                f.close()
         a.cleanup()
 
 
