@@ -286,7 +286,10 @@ def test_page_size_bounds_and_bad_token(emulator):
 
 def test_order_by(emulator):
     names = ["b", "C", "a"]
-    ids = [emulator.upload(n, b"x")["id"] for n in names]
+    ids = []
+    for n in names:
+        ids.append(emulator.upload(n, b"x")["id"])
+        time.sleep(0.005)  # distinct createdTimes (ms): a tie has no order
     def order(spec):
         return [f["name"] for f in emulator.list_all(orderBy=spec, fields="nextPageToken,files(name)")]
     assert order("name") == ["a", "b", "C"]
