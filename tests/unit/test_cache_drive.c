@@ -458,6 +458,47 @@ static void test_rewrite_while_uploading_ends_with_latest(void)
 
 /* The mount dies mid-upload (a child process SIGKILLed): the next
  * cache_open resumes the same resumable session. */
+/* A file another instance made: `len` bytes of buf as `name` in parent,
+ * uploaded by the Drive client itself. */
+static int upload_bytes(const char *parent, const char *name, const char *buf,
+			size_t len, struct drive_file *out)
+{
+	char tmp[] = "/tmp/vc-XXXXXX";
+	struct drive_upload up;
+	struct drive_err err;
+	int fd = mkstemp(tmp), rc = -1;
+
+	if (fd < 0)
+		return -1;
+	unlink(tmp);
+	if (write(fd, buf, len) == (ssize_t)len) {
+		memset(&up, 0, sizeof(up));
+		up.parent = parent;
+		up.name = name;
+		up.fd = fd;
+		up.size = len;
+		rc = drive_upload(dc, &up, out, &err);
+	}
+	close(fd);
+	return rc;
+}
+
+/* What recovery sees after a power loss: another kernel boot id. */
+static void new_boot(const char *cache_dir)
+{
+	char db[128];
+	sqlite3 *d;
+
+	snprintf(db, sizeof(db), "%s/meta.db", cache_dir);
+	CHECK_INT(sqlite3_open(db, &d), SQLITE_OK);
+	CHECK_INT(sqlite3_exec(d,
+			       "UPDATE meta SET v='another-boot' "
+			       "WHERE k='boot_id'",
+			       NULL, NULL, NULL),
+		  SQLITE_OK);
+	sqlite3_close(d);
+}
+
 /* Bytes the emulator has received so far. */
 static int64_t bytes_in(void)
 {
@@ -482,7 +523,7 @@ static void test_a_synced_version_survives_a_reboot_mid_upload(void)
 {
 	struct env e = {0};
 	size_t len = 16 << 20; /* a resumable upload, 1 MiB chunks */
-	char *buf = malloc(len), want[33], got[33], db[128];
+	char *buf = malloc(len), want[33], got[33];
 	int64_t starts;
 	pid_t pid;
 	int st;
@@ -524,19 +565,7 @@ static void test_a_synced_version_survives_a_reboot_mid_upload(void)
 		fprintf(stderr, "child exited %d\n", WEXITSTATUS(st));
 	CHECK(WIFSIGNALED(st));
 	set_faults("{}");
-	/* A new boot: what recovery sees after a power loss. */
-	{
-		sqlite3 *d;
-
-		snprintf(db, sizeof(db), "%s/meta.db", e.dir);
-		CHECK_INT(sqlite3_open(db, &d), SQLITE_OK);
-		CHECK_INT(sqlite3_exec(d,
-				       "UPDATE meta SET v='another-boot' "
-				       "WHERE k='boot_id'",
-				       NULL, NULL, NULL),
-			  SQLITE_OK);
-		sqlite3_close(d);
-	}
+	new_boot(e.dir);
 	CHECK_INT(env_open(&e, 0, false), 0);
 	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
 	remote_md5(e.root_id, "ck.bin", got);
@@ -640,26 +669,14 @@ static void test_a_partial_download_dropped_under_a_reader_reads_whole(void)
 	struct env e = {0};
 	size_t len = 12 << 20;
 	char *buf = malloc(len), *back = malloc(1 << 20);
-	char tmp[] = "/tmp/vc-XXXXXX";
-	struct drive_upload up;
 	struct drive_file f, sub;
 	struct drive_err err;
 	struct cache_handle *h;
-	int fd;
 
 	fill(buf, len, 45);
 	CHECK_INT(env_open(&e, 0, true), 0);
-	fd = mkstemp(tmp);
-	CHECK_INT(write(fd, buf, len), (ssize_t)len);
 	CHECK_INT(drive_mkdir(dc, e.root_id, "runs", &sub, &err), 0);
-	memset(&up, 0, sizeof(up));
-	up.parent = sub.id;
-	up.name = "p.bin";
-	up.fd = fd;
-	up.size = len;
-	CHECK_INT(drive_upload(dc, &up, &f, &err), 0);
-	close(fd);
-	unlink(tmp);
+	CHECK_INT(upload_bytes(sub.id, "p.bin", buf, len, &f), 0);
 	set_faults("{\"bandwidth\": 3000000}"); /* 12 MiB take 4 s */
 	CHECK_INT(cache_open_file(e.c, "runs/p.bin", O_RDONLY, 0, &h), 0);
 	CHECK_INT(cache_read(h, back, 4096, 0), 4096);
@@ -685,39 +702,18 @@ static void test_a_download_is_fetched_again_after_a_reboot(void)
 	struct env e = {0};
 	size_t len = 1 << 20;
 	char *buf = malloc(len), *back = malloc(len);
-	char tmp[] = "/tmp/vc-XXXXXX", db[128];
-	struct drive_upload up;
 	struct drive_file f;
-	struct drive_err err;
 	struct cache_handle *h;
 	struct cnode *n;
-	sqlite3 *d;
-	int fd;
 
 	fill(buf, len, 46);
 	CHECK_INT(env_open(&e, 0, true), 0);
-	fd = mkstemp(tmp);
-	CHECK_INT(write(fd, buf, len), (ssize_t)len);
-	memset(&up, 0, sizeof(up));
-	up.parent = e.root_id;
-	up.name = "dl.bin";
-	up.fd = fd;
-	up.size = len;
-	CHECK_INT(drive_upload(dc, &up, &f, &err), 0);
-	close(fd);
-	unlink(tmp);
+	CHECK_INT(upload_bytes(e.root_id, "dl.bin", buf, len, &f), 0);
 	CHECK_INT(cache_open_file(e.c, "dl.bin", O_RDONLY, 0, &h), 0);
 	CHECK_INT(cache_read(h, back, len, 0), (ssize_t)len);
 	cache_release(h);
 	env_close(&e, false);
-	snprintf(db, sizeof(db), "%s/meta.db", e.dir);
-	CHECK_INT(sqlite3_open(db, &d), SQLITE_OK);
-	CHECK_INT(sqlite3_exec(d,
-			       "UPDATE meta SET v='another-boot' "
-			       "WHERE k='boot_id'",
-			       NULL, NULL, NULL),
-		  SQLITE_OK);
-	sqlite3_close(d);
+	new_boot(e.dir);
 	CHECK_INT(env_open(&e, 0, false), 0);
 	pthread_mutex_lock(&e.c->lock);
 	CHECK_INT(node_lookup(e.c, "dl.bin", &n), 0);
