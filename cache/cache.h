@@ -154,6 +154,8 @@ int cache_open_file(struct cache *c, const char *path, int flags, mode_t mode,
 		    struct cache_handle **out);
 #define CACHE_KV_WAIT_MS 2000
 bool cache_kernel_stale(const struct cache_handle *h);
+/* The inode number (cache_attr.ino) of the file a handle has open. */
+uint64_t cache_handle_ino(const struct cache_handle *h);
 ssize_t cache_read(struct cache_handle *h, void *buf, size_t size, off_t off);
 /* Waits, as cache_read does, until [off, off + size) of the handle's
  * version is in the cache, and gives the descriptor holding it, for a

@@ -623,6 +623,11 @@ bool cache_kernel_stale(const struct cache_handle *h)
 	return h->kernel_stale;
 }
 
+uint64_t cache_handle_ino(const struct cache_handle *h)
+{
+	return h->n->ino;
+}
+
 int cache_open_file(struct cache *c, const char *path, int flags, mode_t mode,
 		    struct cache_handle **out)
 {
@@ -1098,6 +1103,7 @@ int cache_import(struct cache *c, const char *path, int src_fd,
 	struct cnode *d, *n;
 	struct cver *v, *o, *next;
 	const char *name;
+	bool created = false;
 	int64_t got = 0;
 	int rc;
 
@@ -1116,8 +1122,8 @@ int cache_import(struct cache *c, const char *path, int src_fd,
 			rc = -ENOMEM;
 			goto out;
 		}
+		created = true;
 	}
-	n->mode = st->st_mode & 07777;
 	n->refs++;
 	v = ver_new(c, n, CV_OPEN);
 	if (!v) {
@@ -1136,8 +1142,13 @@ int cache_import(struct cache *c, const char *path, int src_fd,
 		ver_drop(c, v);
 		ver_put(c, v);
 		rc = rc < 0 ? rc : -ENOENT;
+		/* The rename failed: the name it made goes too, unless
+		 * someone opened it meanwhile. */
+		if (created && n->refs == 1 && !n->vers)
+			node_detach(c, n);
 		goto out_put;
 	}
+	n->mode = st->st_mode & 07777;
 	v->size = got;
 	v->mtime = st->st_mtim;
 	n->mtime = st->st_mtim;

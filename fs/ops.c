@@ -48,9 +48,24 @@ enum fh_kind { FH_LOCAL, FH_CACHE, FH_CTL, FH_DIR };
 
 /* An open file or directory. With nullpath_ok (needed so that unlinked
  * open files keep working under hard_remove) libfuse passes no path to
- * operations on an open handle, so the handle keeps what they need. */
+ * operations on an open handle, so the handle keeps what they need.
+ *
+ * A handle writing a file that a rename moves across the persist boundary
+ * moves with it (fh_move_*): its kind turns from FH_LOCAL to FH_CACHE or
+ * back. What the old kind used (an fd, a cache handle) is kept open in
+ * `old` until the release, so an operation that read the old kind (a read
+ * whose fd libfuse splices after read_buf returned) finishes on it;
+ * operations that change the file hold `sw` shared and the move holds it
+ * exclusive, so no write lands on the old side once the content was
+ * copied. */
+struct fh_old {
+	int fd;
+	struct cache_handle *ch;
+	struct fh_old *next;
+};
+
 struct fh {
-	enum fh_kind kind;
+	_Atomic(enum fh_kind) kind;
 	int fd;			 /* FH_LOCAL */
 	struct cache_handle *ch; /* FH_CACHE */
 	void *ctl;		 /* FH_CTL */
@@ -59,7 +74,16 @@ struct fh {
 	bool writable;		 /* FH_CACHE opened for writing */
 	pid_t opener;		 /* FH_CACHE: the thread that opened it */
 	atomic_bool flushed;	 /* FH_CACHE: counted in v->closing */
-	struct dent *ents;	 /* FH_DIR: the listing taken at offset 0 */
+	int flags;		 /* open(2) flags */
+	pthread_rwlock_t sw;	 /* see above (files only) */
+	struct fh_old *old;
+	/* In v->writers (a file open for writing), known by the local
+	 * file's dev/ino, or dev 0 and the persisted file's ino. */
+	bool listed_w;
+	dev_t w_dev;
+	uint64_t w_ino;
+	struct fh *w_next, *w_prev;
+	struct dent *ents; /* FH_DIR: the listing taken at offset 0 */
 	int nents, capents;
 	bool listed;
 };
@@ -846,6 +870,7 @@ static int vfs_opendir(const char *path, struct fuse_file_info *fi)
 
 	if (!fh)
 		return -ENOMEM;
+	pthread_rwlock_init(&fh->sw, NULL);
 	fh->kind = FH_DIR;
 	fh->fd = -1;
 	fh->rel = strdup(rel_of(path));
@@ -996,14 +1021,183 @@ static int vfs_link(const char *from, const char *to)
 	return linkat(v->dirfd, rf, v->dirfd, rt, 0) < 0 ? -errno : 0;
 }
 
+/* ---- handles that move with a renamed file -------------------------------
+ */
+
+static void fh_set_id(struct fh *fh)
+{
+	struct stat st;
+
+	if (fh->kind == FH_CACHE) {
+		fh->w_dev = 0;
+		fh->w_ino = cache_handle_ino(fh->ch);
+	} else if (fstat(fh->fd, &st) == 0) {
+		fh->w_dev = st.st_dev;
+		fh->w_ino = st.st_ino;
+	}
+}
+
+/* A file opened for writing joins v->writers. */
+static void fh_list_writer(struct vfs *v, struct fh *fh)
+{
+	if ((fh->flags & O_ACCMODE) == O_RDONLY || fh->ro ||
+	    (fh->kind != FH_LOCAL && fh->kind != FH_CACHE))
+		return;
+	fh_set_id(fh);
+	pthread_mutex_lock(&v->fh_lock);
+	fh->w_prev = NULL;
+	fh->w_next = v->writers;
+	if (v->writers)
+		v->writers->w_prev = fh;
+	v->writers = fh;
+	fh->listed_w = true;
+	pthread_mutex_unlock(&v->fh_lock);
+}
+
+static void fh_unlist_writer(struct vfs *v, struct fh *fh)
+{
+	if (!fh->listed_w)
+		return;
+	pthread_mutex_lock(&v->fh_lock);
+	if (fh->w_prev)
+		fh->w_prev->w_next = fh->w_next;
+	else
+		v->writers = fh->w_next;
+	if (fh->w_next)
+		fh->w_next->w_prev = fh->w_prev;
+	fh->listed_w = false;
+	pthread_mutex_unlock(&v->fh_lock);
+	/* A move that found it before it left the list finishes first. */
+	pthread_rwlock_wrlock(&fh->sw);
+	pthread_rwlock_unlock(&fh->sw);
+}
+
+/* The handles writing file (dev, ino), each with `sw` held exclusive
+ * (writes in flight finish first): *out, malloc'd, count returned (< 0:
+ * -errno). Release them with fh_unhold. */
+static int fh_hold_writers(struct vfs *v, dev_t dev, uint64_t ino,
+			   struct fh ***out)
+{
+	struct fh *fh, **arr = NULL;
+	int n = 0, cap = 0;
+
+	*out = NULL;
+	pthread_mutex_lock(&v->fh_lock);
+	for (fh = v->writers; fh; fh = fh->w_next) {
+		if (fh->w_dev != dev || fh->w_ino != ino)
+			continue;
+		if (n == cap) {
+			struct fh **a;
+
+			cap = cap ? 2 * cap : 4;
+			a = realloc(arr, (size_t)cap * sizeof(*arr));
+			if (!a) {
+				pthread_mutex_unlock(&v->fh_lock);
+				for (int i = 0; i < n; i++)
+					pthread_rwlock_unlock(&arr[i]->sw);
+				free(arr);
+				return -ENOMEM;
+			}
+			arr = a;
+		}
+		pthread_rwlock_wrlock(&fh->sw);
+		arr[n++] = fh;
+	}
+	pthread_mutex_unlock(&v->fh_lock);
+	*out = arr;
+	return n;
+}
+
+static void fh_unhold(struct fh **arr, int n)
+{
+	for (int i = 0; i < n; i++)
+		pthread_rwlock_unlock(&arr[i]->sw);
+	free(arr);
+}
+
+/* What fh used so far stays open in fh->old (struct fh), in o. */
+static void fh_retire(struct fh *fh, struct fh_old *o)
+{
+	o->fd = fh->fd;
+	o->ch = fh->ch;
+	o->next = fh->old;
+	fh->old = o;
+	fh->fd = -1;
+	fh->ch = NULL;
+}
+
+/* After `rel` became the persisted home of a local file: the handles that
+ * were writing it write the persisted file from now on (its own local
+ * file goes away). */
+static int fh_move_to_cache(struct vfs *v, struct fh **arr, int n,
+			    const char *rel)
+{
+	struct cache_handle *ch;
+	struct fh_old *o;
+	int rc;
+
+	for (int i = 0; i < n; i++) {
+		o = calloc(1, sizeof(*o));
+		if (!o)
+			return -ENOMEM;
+		rc = cache_open_file(v->cache, rel,
+				     O_RDWR | (arr[i]->flags & O_APPEND), 0,
+				     &ch);
+		if (rc < 0) {
+			free(o);
+			return rc;
+		}
+		fh_retire(arr[i], o);
+		arr[i]->ch = ch;
+		arr[i]->writable = true;
+		arr[i]->kind = FH_CACHE;
+		pthread_mutex_lock(&v->fh_lock);
+		fh_set_id(arr[i]);
+		pthread_mutex_unlock(&v->fh_lock);
+	}
+	return 0;
+}
+
+/* After a persisted file was copied to local `rel`: its writers write the
+ * local file from now on. */
+static int fh_move_to_local(struct vfs *v, struct fh **arr, int n,
+			    const char *rel)
+{
+	struct fh_old *o;
+	int fd;
+
+	for (int i = 0; i < n; i++) {
+		o = calloc(1, sizeof(*o));
+		if (!o)
+			return -ENOMEM;
+		fd = openat(v->dirfd, rel,
+			    O_RDWR | O_CLOEXEC | O_NOFOLLOW |
+				    (arr[i]->flags & O_APPEND));
+		if (fd < 0) {
+			free(o);
+			return -errno;
+		}
+		fh_retire(arr[i], o);
+		arr[i]->fd = fd;
+		arr[i]->kind = FH_LOCAL;
+		pthread_mutex_lock(&v->fh_lock);
+		fh_set_id(arr[i]);
+		pthread_mutex_unlock(&v->fh_lock);
+	}
+	return 0;
+}
+
 /* rename(local → persisted): the content becomes a new version of the
- * persisted file, then the local file goes. */
+ * persisted file, then the local file goes. Handles still writing it move
+ * with it (struct fh); if one cannot, the local file stays and the rename
+ * fails. */
 static int rename_import(struct vfs *v, const char *from, const char *to,
 			 unsigned int flags)
 {
 	struct cache_attr a;
 	struct stat st;
-	int fd = -1, rc;
+	struct fh **held = NULL;
+	int fd = -1, rc, nheld = 0;
 
 	if (flags & RENAME_EXCHANGE)
 		return -EINVAL;
@@ -1036,6 +1230,15 @@ static int rename_import(struct vfs *v, const char *from, const char *to,
 	rc = cache_parents_ready(v, to);
 	if (rc < 0)
 		goto out;
+	/* Writers of a file with another name (a hard link) write it there. */
+	if (st.st_nlink == 1) {
+		nheld = fh_hold_writers(v, st.st_dev, st.st_ino, &held);
+		if (nheld < 0) {
+			rc = nheld;
+			nheld = 0;
+			goto out;
+		}
+	}
 	fd = openat(v->dirfd, from, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0) {
 		rc = -errno;
@@ -1044,6 +1247,14 @@ static int rename_import(struct vfs *v, const char *from, const char *to,
 	rc = cache_import(v->cache, to, fd, &st);
 	if (rc < 0)
 		goto out;
+	rc = fh_move_to_cache(v, held, nheld, to);
+	if (rc < 0) {
+		vfs_log(LOG_ERR,
+			"rename: '%s' was copied to Drive as '%s' but a handle "
+			"writing it could not follow; the local file stays: %s",
+			from, to, strerror(-rc));
+		goto out;
+	}
 	if (unlinkat(v->dirfd, from, 0) < 0)
 		vfs_log(LOG_WARNING,
 			"rename: '%s' is now on Drive as '%s' but the local "
@@ -1051,6 +1262,7 @@ static int rename_import(struct vfs *v, const char *from, const char *to,
 			from, to, strerror(errno));
 	rc = 0;
 out:
+	fh_unhold(held, nheld);
 	if (fd >= 0)
 		close(fd);
 	pthread_mutex_unlock(&v->rename_lock);
@@ -1058,7 +1270,9 @@ out:
 }
 
 /* rename(persisted → local): the content goes to a temp file next to the
- * target, renamed into place, then the persisted file goes. */
+ * target, renamed into place, then the persisted file goes. Handles still
+ * writing it move with it; if one cannot, the persisted file stays and
+ * the rename fails. */
 static int rename_export(struct vfs *v, const char *from, const char *to,
 			 unsigned int flags)
 {
@@ -1066,8 +1280,9 @@ static int rename_export(struct vfs *v, const char *from, const char *to,
 	const char *base;
 	struct cache_attr a;
 	struct stat st;
+	struct fh **held = NULL;
 	uint32_t rnd = 0;
-	int fd = -1, rc;
+	int fd = -1, rc, nheld = 0;
 
 	if (flags & RENAME_EXCHANGE)
 		return -EINVAL;
@@ -1092,6 +1307,12 @@ static int rename_export(struct vfs *v, const char *from, const char *to,
 	rc = local_parent_ready(v, to);
 	if (rc < 0)
 		goto out;
+	nheld = fh_hold_writers(v, 0, a.ino, &held);
+	if (nheld < 0) {
+		rc = nheld;
+		nheld = 0;
+		goto out;
+	}
 	parent_of(to, dir, sizeof(dir));
 	base = strrchr(to, '/');
 	base = base ? base + 1 : to;
@@ -1120,6 +1341,14 @@ static int rename_export(struct vfs *v, const char *from, const char *to,
 		unlinkat(v->dirfd, tmp, 0);
 		goto out;
 	}
+	rc = fh_move_to_local(v, held, nheld, to);
+	if (rc < 0) {
+		vfs_log(LOG_ERR,
+			"rename: '%s' was copied to local '%s' but a handle "
+			"writing it could not follow; it stays on Drive: %s",
+			from, to, strerror(-rc));
+		goto out;
+	}
 	rc = cache_unlink(v->cache, from);
 	if (rc < 0)
 		vfs_log(LOG_WARNING,
@@ -1127,6 +1356,7 @@ static int rename_export(struct vfs *v, const char *from, const char *to,
 			"be removed from Drive: %s",
 			from, to, strerror(-rc));
 out:
+	fh_unhold(held, nheld);
 	if (fd >= 0)
 		close(fd);
 	pthread_mutex_unlock(&v->rename_lock);
@@ -1188,6 +1418,8 @@ static int fh_new(struct fuse_file_info *fi, enum fh_kind kind, int fd,
 	fh->ch = ch;
 	fh->ctl = ctl;
 	fh->opener = fuse_get_context()->pid;
+	fh->flags = fi->flags;
+	pthread_rwlock_init(&fh->sw, NULL);
 	fi->fh = (uintptr_t)fh;
 	return 0;
 }
@@ -1282,6 +1514,7 @@ static int open_common(const char *path, mode_t mode, struct fuse_file_info *fi,
 			return rc;
 		}
 		fh_of(fi)->writable = (flags & O_ACCMODE) != O_RDONLY;
+		fh_list_writer(v, fh_of(fi));
 		return 0;
 	default:
 		if (create) {
@@ -1298,9 +1531,12 @@ static int open_common(const char *path, mode_t mode, struct fuse_file_info *fi,
 		 * mount: the kernel's pages stay true. */
 		fi->keep_cache = 1;
 		rc = fh_new(fi, FH_LOCAL, fd, NULL, NULL, NULL);
-		if (rc < 0)
+		if (rc < 0) {
 			close(fd);
-		return rc;
+			return rc;
+		}
+		fh_list_writer(v, fh_of(fi));
+		return 0;
 	}
 }
 
@@ -1423,26 +1659,30 @@ static int vfs_release(const char *path, struct fuse_file_info *fi)
 {
 	struct vfs *v = vfs_get();
 	struct fh *fh = fh_of(fi);
+	struct fh_old *o;
 	int rc = 0;
 
-	switch (fh->kind) {
-	case FH_LOCAL:
-		close(fh->fd);
-		break;
-	case FH_CACHE:
-		rc = cache_release(fh->ch);
-		if (atomic_load(&fh->flushed))
-			atomic_fetch_sub(&v->closing, 1);
-		if (rc < 0)
-			vfs_log(LOG_ERR, "closing a persisted file failed: %s",
-				strerror(-rc));
-		break;
-	case FH_CTL:
+	fh_unlist_writer(v, fh);
+	if (fh->kind == FH_CTL)
 		ctl_release(v, fh->ctl);
-		break;
-	case FH_DIR:
-		break;
+	if (fh->kind == FH_LOCAL)
+		close(fh->fd);
+	if (fh->ch) /* an FH_CACHE, or one a rename moved to a local file */
+		rc = cache_release(fh->ch);
+	while ((o = fh->old)) {
+		fh->old = o->next;
+		if (o->fd >= 0)
+			close(o->fd);
+		if (o->ch)
+			cache_release(o->ch);
+		free(o);
 	}
+	if (atomic_load(&fh->flushed))
+		atomic_fetch_sub(&v->closing, 1);
+	if (rc < 0)
+		vfs_log(LOG_ERR, "closing a persisted file failed: %s",
+			strerror(-rc));
+	pthread_rwlock_destroy(&fh->sw);
 	free(fh->rel);
 	free(fh);
 	return rc;
@@ -1523,8 +1763,77 @@ static void vfs_destroy(void *private_data)
 	v->cache = NULL;
 }
 
+/* Operations on an open handle run with its `sw` held shared, so that a
+ * rename moving it across the persist boundary (struct fh) waits for them
+ * and they see one kind of handle throughout. */
+#define FH_SHARED(fi, call)                                                    \
+	({                                                                     \
+		struct fh *fh_ = fh_of(fi);                                    \
+		int rc_;                                                       \
+		if (fh_)                                                       \
+			pthread_rwlock_rdlock(&fh_->sw);                       \
+		rc_ = (call);                                                  \
+		if (fh_)                                                       \
+			pthread_rwlock_unlock(&fh_->sw);                       \
+		rc_;                                                           \
+	})
+
+static int sh_getattr(const char *p, struct stat *st, struct fuse_file_info *fi)
+{
+	return FH_SHARED(fi, vfs_getattr(p, st, fi));
+}
+
+static int sh_chmod(const char *p, mode_t mode, struct fuse_file_info *fi)
+{
+	return FH_SHARED(fi, vfs_chmod(p, mode, fi));
+}
+
+static int sh_chown(const char *p, uid_t u, gid_t g, struct fuse_file_info *fi)
+{
+	return FH_SHARED(fi, vfs_chown(p, u, g, fi));
+}
+
+static int sh_truncate(const char *p, off_t size, struct fuse_file_info *fi)
+{
+	return FH_SHARED(fi, vfs_truncate(p, size, fi));
+}
+
+static int sh_read_buf(const char *p, struct fuse_bufvec **bufp, size_t size,
+		       off_t off, struct fuse_file_info *fi)
+{
+	return FH_SHARED(fi, vfs_read_buf(p, bufp, size, off, fi));
+}
+
+static int sh_write(const char *p, const char *buf, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	return FH_SHARED(fi, vfs_write(p, buf, size, off, fi));
+}
+
+static int sh_flush(const char *p, struct fuse_file_info *fi)
+{
+	return FH_SHARED(fi, vfs_flush(p, fi));
+}
+
+static int sh_fsync(const char *p, int datasync, struct fuse_file_info *fi)
+{
+	return FH_SHARED(fi, vfs_fsync(p, datasync, fi));
+}
+
+static int sh_utimens(const char *p, const struct timespec tv[2],
+		      struct fuse_file_info *fi)
+{
+	return FH_SHARED(fi, vfs_utimens(p, tv, fi));
+}
+
+static int sh_fallocate(const char *p, int mode, off_t off, off_t len,
+			struct fuse_file_info *fi)
+{
+	return FH_SHARED(fi, vfs_fallocate(p, mode, off, len, fi));
+}
+
 const struct fuse_operations vfs_ops = {
-	.getattr = vfs_getattr,
+	.getattr = sh_getattr,
 	.readlink = vfs_readlink,
 	.mknod = vfs_mknod,
 	.mkdir = vfs_mkdir,
@@ -1533,16 +1842,16 @@ const struct fuse_operations vfs_ops = {
 	.symlink = vfs_symlink,
 	.rename = vfs_rename,
 	.link = vfs_link,
-	.chmod = vfs_chmod,
-	.chown = vfs_chown,
-	.truncate = vfs_truncate,
+	.chmod = sh_chmod,
+	.chown = sh_chown,
+	.truncate = sh_truncate,
 	.open = vfs_open,
-	.read_buf = vfs_read_buf,
-	.write = vfs_write,
+	.read_buf = sh_read_buf,
+	.write = sh_write,
 	.statfs = vfs_statfs,
-	.flush = vfs_flush,
+	.flush = sh_flush,
 	.release = vfs_release,
-	.fsync = vfs_fsync,
+	.fsync = sh_fsync,
 	.opendir = vfs_opendir,
 	.readdir = vfs_readdir,
 	.releasedir = vfs_releasedir,
@@ -1550,6 +1859,6 @@ const struct fuse_operations vfs_ops = {
 	.destroy = vfs_destroy,
 	.access = vfs_access,
 	.create = vfs_create,
-	.utimens = vfs_utimens,
-	.fallocate = vfs_fallocate,
+	.utimens = sh_utimens,
+	.fallocate = sh_fallocate,
 };

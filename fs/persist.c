@@ -209,6 +209,8 @@ int persist_add_text(struct persist_set *ps, const char *text, char *errbuf,
 	const char *p = text;
 	int lineno = 0, rc = 0;
 
+	if (strncmp(p, "\xEF\xBB\xBF", 3) == 0)
+		p += 3; /* a UTF-8 byte order mark (Windows editors) */
 	while (*p) {
 		size_t len = strcspn(p, "\n");
 		char *line = strndup(p, len);

@@ -47,6 +47,7 @@
 #define VFS_CTL_INO (1ULL << 61)
 
 struct inval_item;
+struct fh;
 
 struct vfs {
 	/* ---- set before mounting, read-only afterwards ---- */
@@ -70,6 +71,10 @@ struct vfs {
 
 	/* ---- cross-boundary renames ---- */
 	pthread_mutex_t rename_lock;
+	/* Open handles writing a local or persisted file (ops.c), so that a
+	 * rename across the boundary can move them with the file. */
+	pthread_mutex_t fh_lock;
+	struct fh *writers;
 
 	/* ---- shadowed local paths, reported once each ---- */
 	pthread_mutex_t shadow_lock;

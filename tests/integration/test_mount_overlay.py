@@ -91,6 +91,74 @@ def test_rename_local_to_drive_with_noreplace_semantics(mounts):
     wait_on_drive(m.emu, m.folder, "runs/n/a.txt", b"a")
 
 
+def test_a_local_file_renamed_onto_drive_while_open_keeps_its_later_writes(mounts):
+    # os.replace(tmp, ckpt) inside the `with`: the handle goes on writing
+    # the renamed file, as on a local disk — before, the writes after the
+    # rename went to the removed local file and were lost.
+    m = mounts().start()
+    os.makedirs(m.p("runs/o"))
+    with open(m.p("ckpt.tmp"), "wb") as f:
+        f.write(b"A" * 5000)
+        os.replace(m.p("ckpt.tmp"), m.p("runs/o/ckpt.pt"))
+        f.write(b"B" * 3000)
+        f.flush()
+        assert os.fstat(f.fileno()).st_size == 8000
+    with open(m.p("log.tmp"), "ab") as g:
+        g.write(b"one\n")
+        os.replace(m.p("log.tmp"), m.p("runs/o/log.txt"))
+        g.write(b"two\n")
+    assert open(m.p("runs/o/ckpt.pt"), "rb").read() == b"A" * 5000 + b"B" * 3000
+    assert open(m.p("runs/o/log.txt"), "rb").read() == b"one\ntwo\n"
+    assert not os.path.exists(m.p("ckpt.tmp"))
+    wait_on_drive(m.emu, m.folder, "runs/o/ckpt.pt", b"A" * 5000 + b"B" * 3000)
+    wait_on_drive(m.emu, m.folder, "runs/o/log.txt", b"one\ntwo\n")
+
+
+def test_a_drive_file_renamed_to_local_while_open_keeps_its_later_writes(mounts):
+    m = mounts().start()
+    os.makedirs(m.p("runs/p"))
+    with open(m.p("runs/p/out.bin"), "wb") as f:
+        f.write(b"A" * 5000)
+        os.replace(m.p("runs/p/out.bin"), m.p("out.bin"))
+        f.write(b"B" * 3000)
+    assert open(m.p("out.bin"), "rb").read() == b"A" * 5000 + b"B" * 3000
+    assert not os.path.exists(m.p("runs/p/out.bin"))
+    assert m.stop() == 0  # drains the queue
+    assert drive_lookup(m.emu, m.folder, "runs/p/out.bin") is None
+    assert open(os.path.join(m.mnt, "out.bin"), "rb").read() == b"A" * 5000 + b"B" * 3000
+
+
+def test_a_file_renamed_back_and_forth_while_another_thread_writes_loses_nothing(mounts):
+    import threading
+    m = mounts().start()
+    os.makedirs(m.p("runs/q"))
+    names = [m.p("w.bin"), m.p("runs/q/w.bin")]
+    f = open(names[0], "wb", buffering=0)
+    stop = threading.Event()
+    wrote = []
+
+    def writer():
+        i = 0
+        while not stop.is_set() or i < 50:
+            chunk = (b"%06d" % i) * 100
+            assert f.write(chunk) == len(chunk)
+            wrote.append(chunk)
+            i += 1
+    t = threading.Thread(target=writer)
+    t.start()
+    for k in range(8):  # local -> Drive -> local ... four times each way
+        time.sleep(0.05)
+        os.replace(names[k % 2], names[(k + 1) % 2])
+    stop.set()
+    t.join()
+    f.close()
+    want = b"".join(wrote)
+    assert open(names[0], "rb").read() == want
+    assert not os.path.exists(names[1])
+    m.stop()
+    assert open(os.path.join(m.mnt, "w.bin"), "rb").read() == want
+
+
 def test_a_second_mount_sees_the_first_ones_writes(mounts, tmp_path):
     a = mounts(name="a", cache="cache-a").start()
     b = mounts(name="b", cache="cache-b", folder=a.folder).start()

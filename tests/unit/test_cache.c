@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -970,8 +971,11 @@ static int enospc_child(const char *dir)
 	struct cache_handle *h;
 	struct cache *c;
 	static char block[64 << 10];
+	struct cache_attr a;
+	struct stat st;
 	ssize_t w = 0;
 	off_t off = 0;
+	int src;
 
 	if (unshare(CLONE_NEWNS) < 0 ||
 	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
@@ -1003,6 +1007,17 @@ static int enospc_child(const char *dir)
 		return 6;
 	if (!get(c, "queued.txt") || strcmp(get(c, "queued.txt"), "keep me"))
 		return 7;
+	/* A rename onto the persisted tree that does not fit leaves no
+	 * file (an empty one, before) where it would have landed. */
+	src = memfd_create("src", MFD_CLOEXEC);
+	if (src < 0 || ftruncate(src, 4 << 20) < 0 || fstat(src, &st) < 0)
+		return 8;
+	w = cache_import(c, "imported.bin", src, &st);
+	close(src);
+	if (w != -ENOSPC)
+		return 9;
+	if (cache_getattr(c, "imported.bin", &a) != -ENOENT)
+		return 10;
 	cache_close(c, 0);
 	return 0;
 }

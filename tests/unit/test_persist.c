@@ -172,6 +172,22 @@ static void test_comments_blank_lines_and_escapes(void)
 	persist_free(ps);
 }
 
+/* Windows editors save UTF-8 with a byte order mark: it is not part of the
+ * first pattern. */
+static void test_a_byte_order_mark_is_not_part_of_the_first_pattern(void)
+{
+	struct persist_set *ps = persist_new();
+	char err[256];
+
+	CHECK_INT(persist_add_text(ps, "\xEF\xBB\xBFruns/**\r\nckpt/\r\n", err,
+				   sizeof(err)),
+		  0);
+	CHECK_INT(persist_count(ps), 2);
+	CHECK(persist_is_persisted(ps, "runs/x"));
+	CHECK(persist_is_persisted(ps, "a/ckpt/b"));
+	persist_free(ps);
+}
+
 static void test_negation_and_dotdot_are_refused_with_the_line(void)
 {
 	struct persist_set *ps = persist_new();
@@ -210,6 +226,7 @@ int main(void)
 	RUN(test_globstar_in_the_middle_and_front);
 	RUN(test_everything_pattern);
 	RUN(test_comments_blank_lines_and_escapes);
+	RUN(test_a_byte_order_mark_is_not_part_of_the_first_pattern);
 	RUN(test_negation_and_dotdot_are_refused_with_the_line);
 	RUN(test_empty_set_persists_nothing);
 	return t_done();
