@@ -332,6 +332,33 @@ static int mkdir_or_adopt(struct cache *c, const char *parent, const char *name,
 	return 0;
 }
 
+/* A create into `parent` (of n, a file or folder) that Drive answered
+ * with 404 for that folder: deleted on Drive meanwhile (by another
+ * instance, the web UI) before the feed said so. Drive removed all under
+ * it, so n's parent is forgotten as the feed would have: what is dirty
+ * (n at least) is kept and made again, parent first. The root is not
+ * made again. c->lock held. */
+static bool parent_vanished(struct cache *c, struct cnode *n,
+			    const char *parent, const struct drive_err *err)
+{
+	struct cnode *p = n->parent;
+	char *path;
+
+	if (err->status != 404 || !parent[0] || !strstr(err->message, parent) ||
+	    !p || n->unlinked)
+		return false;
+	if (strcmp(p->drive_id, parent) != 0)
+		return true; /* found out (and made again) meanwhile */
+	if (!p->parent)
+		return false;
+	path = node_path(p);
+	cache_set_error(c, "folder %s vanished on Drive, making it again",
+			path ? path : "?");
+	free(path);
+	node_forget(c, p);
+	return true;
+}
+
 static int create_dir(struct cache *c, struct cnode *n)
 {
 	struct drive_file out;
@@ -351,7 +378,9 @@ static int create_dir(struct cache *c, struct cnode *n)
 	rc = mkdir_or_adopt(c, parent, name, id, &out, &err);
 	pthread_mutex_lock(&c->lock);
 	if (rc < 0)
-		return classify(c, n, "mkdir", &err);
+		return parent_vanished(c, n, parent, &err)
+			       ? -EAGAIN
+			       : classify(c, n, "mkdir", &err);
 	/* An adopted folder (made by another instance) may hold entries we
 	 * have not seen: list it on the next lookup. */
 	if (strcmp(out.id, id) != 0)
@@ -644,6 +673,8 @@ static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 	if (n->unlinked || v->dropped)
 		return 0; /* aborted: nothing left to do for it */
 	if (c->abort_uploads)
+		return -EAGAIN;
+	if (create && parent_vanished(c, n, parent, &err))
 		return -EAGAIN;
 	if (vanished) {
 		/* Deleted on Drive meanwhile: local data wins, create it

@@ -905,6 +905,37 @@ static void test_remote_delete_disappears_and_invalidates(void)
 	env_close(&e, true);
 }
 
+/* Another instance deletes a folder for good while this one writes new
+ * files into it (one in a new subfolder), before any feed says so: the
+ * folders are made again and the files land (the create's 404 left them
+ * failed for the session before). */
+static void test_new_files_in_a_folder_deleted_on_drive_land(void)
+{
+	struct env e = {0};
+	struct drive_file f;
+	struct drive_err err;
+	char want[33], got[33];
+
+	CHECK_INT(env_open(&e, 0, true), 0);
+	CHECK_INT(cache_mkdir(e.c, "runs", 0755), 0);
+	CHECK_INT(cache_mkdir(e.c, "runs/d", 0755), 0);
+	CHECK_INT(put(e.c, "runs/d/a.txt", "a", 1), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	CHECK_INT(drive_resolve_path(dc, e.root_id, "runs/d", &f, &err), 0);
+	CHECK_INT(drive_delete(dc, f.id, &err), 0);
+	CHECK_INT(put(e.c, "runs/d/b.txt", "bee", 3), 0);
+	CHECK_INT(cache_mkdir(e.c, "runs/d/sub", 0755), 0);
+	CHECK_INT(put(e.c, "runs/d/sub/c.txt", "sea", 3), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	md5_hex("bee", 3, want);
+	remote_md5(e.root_id, "runs/d/b.txt", got);
+	CHECK_STR(got, want);
+	md5_hex("sea", 3, want);
+	remote_md5(e.root_id, "runs/d/sub/c.txt", got);
+	CHECK_STR(got, want);
+	env_close(&e, true);
+}
+
 /* Another instance renames a file: we follow, and never rename it back. */
 static void test_remote_rename_is_followed(void)
 {
@@ -1190,6 +1221,7 @@ int main(void)
 	TRY(test_remote_rename_is_followed);
 	TRY(test_negative_lookups_do_not_ask_drive);
 	TRY(test_remote_delete_disappears_and_invalidates);
+	TRY(test_new_files_in_a_folder_deleted_on_drive_land);
 	TRY(test_evicted_file_is_fetched_again);
 	TRY(test_changes_feed_brings_remote_edit);
 	TRY(test_rewrite_while_uploading_ends_with_latest);
