@@ -178,9 +178,18 @@ int cache_release(struct cache_handle *h);
  * EOF) becomes a new CLOSED version of `path` (created if absent, replacing
  * a file there), with `st`'s mode and mtime. The caller then unlinks the
  * local file; the result is atomic from the application's view because the
- * caller holds fs/'s rename lock. */
+ * caller holds fs/'s rename lock.
+ *
+ * With nw > 0 the file is still open for writing there: the version stays
+ * OPEN, with nw writers whose handles (opened with flags[i]: the access
+ * mode, O_APPEND) are returned in out[]; it closes when they do, like any
+ * file written here. */
 int cache_import(struct cache *c, const char *path, int src_fd,
-		 const struct stat *st);
+		 const struct stat *st, int nw, const int *flags,
+		 struct cache_handle **out);
+/* Whether h still writes the file at its path: not a version another
+ * replaced or a file unlinked since. */
+bool cache_handle_current(struct cache_handle *h);
 /* rename(persisted → local): writes the current content of `path` into
  * dst_fd (fetching it if needed). The caller then calls cache_unlink. */
 int cache_export(struct cache *c, const char *path, int dst_fd);

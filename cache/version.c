@@ -1098,15 +1098,30 @@ int cache_release(struct cache_handle *h)
 }
 
 int cache_import(struct cache *c, const char *path, int src_fd,
-		 const struct stat *st)
+		 const struct stat *st, int nw, const int *flags,
+		 struct cache_handle **out)
 {
+	struct cache_handle **hs = NULL;
 	struct cnode *d, *n;
 	struct cver *v, *o, *next;
 	const char *name;
 	bool created = false;
 	int64_t got = 0;
-	int rc;
+	int rc, i;
 
+	/* The handles first: once the content is in, nothing may fail. */
+	if (nw > 0) {
+		hs = calloc((size_t)nw, sizeof(*hs));
+		for (i = 0; hs && i < nw; i++)
+			if (!(hs[i] = calloc(1, sizeof(**hs))))
+				break;
+		if (!hs || i < nw) {
+			for (i = 0; hs && i < nw; i++)
+				free(hs[i]);
+			free(hs);
+			return -ENOMEM;
+		}
+	}
 	pthread_mutex_lock(&c->lock);
 	rc = node_lookup_parent(c, path, &d, &name);
 	if (rc < 0)
@@ -1134,7 +1149,7 @@ int cache_import(struct cache *c, const char *path, int src_fd,
 	v->preparing = true;
 	pthread_mutex_unlock(&c->lock);
 	rc = ver_copy_fd(src_fd, v->fd, -1, &got);
-	if (rc == 0 && fdatasync(v->fd) < 0)
+	if (rc == 0 && nw == 0 && fdatasync(v->fd) < 0)
 		rc = -errno;
 	pthread_mutex_lock(&c->lock);
 	v->preparing = false;
@@ -1166,15 +1181,50 @@ int cache_import(struct cache *c, const char *path, int src_fd,
 	n->kv = NULL;
 	n->kv_vid = v->vid;
 	kv_told(n, v);
-	ver_mark_closed(c, v);
+	if (nw == 0) {
+		ver_mark_closed(c, v);
+		upload_queue(c, n, cache_now_ms() + c->o.write_back_ms);
+	} else {
+		/* Still open for writing: closed (and sent) when they close,
+		 * as if opened here. */
+		v->opened_ms = cache_now_ms();
+		for (i = 0; i < nw; i++) {
+			hs[i]->c = c;
+			hs[i]->n = n;
+			hs[i]->v = v;
+			hs[i]->flags = flags[i];
+			hs[i]->writer = true;
+			n->refs++;
+			v->refs++;
+			v->writers++;
+			if (flags[i] & O_APPEND)
+				v->appending = true;
+			kv_set(n, v);
+			out[i] = hs[i];
+			hs[i] = NULL;
+		}
+	}
 	store_save_node(c, n);
-	upload_queue(c, n, cache_now_ms() + c->o.write_back_ms);
 	ver_put(c, v);
 out_put:
 	node_put(c, n);
 out:
 	pthread_mutex_unlock(&c->lock);
+	for (i = 0; i < nw; i++)
+		free(hs[i]);
+	free(hs);
 	return rc;
+}
+
+bool cache_handle_current(struct cache_handle *h)
+{
+	struct cache *c = h->c;
+	bool cur;
+
+	pthread_mutex_lock(&c->lock);
+	cur = !h->n->unlinked && !h->v->dropped && h->n->cur == h->v;
+	pthread_mutex_unlock(&c->lock);
+	return cur;
 }
 
 int cache_export(struct cache *c, const char *path, int dst_fd)

@@ -51,19 +51,9 @@ enum fh_kind { FH_LOCAL, FH_CACHE, FH_CTL, FH_DIR };
  * operations on an open handle, so the handle keeps what they need.
  *
  * A handle writing a file that a rename moves across the persist boundary
- * moves with it (fh_move_*): its kind turns from FH_LOCAL to FH_CACHE or
- * back. What the old kind used (an fd, a cache handle) is kept open in
- * `old` until the release, so an operation that read the old kind (a read
- * whose fd libfuse splices after read_buf returned) finishes on it;
- * operations that change the file hold `sw` shared and the move holds it
- * exclusive, so no write lands on the old side once the content was
- * copied. */
-struct fh_old {
-	int fd;
-	struct cache_handle *ch;
-	struct fh_old *next;
-};
-
+ * moves with it (see "handles that move" below): its kind turns from
+ * FH_LOCAL to FH_CACHE or back. Operations on a handle hold `sw` shared,
+ * the move holds it exclusive. */
 struct fh {
 	_Atomic(enum fh_kind) kind;
 	int fd;			 /* FH_LOCAL */
@@ -75,11 +65,13 @@ struct fh {
 	pid_t opener;		 /* FH_CACHE: the thread that opened it */
 	atomic_bool flushed;	 /* FH_CACHE: counted in v->closing */
 	int flags;		 /* open(2) flags */
-	pthread_rwlock_t sw;	 /* see above (files only) */
-	struct fh_old *old;
+	pthread_rwlock_t sw;	 /* see above */
+	bool opener_closed;	 /* FH_LOCAL: its opener close(2)d it */
 	/* In v->writers (a file open for writing), known by the local
-	 * file's dev/ino, or dev 0 and the persisted file's ino. */
+	 * file's dev/ino, or dev 0 and the persisted file's ino; `pins`:
+	 * moves holding it (v->fh_lock). */
 	bool listed_w;
+	int pins;
 	dev_t w_dev;
 	uint64_t w_ino;
 	struct fh *w_next, *w_prev;
@@ -120,6 +112,18 @@ static struct vfs *vfs_get(void)
 static struct fh *fh_of(const struct fuse_file_info *fi)
 {
 	return fi ? (struct fh *)(uintptr_t)fi->fh : NULL;
+}
+
+/* A move waiting for `sw` goes before new operations on the handle. */
+static void sw_init(struct fh *fh)
+{
+	pthread_rwlockattr_t at;
+
+	pthread_rwlockattr_init(&at);
+	pthread_rwlockattr_setkind_np(
+		&at, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&fh->sw, &at);
+	pthread_rwlockattr_destroy(&at);
 }
 
 /* "/a/b" → "a/b"; "/" → "". */
@@ -870,7 +874,7 @@ static int vfs_opendir(const char *path, struct fuse_file_info *fi)
 
 	if (!fh)
 		return -ENOMEM;
-	pthread_rwlock_init(&fh->sw, NULL);
+	sw_init(fh);
 	fh->kind = FH_DIR;
 	fh->fd = -1;
 	fh->rel = strdup(rel_of(path));
@@ -1022,28 +1026,48 @@ static int vfs_link(const char *from, const char *to)
 }
 
 /* ---- handles that move with a renamed file -------------------------------
- */
+ *
+ * A rename across the persist boundary copies the file. Handles still
+ * writing it (v->writers, by the local file's dev/ino, or dev 0 and the
+ * persisted file's ino) move with it, so that later writes land in the
+ * renamed file as on a local disk. Writable opens hold v->move_lock
+ * shared from the open until listed, the rename exclusive, so none is
+ * missed; each moved handle's `sw` is held exclusive from before the copy
+ * until it points at the new side, so no write lands on the old side
+ * after the copy. Everything the new side needs is made before the rename
+ * commits; the old side is let go after it. */
 
-static void fh_set_id(struct fh *fh)
+static void fh_set_id(struct vfs *v, struct fh *fh)
 {
 	struct stat st;
+	dev_t dev = 0;
+	uint64_t ino = 0;
 
 	if (fh->kind == FH_CACHE) {
-		fh->w_dev = 0;
-		fh->w_ino = cache_handle_ino(fh->ch);
+		ino = cache_handle_ino(fh->ch);
 	} else if (fstat(fh->fd, &st) == 0) {
-		fh->w_dev = st.st_dev;
-		fh->w_ino = st.st_ino;
+		dev = st.st_dev;
+		ino = st.st_ino;
 	}
+	pthread_mutex_lock(&v->fh_lock);
+	fh->w_dev = dev;
+	fh->w_ino = ino;
+	pthread_mutex_unlock(&v->fh_lock);
 }
 
-/* A file opened for writing joins v->writers. */
+static bool fh_is_writer(const struct fh *fh)
+{
+	return (fh->flags & O_ACCMODE) != O_RDONLY && !fh->ro &&
+	       (fh->kind == FH_LOCAL || fh->kind == FH_CACHE);
+}
+
+/* A file opened for writing joins v->writers (v->move_lock held shared
+ * since before the open). */
 static void fh_list_writer(struct vfs *v, struct fh *fh)
 {
-	if ((fh->flags & O_ACCMODE) == O_RDONLY || fh->ro ||
-	    (fh->kind != FH_LOCAL && fh->kind != FH_CACHE))
+	if (!fh_is_writer(fh))
 		return;
-	fh_set_id(fh);
+	fh_set_id(v, fh);
 	pthread_mutex_lock(&v->fh_lock);
 	fh->w_prev = NULL;
 	fh->w_next = v->writers;
@@ -1054,6 +1078,7 @@ static void fh_list_writer(struct vfs *v, struct fh *fh)
 	pthread_mutex_unlock(&v->fh_lock);
 }
 
+/* At the release: out of the list, once a move holding it is done. */
 static void fh_unlist_writer(struct vfs *v, struct fh *fh)
 {
 	if (!fh->listed_w)
@@ -1066,20 +1091,38 @@ static void fh_unlist_writer(struct vfs *v, struct fh *fh)
 	if (fh->w_next)
 		fh->w_next->w_prev = fh->w_prev;
 	fh->listed_w = false;
+	while (fh->pins > 0)
+		pthread_cond_wait(&v->fh_cond, &v->fh_lock);
 	pthread_mutex_unlock(&v->fh_lock);
-	/* A move that found it before it left the list finishes first. */
-	pthread_rwlock_wrlock(&fh->sw);
+}
+
+/* Lets go of a handle fh_hold_writers held. */
+static void fh_unpin(struct vfs *v, struct fh *fh)
+{
 	pthread_rwlock_unlock(&fh->sw);
+	pthread_mutex_lock(&v->fh_lock);
+	fh->pins--;
+	pthread_cond_broadcast(&v->fh_cond);
+	pthread_mutex_unlock(&v->fh_lock);
+}
+
+static void fh_unhold(struct vfs *v, struct fh **arr, int n)
+{
+	for (int i = 0; i < n; i++)
+		fh_unpin(v, arr[i]);
+	free(arr);
 }
 
 /* The handles writing file (dev, ino), each with `sw` held exclusive
- * (writes in flight finish first): *out, malloc'd, count returned (< 0:
- * -errno). Release them with fh_unhold. */
+ * (operations in flight finish first): *out, malloc'd, count returned
+ * (< 0: -errno). A persisted file's handles that write a version since
+ * replaced (or a file since unlinked) are not its writers. Release them
+ * with fh_unhold. */
 static int fh_hold_writers(struct vfs *v, dev_t dev, uint64_t ino,
 			   struct fh ***out)
 {
-	struct fh *fh, **arr = NULL;
-	int n = 0, cap = 0;
+	struct fh *fh, **arr = NULL, **a;
+	int n = 0, cap = 0, kept = 0;
 
 	*out = NULL;
 	pthread_mutex_lock(&v->fh_lock);
@@ -1087,121 +1130,50 @@ static int fh_hold_writers(struct vfs *v, dev_t dev, uint64_t ino,
 		if (fh->w_dev != dev || fh->w_ino != ino)
 			continue;
 		if (n == cap) {
-			struct fh **a;
-
 			cap = cap ? 2 * cap : 4;
 			a = realloc(arr, (size_t)cap * sizeof(*arr));
 			if (!a) {
-				pthread_mutex_unlock(&v->fh_lock);
 				for (int i = 0; i < n; i++)
-					pthread_rwlock_unlock(&arr[i]->sw);
+					arr[i]->pins--;
+				pthread_cond_broadcast(&v->fh_cond);
+				pthread_mutex_unlock(&v->fh_lock);
 				free(arr);
 				return -ENOMEM;
 			}
 			arr = a;
 		}
-		pthread_rwlock_wrlock(&fh->sw);
+		fh->pins++; /* its release waits for us */
 		arr[n++] = fh;
 	}
 	pthread_mutex_unlock(&v->fh_lock);
+	for (int i = 0; i < n; i++) {
+		pthread_rwlock_wrlock(&arr[i]->sw);
+		if (arr[i]->kind == FH_CACHE &&
+		    !cache_handle_current(arr[i]->ch))
+			fh_unpin(v, arr[i]);
+		else
+			arr[kept++] = arr[i];
+	}
 	*out = arr;
-	return n;
-}
-
-static void fh_unhold(struct fh **arr, int n)
-{
-	for (int i = 0; i < n; i++)
-		pthread_rwlock_unlock(&arr[i]->sw);
-	free(arr);
-}
-
-/* What fh used so far stays open in fh->old (struct fh), in o. */
-static void fh_retire(struct fh *fh, struct fh_old *o)
-{
-	o->fd = fh->fd;
-	o->ch = fh->ch;
-	o->next = fh->old;
-	fh->old = o;
-	fh->fd = -1;
-	fh->ch = NULL;
-}
-
-/* After `rel` became the persisted home of a local file: the handles that
- * were writing it write the persisted file from now on (its own local
- * file goes away). */
-static int fh_move_to_cache(struct vfs *v, struct fh **arr, int n,
-			    const char *rel)
-{
-	struct cache_handle *ch;
-	struct fh_old *o;
-	int rc;
-
-	for (int i = 0; i < n; i++) {
-		o = calloc(1, sizeof(*o));
-		if (!o)
-			return -ENOMEM;
-		rc = cache_open_file(v->cache, rel,
-				     O_RDWR | (arr[i]->flags & O_APPEND), 0,
-				     &ch);
-		if (rc < 0) {
-			free(o);
-			return rc;
-		}
-		fh_retire(arr[i], o);
-		arr[i]->ch = ch;
-		arr[i]->writable = true;
-		arr[i]->kind = FH_CACHE;
-		pthread_mutex_lock(&v->fh_lock);
-		fh_set_id(arr[i]);
-		pthread_mutex_unlock(&v->fh_lock);
-	}
-	return 0;
-}
-
-/* After a persisted file was copied to local `rel`: its writers write the
- * local file from now on. */
-static int fh_move_to_local(struct vfs *v, struct fh **arr, int n,
-			    const char *rel)
-{
-	struct fh_old *o;
-	int fd;
-
-	for (int i = 0; i < n; i++) {
-		o = calloc(1, sizeof(*o));
-		if (!o)
-			return -ENOMEM;
-		fd = openat(v->dirfd, rel,
-			    O_RDWR | O_CLOEXEC | O_NOFOLLOW |
-				    (arr[i]->flags & O_APPEND));
-		if (fd < 0) {
-			free(o);
-			return -errno;
-		}
-		fh_retire(arr[i], o);
-		arr[i]->fd = fd;
-		arr[i]->kind = FH_LOCAL;
-		pthread_mutex_lock(&v->fh_lock);
-		fh_set_id(arr[i]);
-		pthread_mutex_unlock(&v->fh_lock);
-	}
-	return 0;
+	return kept;
 }
 
 /* rename(local → persisted): the content becomes a new version of the
  * persisted file, then the local file goes. Handles still writing it move
- * with it (struct fh); if one cannot, the local file stays and the rename
- * fails. */
+ * with it (above): the version stays open until they close. */
 static int rename_import(struct vfs *v, const char *from, const char *to,
 			 unsigned int flags)
 {
+	struct cache_handle **chs = NULL;
 	struct cache_attr a;
 	struct stat st;
-	struct fh **held = NULL;
-	int fd = -1, rc, nheld = 0;
+	struct fh **held = NULL, *fh;
+	int fd = -1, rc, nheld = 0, *wflags = NULL;
 
 	if (flags & RENAME_EXCHANGE)
 		return -EINVAL;
 	pthread_mutex_lock(&v->rename_lock);
+	pthread_rwlock_wrlock(&v->move_lock);
 	if (fstatat(v->dirfd, from, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 		rc = -errno;
 		goto out;
@@ -1239,21 +1211,35 @@ static int rename_import(struct vfs *v, const char *from, const char *to,
 			goto out;
 		}
 	}
+	if (nheld > 0) {
+		chs = calloc((size_t)nheld, sizeof(*chs));
+		wflags = calloc((size_t)nheld, sizeof(*wflags));
+		if (!chs || !wflags) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		for (int i = 0; i < nheld; i++)
+			wflags[i] = held[i]->flags & (O_ACCMODE | O_APPEND);
+	}
 	fd = openat(v->dirfd, from, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0) {
 		rc = -errno;
 		goto out;
 	}
-	rc = cache_import(v->cache, to, fd, &st);
+	rc = cache_import(v->cache, to, fd, &st, nheld, wflags, chs);
 	if (rc < 0)
 		goto out;
-	rc = fh_move_to_cache(v, held, nheld, to);
-	if (rc < 0) {
-		vfs_log(LOG_ERR,
-			"rename: '%s' was copied to Drive as '%s' but a handle "
-			"writing it could not follow; the local file stays: %s",
-			from, to, strerror(-rc));
-		goto out;
+	for (int i = 0; i < nheld; i++) {
+		fh = held[i];
+		close(fh->fd);
+		fh->fd = -1;
+		fh->ch = chs[i];
+		fh->writable = true;
+		fh->kind = FH_CACHE;
+		fh_set_id(v, fh);
+		/* Closed already, released soon: --sync waits for that. */
+		if (fh->opener_closed && !atomic_exchange(&fh->flushed, true))
+			atomic_fetch_add(&v->closing, 1);
 	}
 	if (unlinkat(v->dirfd, from, 0) < 0)
 		vfs_log(LOG_WARNING,
@@ -1262,31 +1248,36 @@ static int rename_import(struct vfs *v, const char *from, const char *to,
 			from, to, strerror(errno));
 	rc = 0;
 out:
-	fh_unhold(held, nheld);
+	fh_unhold(v, held, nheld);
+	free(chs);
+	free(wflags);
 	if (fd >= 0)
 		close(fd);
+	pthread_rwlock_unlock(&v->move_lock);
 	pthread_mutex_unlock(&v->rename_lock);
 	return rc;
 }
 
 /* rename(persisted → local): the content goes to a temp file next to the
  * target, renamed into place, then the persisted file goes. Handles still
- * writing it move with it; if one cannot, the persisted file stays and
- * the rename fails. */
+ * writing it move with it (above), each on a descriptor of its own opened
+ * on the temp file before the rename. */
 static int rename_export(struct vfs *v, const char *from, const char *to,
 			 unsigned int flags)
 {
 	char dir[PATH_MAX], tmp[PATH_MAX + 256];
 	const char *base;
+	struct cache_handle **olds = NULL;
 	struct cache_attr a;
 	struct stat st;
-	struct fh **held = NULL;
+	struct fh **held = NULL, *fh;
 	uint32_t rnd = 0;
-	int fd = -1, rc, nheld = 0;
+	int fd = -1, rc, nheld = 0, *nfd = NULL;
 
 	if (flags & RENAME_EXCHANGE)
 		return -EINVAL;
 	pthread_mutex_lock(&v->rename_lock);
+	pthread_rwlock_wrlock(&v->move_lock);
 	rc = cache_getattr(v->cache, from, &a);
 	if (rc < 0)
 		goto out;
@@ -1313,6 +1304,14 @@ static int rename_export(struct vfs *v, const char *from, const char *to,
 		nheld = 0;
 		goto out;
 	}
+	nfd = malloc((size_t)(nheld ? nheld : 1) * sizeof(*nfd));
+	olds = calloc((size_t)(nheld ? nheld : 1), sizeof(*olds));
+	if (!nfd || !olds) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (int i = 0; i < nheld; i++)
+		nfd[i] = -1;
 	parent_of(to, dir, sizeof(dir));
 	base = strrchr(to, '/');
 	base = base ? base + 1 : to;
@@ -1323,31 +1322,41 @@ static int rename_export(struct vfs *v, const char *from, const char *to,
 		rc = -ENAMETOOLONG;
 		goto out;
 	}
-	fd = openat(v->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-		    a.mode & 07777);
+	/* 0600 until filled: the movers' descriptors are opened first. */
+	fd = openat(v->dirfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		rc = -errno;
 		goto out;
 	}
-	rc = cache_export(v->cache, from, fd);
+	for (int i = 0; i < nheld && rc == 0; i++) {
+		nfd[i] = openat(v->dirfd, tmp,
+				(held[i]->flags & (O_ACCMODE | O_APPEND)) |
+					O_CLOEXEC);
+		if (nfd[i] < 0)
+			rc = -errno;
+	}
+	if (rc == 0)
+		rc = cache_export(v->cache, from, fd);
 	if (rc == 0) {
 		struct timespec t[2] = {a.mtime, a.mtime};
 
 		futimens(fd, t);
-		if (renameat(v->dirfd, tmp, v->dirfd, to) < 0)
+		if (fchmod(fd, a.mode & 07777) < 0 ||
+		    renameat(v->dirfd, tmp, v->dirfd, to) < 0)
 			rc = -errno;
 	}
 	if (rc < 0) {
 		unlinkat(v->dirfd, tmp, 0);
 		goto out;
 	}
-	rc = fh_move_to_local(v, held, nheld, to);
-	if (rc < 0) {
-		vfs_log(LOG_ERR,
-			"rename: '%s' was copied to local '%s' but a handle "
-			"writing it could not follow; it stays on Drive: %s",
-			from, to, strerror(-rc));
-		goto out;
+	for (int i = 0; i < nheld; i++) {
+		fh = held[i];
+		olds[i] = fh->ch;
+		fh->ch = NULL;
+		fh->fd = nfd[i];
+		nfd[i] = -1;
+		fh->kind = FH_LOCAL;
+		fh_set_id(v, fh);
 	}
 	rc = cache_unlink(v->cache, from);
 	if (rc < 0)
@@ -1355,10 +1364,19 @@ static int rename_export(struct vfs *v, const char *from, const char *to,
 			"rename: '%s' was copied to local '%s' but could not "
 			"be removed from Drive: %s",
 			from, to, strerror(-rc));
+	/* After the unlink: their version must not close and upload. */
+	for (int i = 0; i < nheld; i++)
+		cache_release(olds[i]);
 out:
-	fh_unhold(held, nheld);
+	fh_unhold(v, held, nheld);
+	for (int i = 0; nfd && i < nheld; i++)
+		if (nfd[i] >= 0)
+			close(nfd[i]);
+	free(nfd);
+	free(olds);
 	if (fd >= 0)
 		close(fd);
+	pthread_rwlock_unlock(&v->move_lock);
 	pthread_mutex_unlock(&v->rename_lock);
 	return rc;
 }
@@ -1419,7 +1437,7 @@ static int fh_new(struct fuse_file_info *fi, enum fh_kind kind, int fd,
 	fh->ctl = ctl;
 	fh->opener = fuse_get_context()->pid;
 	fh->flags = fi->flags;
-	pthread_rwlock_init(&fh->sw, NULL);
+	sw_init(fh);
 	fi->fh = (uintptr_t)fh;
 	return 0;
 }
@@ -1540,14 +1558,31 @@ static int open_common(const char *path, mode_t mode, struct fuse_file_info *fi,
 	}
 }
 
+/* A writable open is listed before a rename across the boundary may look
+ * for it (see "handles that move"). */
+static int open_listed(const char *path, mode_t mode, struct fuse_file_info *fi,
+		       bool create)
+{
+	struct vfs *v = vfs_get();
+	bool w = (fi->flags & O_ACCMODE) != O_RDONLY;
+	int rc;
+
+	if (w)
+		pthread_rwlock_rdlock(&v->move_lock);
+	rc = open_common(path, mode, fi, create);
+	if (w)
+		pthread_rwlock_unlock(&v->move_lock);
+	return rc;
+}
+
 static int vfs_open(const char *path, struct fuse_file_info *fi)
 {
-	return open_common(path, 0, fi, false);
+	return open_listed(path, 0, fi, false);
 }
 
 static int vfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
-	return open_common(path, mode, fi, true);
+	return open_listed(path, mode, fi, true);
 }
 
 /* Files with a descriptor (the cache's content file, a local file) are
@@ -1584,6 +1619,24 @@ static int vfs_read_buf(const char *path, struct fuse_bufvec **bufp,
 	if (!bv)
 		return -ENOMEM;
 	*bv = FUSE_BUFVEC_INIT(size);
+	/* A writer's descriptor may be let go by a rename moving it once
+	 * this returns (libfuse reads it later): copy. */
+	if (fd >= 0 && fh->listed_w) {
+		ssize_t n;
+
+		mem = malloc(size ? size : 1);
+		n = mem ? pread(fd, mem, size, off) : -1;
+		if (n < 0) {
+			rc = mem ? -errno : -ENOMEM;
+			free(mem);
+			free(bv);
+			return rc;
+		}
+		bv->buf[0].mem = mem;
+		bv->buf[0].size = (size_t)n;
+		*bufp = bv;
+		return 0;
+	}
 	if (fd >= 0) {
 		bv->buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 		bv->buf[0].fd = fd;
@@ -1630,6 +1683,8 @@ static int vfs_flush(const char *path, struct fuse_file_info *fi)
 
 	switch (fh->kind) {
 	case FH_LOCAL:
+		if (fh->listed_w && of_opener(fh, fuse_get_context()->pid))
+			fh->opener_closed = true;
 		/* close(2) of a dup drops POSIX locks held through this
 		 * file, as a close of the application's fd would. */
 		fd = dup(fh->fd);
@@ -1659,24 +1714,23 @@ static int vfs_release(const char *path, struct fuse_file_info *fi)
 {
 	struct vfs *v = vfs_get();
 	struct fh *fh = fh_of(fi);
-	struct fh_old *o;
 	int rc = 0;
 
 	fh_unlist_writer(v, fh);
-	if (fh->kind == FH_CTL)
-		ctl_release(v, fh->ctl);
-	if (fh->kind == FH_LOCAL)
+	switch (fh->kind) {
+	case FH_LOCAL:
 		close(fh->fd);
-	if (fh->ch) /* an FH_CACHE, or one a rename moved to a local file */
+		break;
+	case FH_CACHE:
 		rc = cache_release(fh->ch);
-	while ((o = fh->old)) {
-		fh->old = o->next;
-		if (o->fd >= 0)
-			close(o->fd);
-		if (o->ch)
-			cache_release(o->ch);
-		free(o);
+		break;
+	case FH_CTL:
+		ctl_release(v, fh->ctl);
+		break;
+	case FH_DIR:
+		break;
 	}
+	/* Flushed as persisted, maybe moved to a local file since. */
 	if (atomic_load(&fh->flushed))
 		atomic_fetch_sub(&v->closing, 1);
 	if (rc < 0)

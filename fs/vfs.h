@@ -74,7 +74,9 @@ struct vfs {
 	/* Open handles writing a local or persisted file (ops.c), so that a
 	 * rename across the boundary can move them with the file. */
 	pthread_mutex_t fh_lock;
+	pthread_cond_t fh_cond;
 	struct fh *writers;
+	pthread_rwlock_t move_lock;
 
 	/* ---- shadowed local paths, reported once each ---- */
 	pthread_mutex_t shadow_lock;

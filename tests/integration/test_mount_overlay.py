@@ -159,6 +159,46 @@ def test_a_file_renamed_back_and_forth_while_another_thread_writes_loses_nothing
     assert open(os.path.join(m.mnt, "w.bin"), "rb").read() == want
 
 
+def test_a_writer_left_on_a_replaced_file_does_not_follow_its_path_out(mounts):
+    # a keeps writing the runs/r/x that a rename replaced (as on a local
+    # disk, it writes a file no longer at that path); renaming runs/r/x out
+    # must not make a write into the file now there.
+    m = mounts().start()
+    os.makedirs(m.p("runs/r"))
+    with open(m.p("runs/r/x"), "wb", buffering=0) as a:
+        a.write(b"old")
+        with open(m.p("tmp"), "wb") as t:
+            t.write(b"NEW CONTENT")
+        os.replace(m.p("tmp"), m.p("runs/r/x"))
+        os.replace(m.p("runs/r/x"), m.p("y.txt"))
+        a.write(b"ZZZ")
+    assert open(m.p("y.txt"), "rb").read() == b"NEW CONTENT"
+    assert m.stop() == 0
+
+
+def test_a_file_open_for_writing_renamed_onto_drive_is_copied_once(mounts, tmp_path):
+    # 22 MB held open, renamed into a 40 MB cache disk: one copy fits, two
+    # did not (the rename failed with ENOSPC and left both names).
+    cdir = tmp_path / "smallcache"
+    os.makedirs(cdir)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(cdir)], check=True)
+    try:
+        m = mounts(cache="smallcache").start()
+        os.makedirs(m.p("runs/e"))
+        data = os.urandom(22 << 20)
+        with open(m.p("ckpt.tmp"), "wb", buffering=0) as f:
+            f.write(data)
+            os.replace(m.p("ckpt.tmp"), m.p("runs/e/ckpt.pt"))
+            f.write(b"tail")
+        assert not os.path.exists(m.p("ckpt.tmp"))
+        assert open(m.p("runs/e/ckpt.pt"), "rb").read() == data + b"tail"
+        assert m.stop() == 0
+        got = drive_lookup(m.emu, m.folder, "runs/e/ckpt.pt")
+        assert got and got["md5Checksum"] == hashlib.md5(data + b"tail").hexdigest()
+    finally:
+        subprocess.run(["umount", "-l", str(cdir)])
+
+
 def test_a_second_mount_sees_the_first_ones_writes(mounts, tmp_path):
     a = mounts(name="a", cache="cache-a").start()
     b = mounts(name="b", cache="cache-b", folder=a.folder).start()
