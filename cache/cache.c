@@ -32,6 +32,13 @@ int64_t cache_wall_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+void cache_last_error(struct cache *c, char *out, size_t len)
+{
+	pthread_mutex_lock(&c->lock);
+	snprintf(out, len, "%s", c->last_error);
+	pthread_mutex_unlock(&c->lock);
+}
+
 void cache_set_error(struct cache *c, const char *fmt, ...)
 {
 	va_list ap;
@@ -446,12 +453,21 @@ int cache_sync(struct cache *c,
 	       void *ud)
 {
 	int64_t upto, files, bytes, last = 0;
+	struct ctomb *t;
 	struct cnode *n;
 	bool failed;
 	int rc = 0;
 
 	pthread_mutex_lock(&c->lock);
 	upto = c->close_seq;
+	/* A delete Drive refused for good is tried once more now (the
+	 * owner may have fixed its permissions), then reported. */
+	for (t = c->tombs; t; t = t->next) {
+		if (t->failed) {
+			t->failed = false;
+			t->due_ms = cache_now_ms();
+		}
+	}
 	for (;;) {
 		files = upload_pending(c, upto, &bytes, &failed);
 		if (failed) {

@@ -196,9 +196,13 @@ int cache_export(struct cache *c, const char *path, int dst_fd);
 
 /* ---- control ---------------------------------------------------------- */
 
+/* The last error met (Drive's message, the path), "" if none. */
+void cache_last_error(struct cache *c, char *out, size_t len);
+
 /* Blocks until every version CLOSED before the call is on Drive (or
- * failed permanently: -EIO). progress (may be NULL) is called about twice
- * a second with what remains. */
+ * failed permanently: -EIO; so does a delete Drive refuses for good, tried
+ * once more first). progress (may be NULL) is called about twice a second
+ * with what remains. */
 int cache_sync(struct cache *c,
 	       void (*progress)(int64_t files_left, int64_t bytes_left,
 				void *ud),

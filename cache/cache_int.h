@@ -181,6 +181,7 @@ struct ctomb {
 	int64_t due_ms;
 	int attempts;
 	bool busy;
+	bool failed; /* Drive refused it for good (403): retried rarely */
 	/* Wait until n has this close_seq on Drive: the file goes only once
 	 * n's content has landed in the Drive file n moved onto (0 = now). */
 	int64_t after_seq;

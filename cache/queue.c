@@ -984,8 +984,10 @@ static void run_tomb(struct cache *c, struct ctomb *t)
 			node_put(c, t->n);
 		free(t);
 	} else {
-		cache_set_error(c, "delete %s: %s", id, err.message);
+		cache_set_error(c, "delete %s: %s%s%s", id, err.message,
+				err.reason[0] ? " " : "", err.reason);
 		t->attempts++;
+		t->failed = !drive_err_retryable(&err);
 		/* A delete that fails for good is retried rarely: it loses
 		 * no data, only leaves a file behind. */
 		t->due_ms = cache_now_ms() + (drive_err_retryable(&err)
@@ -1145,9 +1147,14 @@ int64_t upload_pending(struct cache *c, int64_t upto, int64_t *bytes,
 		if (!n->failed && (n->is_dir || !ver_newest_closed(n)) &&
 		    upload_needs_work(n))
 			files++;
-	for (t = c->tombs; t; t = t->next)
-		if (!tomb_stuck(t))
+	for (t = c->tombs; t; t = t->next) {
+		if (t->failed && !t->busy) {
+			if (failed)
+				*failed = true;
+		} else if (!tomb_stuck(t)) {
 			files++;
+		}
+	}
 	if (bytes)
 		*bytes = b;
 	return files;

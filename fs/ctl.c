@@ -250,9 +250,19 @@ static void *sync_thread(void *arg)
 		nanosleep(&ts, NULL);
 	}
 	rc = v->cache ? cache_sync(v->cache, sync_progress, s) : -ENOTCONN;
-	if (rc < 0)
-		session_append(s, "error %d %s\n", -rc, strerror(-rc));
-	else
+	if (rc < 0) {
+		char why[512] = "";
+
+		if (v->cache)
+			cache_last_error(v->cache, why, sizeof(why));
+		/* One line: the reader splits on newlines. */
+		for (char *p = why; *p; p++)
+			if (*p == '\n')
+				*p = ' ';
+		session_append(s, "error %d %s%s%s%s\n", -rc, strerror(-rc),
+			       why[0] ? " (last error: " : "", why,
+			       why[0] ? ")" : "");
+	} else
 		session_append(s, "ok\n");
 	pthread_mutex_lock(&s->lock);
 	s->done = true;

@@ -199,6 +199,29 @@ def test_a_file_open_for_writing_renamed_onto_drive_is_copied_once(mounts, tmp_p
         subprocess.run(["umount", "-l", str(cdir)])
 
 
+def test_sync_reports_a_delete_that_drive_refuses_for_good_instead_of_waiting(mounts):
+    # A file someone else owns (403 on delete and trash): the delete is
+    # retried every 5 minutes, and --sync used to wait for it forever.
+    m = mounts().start()
+    os.makedirs(m.p("runs/t"))
+    with open(m.p("runs/t/theirs.txt"), "w") as f:
+        f.write("x")
+    wait_on_drive(m.emu, m.folder, "runs/t/theirs.txt", b"x")
+    m.emu.set_faults({"fail_rate": 1.0, "fail_status": 403,
+                      "fail_reason": "insufficientFilePermissions",
+                      "fail_kinds": ["delete", "update"]})
+    os.unlink(m.p("runs/t/theirs.txt"))
+    vm = os.path.join(os.path.dirname(m.argv()[0]), "vectur-mount")
+    r = run_argv([vm, "--sync", m.mnt], timeout=60)
+    assert r.returncode != 0
+    assert "insufficientFilePermissions" in r.stderr or "403" in r.stderr, r.stderr
+    m.emu.clear_faults()
+    # Drive takes it again: the next sync sees it through.
+    wait_for(lambda: run_argv([vm, "--sync", m.mnt], timeout=60).returncode == 0, 400,
+             "the delete to go through")
+    assert drive_lookup(m.emu, m.folder, "runs/t/theirs.txt") is None
+
+
 def test_a_second_mount_sees_the_first_ones_writes(mounts, tmp_path):
     a = mounts(name="a", cache="cache-a").start()
     b = mounts(name="b", cache="cache-b", folder=a.folder).start()
