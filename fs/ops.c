@@ -1381,6 +1381,38 @@ out:
 	return rc;
 }
 
+struct visible_ctx {
+	struct vfs *v;
+	const char *dir;
+	bool any;
+};
+
+static int any_visible(const char *name, const struct cache_attr *a, void *ud)
+{
+	struct visible_ctx *x = ud;
+	char child[PATH_MAX];
+	enum route r;
+
+	if (join(child, sizeof(child), x->dir, name) < 0)
+		return 0;
+	r = route_of(x->v, child);
+	if (r == R_PERSIST || (r == R_MERGED && a->is_dir)) {
+		x->any = true;
+		return 1;
+	}
+	return 0;
+}
+
+/* Whether merged directory rel has Drive entries seen through the mount:
+ * 1, 0, or -errno. */
+static int drive_side_visible(struct vfs *v, const char *rel)
+{
+	struct visible_ctx x = {v, rel, false};
+	int rc = cache_readdir(v->cache, rel, any_visible, &x);
+
+	return rc < 0 ? rc : x.any;
+}
+
 static int vfs_rename(const char *from, const char *to, unsigned int flags)
 {
 	struct vfs *v = vfs_get();
@@ -1405,6 +1437,22 @@ static int vfs_rename(const char *from, const char *to, unsigned int flags)
 	if (a == R_MERGED && cache_getattr(v->cache, rf, &ca) == 0 &&
 	    ca.is_dir && *rf)
 		return -EXDEV;
+	/* Onto one: what its Drive side holds counts as the target's
+	 * content (the local rename alone would merge the two). */
+	if (b == R_MERGED && *rt && cache_getattr(v->cache, rt, &ca) == 0 &&
+	    ca.is_dir) {
+		struct stat st;
+
+		if (fstatat(v->dirfd, rf, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			return -errno;
+		if (!S_ISDIR(st.st_mode))
+			return -EISDIR;
+		if (flags & RENAME_NOREPLACE)
+			return -EEXIST;
+		rc = drive_side_visible(v, rt);
+		if (rc != 0)
+			return rc < 0 ? rc : -ENOTEMPTY;
+	}
 	rc = local_parent_ready(v, rt);
 	if (rc < 0)
 		return rc;

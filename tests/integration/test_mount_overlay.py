@@ -280,6 +280,31 @@ def test_merged_dir_that_exists_only_on_drive_is_usable(mounts):
     assert drive_lookup(a.emu, a.folder, "experiments/notes.txt") is None
 
 
+def test_a_local_dir_renamed_onto_a_merged_dir_only_on_drive_is_refused(mounts):
+    # The rename of the local side alone succeeded and merged the two
+    # directories' content: a non-empty target must refuse (ENOTEMPTY),
+    # as it does when the target is local.
+    a = mounts(name="a", cache="cache-a").start()
+    os.makedirs(a.p("experiments"))
+    with open(a.p("experiments/work_graph.json"), "w") as f:
+        f.write("{}")
+    wait_on_drive(a.emu, a.folder, "experiments/work_graph.json", b"{}")
+    b = mounts(name="b", cache="cache-b", folder=a.folder).start()
+    os.makedirs(b.p("exp_new"))
+    with open(b.p("exp_new/notes.txt"), "w") as f:
+        f.write("mine")
+    with pytest.raises(OSError) as e:
+        os.rename(b.p("exp_new"), b.p("experiments"))
+    assert e.value.errno == errno.ENOTEMPTY
+    with open(b.p("a_file"), "w") as f:
+        f.write("f")
+    with pytest.raises(OSError) as e:
+        os.rename(b.p("a_file"), b.p("experiments"))
+    assert e.value.errno == errno.EISDIR
+    assert os.listdir(b.p("experiments")) == ["work_graph.json"]
+    assert os.listdir(b.p("exp_new")) == ["notes.txt"]
+
+
 def test_vectur_persist_file_replaces_the_default_set(mounts):
     m = mounts()
     with open(m.p("vectur.persist"), "w") as f:
