@@ -515,6 +515,25 @@ static int check_not_on_vectur(const char *arg, const char *path)
 	return -1;
 }
 
+/* `cd /workspace/code && vectur-mount gdrive: . && python3 train.py`: the
+ * shell stays in the directory under the mount, and train.py's checkpoints
+ * land there, shadowed, never on Drive. Said before mounting. */
+static void warn_if_cwd_under(const char *mp)
+{
+	char cwd[PATH_MAX];
+	size_t n = strlen(mp);
+
+	if (!getcwd(cwd, sizeof(cwd)) || n < 2 || strncmp(cwd, mp, n) != 0 ||
+	    (cwd[n] != '\0' && cwd[n] != '/'))
+		return;
+	fprintf(stderr,
+		"vectur-mount: warning: the current directory %s is under "
+		"the mount point: a shell or program already in it stays in "
+		"the directory underneath, and what it writes to persisted "
+		"paths never reaches Drive; run cd \"$PWD\" once mounted\n",
+		cwd);
+}
+
 static int check_mountpoint(struct vfs *v, const char *arg)
 {
 	struct stat st;
@@ -541,6 +560,7 @@ static int check_mountpoint(struct vfs *v, const char *arg)
 	}
 	if (check_not_on_vectur(arg, v->mountpoint) < 0)
 		return -1;
+	warn_if_cwd_under(v->mountpoint);
 	if (!S_ISDIR(st.st_mode)) {
 		fprintf(stderr,
 			"vectur-mount: mount point %s is not a directory\n",

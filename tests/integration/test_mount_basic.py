@@ -618,7 +618,32 @@ def test_daemon_mode_returns_once_mounted_and_unmounts(emulator, tmp_path):
     try:
         r = run_argv(m.argv("gdrive:" + m.folder, m.mnt))
         assert r.returncode == 0, r.stderr
+        assert "current directory" not in r.stderr
         assert os.path.ismount(m.mnt)
+        pid = json.load(open(m.p(".vectur/status")))["mount"]["pid"]
+        subprocess.run(["fusermount3", "-u", m.mnt], check=True)
+        wait_for(lambda: not os.path.exists("/proc/%d" % pid), 60, "the daemon to exit")
+        pid = None
+    finally:
+        if os.path.ismount(m.mnt):
+            subprocess.run(["fusermount3", "-u", m.mnt])
+        if pid is not None and os.path.exists("/proc/%d" % pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_mounting_from_inside_the_mount_point_warns_to_cd_again(emulator, tmp_path):
+    # The shell that ran vectur-mount from the code directory stays in the
+    # directory underneath: its train.py would write checkpoints there,
+    # never to Drive. vectur-mount says so, and how to get in.
+    m = Mount(emulator, tmp_path)
+    os.makedirs(m.p("sub"))
+    pid = None
+    try:
+        r = subprocess.run([str(a) for a in m.argv("gdrive:" + m.folder, m.mnt)],
+                           capture_output=True, text=True, timeout=60, cwd=m.p("sub"))
+        assert r.returncode == 0, r.stderr
+        assert "current directory %s is under the mount point" % m.p("sub") in r.stderr
+        assert 'cd "$PWD"' in r.stderr
         pid = json.load(open(m.p(".vectur/status")))["mount"]["pid"]
         subprocess.run(["fusermount3", "-u", m.mnt], check=True)
         wait_for(lambda: not os.path.exists("/proc/%d" % pid), 60, "the daemon to exit")
