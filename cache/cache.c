@@ -430,7 +430,7 @@ void cache_close(struct cache *c, int drain_timeout_s)
 			     v->state == CV_UPLOADING) &&
 			    v->node->failed)
 				stuck++;
-		files += stuck;
+		files += stuck + tombs_failed(c);
 	}
 	if (files > 0)
 		fprintf(stderr,
@@ -447,10 +447,12 @@ void cache_close(struct cache *c, int drain_timeout_s)
 	free(c);
 }
 
-int cache_sync(struct cache *c,
-	       void (*progress)(int64_t files_left, int64_t bytes_left,
-				void *ud),
-	       void *ud)
+/* cache_sync; with `deletes` off, a delete Drive refused for good is
+ * neither tried again nor a failure (what a lock release waits for). */
+static int sync_common(struct cache *c, bool deletes,
+		       void (*progress)(int64_t files_left, int64_t bytes_left,
+					void *ud),
+		       void *ud)
 {
 	int64_t upto, files, bytes, last = 0;
 	struct ctomb *t;
@@ -462,7 +464,7 @@ int cache_sync(struct cache *c,
 	upto = c->close_seq;
 	/* A delete Drive refused for good is tried once more now (the
 	 * owner may have fixed its permissions), then reported. */
-	for (t = c->tombs; t; t = t->next) {
+	for (t = c->tombs; deletes && t; t = t->next) {
 		if (t->failed) {
 			t->failed = false;
 			t->due_ms = cache_now_ms();
@@ -470,7 +472,7 @@ int cache_sync(struct cache *c,
 	}
 	for (;;) {
 		files = upload_pending(c, upto, &bytes, &failed);
-		if (failed) {
+		if (failed || (deletes && files == 0 && tombs_failed(c))) {
 			rc = -EIO;
 			break;
 		}
@@ -497,6 +499,19 @@ int cache_sync(struct cache *c,
 	if (progress)
 		progress(0, 0, ud);
 	return rc;
+}
+
+int cache_sync(struct cache *c,
+	       void (*progress)(int64_t files_left, int64_t bytes_left,
+				void *ud),
+	       void *ud)
+{
+	return sync_common(c, true, progress, ud);
+}
+
+int cache_sync_writes(struct cache *c)
+{
+	return sync_common(c, false, NULL, NULL);
 }
 
 char *cache_status_json(struct cache *c)

@@ -207,6 +207,9 @@ int cache_sync(struct cache *c,
 	       void (*progress)(int64_t files_left, int64_t bytes_left,
 				void *ud),
 	       void *ud);
+/* cache_sync for what a lock release waits for: every write; a delete
+ * Drive refused for good (someone else's file) is not a failure there. */
+int cache_sync_writes(struct cache *c);
 
 /* The status document of .vectur/status: queue length and bytes, upload
  * rate, last error, last poll, cache use, counts. malloc'd JSON text. */

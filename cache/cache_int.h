@@ -423,6 +423,8 @@ bool upload_settling(struct cache *c, const char *drive_id);
 bool upload_needs_work(struct cnode *n);
 /* Drive has n's version close_seq `seq` (or newer) under its name. */
 bool upload_synced(struct cnode *n, int64_t seq);
+/* Deletes Drive refused for good (403), not counted by upload_pending. */
+int tombs_failed(struct cache *c);
 int64_t upload_pending(struct cache *c, int64_t upto_seq, int64_t *bytes,
 		       bool *failed);
 

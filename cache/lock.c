@@ -993,7 +993,7 @@ static int lock_barrier(struct cache *c)
 	pthread_mutex_unlock(&c->lock);
 	if (rc < 0)
 		return rc;
-	rc = cache_sync(c, NULL, NULL);
+	rc = cache_sync_writes(c);
 	pthread_mutex_lock(&c->lock);
 	deadline = cache_now_ms() + 120000;
 	for (i = 0; i < cnt && rc == 0; i++) {

@@ -447,6 +447,13 @@ void node_forget(struct cache *c, struct cnode *n)
 	cache_note_inval(c, n);
 	if (n->kids || node_dirty(n) || n->busy ||
 	    (n->cur && n->cur->state != CV_CLEAN)) {
+		/* Made again from what is here: a file only renamed or
+		 * touched here sends its clean copy; one with no whole copy
+		 * here has nothing to make again. */
+		if (!n->is_dir && !ver_reclose(c, n) && !n->busy) {
+			node_detach(c, n);
+			return;
+		}
 		n->remote_exists = false;
 		node_set_drive_id(c, n, "");
 		n->listed = true;

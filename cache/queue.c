@@ -332,31 +332,44 @@ static int mkdir_or_adopt(struct cache *c, const char *parent, const char *name,
 	return 0;
 }
 
-/* A create into `parent` (of n, a file or folder) that Drive answered
- * with 404 for that folder: deleted on Drive meanwhile (by another
- * instance, the web UI) before the feed said so. Drive removed all under
- * it, so n's parent is forgotten as the feed would have: what is dirty
- * (n at least) is kept and made again, parent first. The root is not
- * made again. c->lock held. */
-static bool parent_vanished(struct cache *c, struct cnode *n,
-			    const char *parent, const struct drive_err *err)
+/* Whether a create's error says its parent folder (Drive id `parent`) is
+ * not on Drive. */
+static bool parent_404(const struct drive_err *err, const char *parent)
+{
+	return err->status == 404 && parent[0] && strstr(err->message, parent);
+}
+
+/* n's create into `parent` found that folder gone from Drive (deleted, or
+ * trashed: a create there lands in the trash), by another instance or the
+ * web UI, before the feed said so. Drive removed all under it, so n's
+ * parent is forgotten as the feed would have: what is dirty (n at least)
+ * is kept and made again, parent first; -EAGAIN retries n. The mount's
+ * own folder is not made again: -ENOENT fails n. c->lock held. */
+static int parent_gone(struct cache *c, struct cnode *n, const char *parent)
 {
 	struct cnode *p = n->parent;
 	char *path;
 
-	if (err->status != 404 || !parent[0] || !strstr(err->message, parent) ||
-	    !p || n->unlinked)
-		return false;
+	if (!p || n->unlinked)
+		return 0;
 	if (strcmp(p->drive_id, parent) != 0)
-		return true; /* found out (and made again) meanwhile */
-	if (!p->parent)
-		return false;
+		return -EAGAIN; /* found out (and made again) meanwhile */
+	if (!p->parent) {
+		n->remote_exists = false;
+		node_set_drive_id(c, n, ""); /* that id went to the trash */
+		store_save_node(c, n);
+		cache_set_error(c, "the mount's folder is gone from Drive "
+				   "(deleted or in the trash)");
+		return -ENOENT;
+	}
 	path = node_path(p);
-	cache_set_error(c, "folder %s vanished on Drive, making it again",
-			path ? path : "?");
+	fprintf(stderr,
+		"vectur: folder %s is gone from Drive: making it "
+		"again\n",
+		path ? path : "?");
 	free(path);
 	node_forget(c, p);
-	return true;
+	return -EAGAIN;
 }
 
 static int create_dir(struct cache *c, struct cnode *n)
@@ -378,9 +391,10 @@ static int create_dir(struct cache *c, struct cnode *n)
 	rc = mkdir_or_adopt(c, parent, name, id, &out, &err);
 	pthread_mutex_lock(&c->lock);
 	if (rc < 0)
-		return parent_vanished(c, n, parent, &err)
-			       ? -EAGAIN
-			       : classify(c, n, "mkdir", &err);
+		return parent_404(&err, parent) ? parent_gone(c, n, parent)
+						: classify(c, n, "mkdir", &err);
+	if (out.trashed)
+		return parent_gone(c, n, parent); /* made in a trashed one */
 	/* An adopted folder (made by another instance) may hold entries we
 	 * have not seen: list it on the next lookup. */
 	if (strcmp(out.id, id) != 0)
@@ -674,8 +688,9 @@ static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 		return 0; /* aborted: nothing left to do for it */
 	if (c->abort_uploads)
 		return -EAGAIN;
-	if (create && parent_vanished(c, n, parent, &err))
-		return -EAGAIN;
+	if (create &&
+	    (parent_404(&err, parent) || strcmp(err.reason, "trashed") == 0))
+		return parent_gone(c, n, parent);
 	if (vanished) {
 		/* Deleted on Drive meanwhile: local data wins, create it
 		 * again under a new id. */
@@ -984,10 +999,9 @@ static void run_tomb(struct cache *c, struct ctomb *t)
 			node_put(c, t->n);
 		free(t);
 	} else {
-		cache_set_error(c, "delete %s: %s%s%s", id, err.message,
-				err.reason[0] ? " " : "", err.reason);
+		cache_set_error(c, "delete %s: %s", id, err.message);
 		t->attempts++;
-		t->failed = !drive_err_retryable(&err);
+		t->failed = err.status != 0 && !drive_err_retryable(&err);
 		/* A delete that fails for good is retried rarely: it loses
 		 * no data, only leaves a file behind. */
 		t->due_ms = cache_now_ms() + (drive_err_retryable(&err)
@@ -1113,6 +1127,17 @@ void upload_stop(struct cache *c)
 	c->nworkers = 0;
 }
 
+int tombs_failed(struct cache *c)
+{
+	struct ctomb *t;
+	int n = 0;
+
+	for (t = c->tombs; t; t = t->next)
+		if (t->failed && !t->busy)
+			n++;
+	return n;
+}
+
 int64_t upload_pending(struct cache *c, int64_t upto, int64_t *bytes,
 		       bool *failed)
 {
@@ -1147,14 +1172,9 @@ int64_t upload_pending(struct cache *c, int64_t upto, int64_t *bytes,
 		if (!n->failed && (n->is_dir || !ver_newest_closed(n)) &&
 		    upload_needs_work(n))
 			files++;
-	for (t = c->tombs; t; t = t->next) {
-		if (t->failed && !t->busy) {
-			if (failed)
-				*failed = true;
-		} else if (!tomb_stuck(t)) {
+	for (t = c->tombs; t; t = t->next)
+		if (!(t->failed && !t->busy) && !tomb_stuck(t))
 			files++;
-		}
-	}
 	if (bytes)
 		*bytes = b;
 	return files;

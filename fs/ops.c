@@ -1031,9 +1031,11 @@ static int vfs_link(const char *from, const char *to)
  * writing it (v->writers, by the local file's dev/ino, or dev 0 and the
  * persisted file's ino) move with it, so that later writes land in the
  * renamed file as on a local disk. Writable opens hold v->move_lock
- * shared from the open until listed, the rename exclusive, so none is
- * missed; each moved handle's `sw` is held exclusive from before the copy
- * until it points at the new side, so no write lands on the old side
+ * shared from the open until listed; a rename takes it exclusive only to
+ * set v->moving (its source path), and writable opens of that path wait
+ * until the move is over: so none is missed, and other opens do not wait
+ * for the copy. Each moved handle's `sw` is held exclusive from before the
+ * copy until it points at the new side, so no write lands on the old side
  * after the copy. Everything the new side needs is made before the rename
  * commits; the old side is let go after it. */
 
@@ -1093,6 +1095,25 @@ static void fh_unlist_writer(struct vfs *v, struct fh *fh)
 	fh->listed_w = false;
 	while (fh->pins > 0)
 		pthread_cond_wait(&v->fh_cond, &v->fh_lock);
+	pthread_mutex_unlock(&v->fh_lock);
+}
+
+/* A move of `from` begins: opens under way are listed, later ones of
+ * `from` wait for move_end (rename_lock held: one move at a time). */
+static void move_begin(struct vfs *v, const char *from)
+{
+	pthread_rwlock_wrlock(&v->move_lock);
+	pthread_mutex_lock(&v->fh_lock);
+	v->moving = from;
+	pthread_mutex_unlock(&v->fh_lock);
+	pthread_rwlock_unlock(&v->move_lock);
+}
+
+static void move_end(struct vfs *v)
+{
+	pthread_mutex_lock(&v->fh_lock);
+	v->moving = NULL;
+	pthread_cond_broadcast(&v->fh_cond);
 	pthread_mutex_unlock(&v->fh_lock);
 }
 
@@ -1173,7 +1194,7 @@ static int rename_import(struct vfs *v, const char *from, const char *to,
 	if (flags & RENAME_EXCHANGE)
 		return -EINVAL;
 	pthread_mutex_lock(&v->rename_lock);
-	pthread_rwlock_wrlock(&v->move_lock);
+	move_begin(v, from);
 	if (fstatat(v->dirfd, from, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 		rc = -errno;
 		goto out;
@@ -1253,7 +1274,7 @@ out:
 	free(wflags);
 	if (fd >= 0)
 		close(fd);
-	pthread_rwlock_unlock(&v->move_lock);
+	move_end(v);
 	pthread_mutex_unlock(&v->rename_lock);
 	return rc;
 }
@@ -1277,7 +1298,7 @@ static int rename_export(struct vfs *v, const char *from, const char *to,
 	if (flags & RENAME_EXCHANGE)
 		return -EINVAL;
 	pthread_mutex_lock(&v->rename_lock);
-	pthread_rwlock_wrlock(&v->move_lock);
+	move_begin(v, from);
 	rc = cache_getattr(v->cache, from, &a);
 	if (rc < 0)
 		goto out;
@@ -1376,7 +1397,7 @@ out:
 	free(olds);
 	if (fd >= 0)
 		close(fd);
-	pthread_rwlock_unlock(&v->move_lock);
+	move_end(v);
 	pthread_mutex_unlock(&v->rename_lock);
 	return rc;
 }
@@ -1439,8 +1460,8 @@ static int vfs_rename(const char *from, const char *to, unsigned int flags)
 		return -EXDEV;
 	/* Onto one: what its Drive side holds counts as the target's
 	 * content (the local rename alone would merge the two). */
-	if (b == R_MERGED && *rt && cache_getattr(v->cache, rt, &ca) == 0 &&
-	    ca.is_dir) {
+	if (b == R_MERGED && *rt && !(flags & RENAME_EXCHANGE) &&
+	    cache_getattr(v->cache, rt, &ca) == 0 && ca.is_dir) {
 		struct stat st;
 
 		if (fstatat(v->dirfd, rf, &st, AT_SYMLINK_NOFOLLOW) < 0)
@@ -1613,10 +1634,22 @@ static int open_listed(const char *path, mode_t mode, struct fuse_file_info *fi,
 {
 	struct vfs *v = vfs_get();
 	bool w = (fi->flags & O_ACCMODE) != O_RDONLY;
+	const char *rel = rel_of(path);
 	int rc;
 
-	if (w)
+	while (w) {
 		pthread_rwlock_rdlock(&v->move_lock);
+		pthread_mutex_lock(&v->fh_lock);
+		if (!v->moving || strcmp(v->moving, rel) != 0) {
+			pthread_mutex_unlock(&v->fh_lock);
+			break;
+		}
+		/* The file is being moved: open it where it lands. */
+		pthread_rwlock_unlock(&v->move_lock);
+		while (v->moving && strcmp(v->moving, rel) == 0)
+			pthread_cond_wait(&v->fh_cond, &v->fh_lock);
+		pthread_mutex_unlock(&v->fh_lock);
+	}
 	rc = open_common(path, mode, fi, create);
 	if (w)
 		pthread_rwlock_unlock(&v->move_lock);

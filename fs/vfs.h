@@ -77,6 +77,7 @@ struct vfs {
 	pthread_cond_t fh_cond;
 	struct fh *writers;
 	pthread_rwlock_t move_lock;
+	const char *moving; /* the source of a move under way (fh_lock) */
 
 	/* ---- shadowed local paths, reported once each ---- */
 	pthread_mutex_t shadow_lock;

@@ -222,6 +222,60 @@ def test_sync_reports_a_delete_that_drive_refuses_for_good_instead_of_waiting(mo
     assert drive_lookup(m.emu, m.folder, "runs/t/theirs.txt") is None
 
 
+def test_a_delete_drive_refuses_does_not_fail_an_unrelated_lock_release(mounts):
+    m = mounts().start()
+    os.makedirs(m.p("runs/t"))
+    with open(m.p("runs/t/theirs.txt"), "w") as f:
+        f.write("x")
+    wait_on_drive(m.emu, m.folder, "runs/t/theirs.txt", b"x")
+    m.emu.set_faults({"fail_rate": 1.0, "fail_status": 403,
+                      "fail_reason": "insufficientFilePermissions",
+                      "fail_kinds": ["update"]})  # the trash
+    os.unlink(m.p("runs/t/theirs.txt"))
+    wait_for(lambda: "insufficientFilePermissions" in
+             json.load(open(m.p(".vectur/status")))["last_error"], 30,
+             "the trash to be refused")
+    os.makedirs(m.p("locks"), exist_ok=True)
+    fd = os.open(m.p("locks/job.lock"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    os.close(fd)
+    os.unlink(m.p("locks/job.lock"))  # the release: EIO before
+    m.emu.clear_faults()
+    wait_for(lambda: drive_lookup(m.emu, m.folder, "locks/job.lock") is None, 30,
+             "the lock to leave Drive")
+
+
+def test_a_slow_rename_across_the_boundary_does_not_hold_up_other_opens(mounts):
+    import threading
+    a = mounts(name="a", cache="cache-a").start()
+    os.makedirs(a.p("runs/x"))
+    data = os.urandom(6 << 20)
+    with open(a.p("runs/x/big.bin"), "wb") as f:
+        f.write(data)
+    wait_on_drive(a.emu, a.folder, "runs/x/big.bin", data)
+    b = mounts(name="b", cache="cache-b", folder=a.folder).start()
+    os.listdir(b.p("runs/x"))
+    os.makedirs(b.p("logs"))  # the kernel holds the rename's two folders
+    a.emu.set_faults({"bandwidth": 1 << 20})  # ~6 s to fetch it for the copy
+    took = {}
+
+    def mv():
+        t0 = time.time()
+        os.rename(b.p("runs/x/big.bin"), b.p("big_local.bin"))
+        took["mv"] = time.time() - t0
+    th = threading.Thread(target=mv)
+    th.start()
+    time.sleep(1.0)
+    t0 = time.time()
+    with open(b.p("logs/unrelated.log"), "a") as f:
+        f.write("x")
+    took["open"] = time.time() - t0
+    th.join()
+    a.emu.clear_faults()
+    assert took["mv"] > 2.0  # it was slow indeed
+    assert took["open"] < took["mv"] / 2, took  # waited for all of it before
+    assert open(b.p("big_local.bin"), "rb").read() == data
+
+
 def test_a_second_mount_sees_the_first_ones_writes(mounts, tmp_path):
     a = mounts(name="a", cache="cache-a").start()
     b = mounts(name="b", cache="cache-b", folder=a.folder).start()

@@ -936,6 +936,105 @@ static void test_new_files_in_a_folder_deleted_on_drive_land(void)
 	env_close(&e, true);
 }
 
+/* Requests that create a file or folder on Drive, counted by the emulator. */
+static int64_t creates(void)
+{
+	return stat_count("upload_multipart") + stat_count("upload_media") +
+	       stat_count("upload_start") + stat_count("create");
+}
+
+/* A folder trashed (not deleted) by another instance while this one writes
+ * into it: a create there lands in the trash. The folder is made again
+ * and the file lands in it, in a few requests (before: the file was sent
+ * again into the trashed folder every backoff, until the feed said). */
+static void test_a_new_file_in_a_folder_trashed_on_drive_lands(void)
+{
+	struct env e = {0};
+	struct drive_file f;
+	struct drive_err err;
+	char want[33], got[33];
+	int64_t before;
+
+	CHECK_INT(env_open(&e, 0, true), 0);
+	CHECK_INT(cache_mkdir(e.c, "runs", 0755), 0);
+	CHECK_INT(cache_mkdir(e.c, "runs/d", 0755), 0);
+	CHECK_INT(put(e.c, "runs/d/a.txt", "a", 1), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	CHECK_INT(drive_resolve_path(dc, e.root_id, "runs/d", &f, &err), 0);
+	CHECK_INT(drive_trash(dc, f.id, &err), 0);
+	before = creates();
+	CHECK_INT(put(e.c, "runs/d/b.txt", "bee", 3), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	md5_hex("bee", 3, want);
+	remote_md5(e.root_id, "runs/d/b.txt", got);
+	CHECK_STR(got, want);
+	CHECK(creates() - before <= 4);
+	env_close(&e, true);
+}
+
+/* The mount's own folder trashed: nothing can land, and that is a failure
+ * (--sync: EIO), not a loop of creates into the trash. */
+static void test_a_trashed_root_fails_uploads_instead_of_looping(void)
+{
+	struct env e = {0};
+	struct drive_err err;
+	int64_t before;
+	char *s = NULL;
+	int i;
+
+	CHECK_INT(env_open(&e, 0, true), 0);
+	CHECK_INT(cache_mkdir(e.c, "runs", 0755), 0);
+	CHECK_INT(put(e.c, "runs/a.txt", "a", 1), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	CHECK_INT(drive_trash(dc, e.root_id, &err), 0);
+	before = creates();
+	CHECK_INT(put(e.c, "runs/b.txt", "bee", 3), 0);
+	for (i = 0; i < 100; i++) {
+		free(s);
+		s = cache_status_json(e.c);
+		if (strstr(s, "\"failed\":true"))
+			break;
+		usleep(100000);
+	}
+	CHECK(s && strstr(s, "\"failed\":true") != NULL);
+	free(s);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), -EIO);
+	CHECK(creates() - before <= 4); /* the file, its folder, once each */
+	env_close(&e, true);
+}
+
+/* A file renamed here (its content clean) in a folder another instance
+ * deleted: the folder's forgetting kept the file as dirty but with
+ * nothing left to send, so it never reached Drive and sync said done. */
+static void test_a_renamed_file_in_a_folder_deleted_on_drive_lands(void)
+{
+	struct env e = {0};
+	struct drive_file f;
+	struct drive_err err;
+	char want[33], got[33];
+
+	CHECK_INT(env_open(&e, 1000, true), 0);
+	CHECK_INT(cache_mkdir(e.c, "runs", 0755), 0);
+	CHECK_INT(cache_mkdir(e.c, "runs/d", 0755), 0);
+	CHECK_INT(put(e.c, "runs/d/a.txt", "a", 1), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	CHECK_INT(drive_resolve_path(dc, e.root_id, "runs/d", &f, &err), 0);
+	CHECK_INT(drive_delete(dc, f.id, &err), 0);
+	CHECK_INT(put(e.c, "runs/d/b.txt", "bee", 3), 0);
+	usleep(300000);
+	CHECK_INT(cache_rename(e.c, "runs/d/a.txt", "runs/d/a2.txt", 0), 0);
+	/* b.txt goes first (write_back) and finds the folder gone. */
+	usleep(2500000);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	md5_hex("bee", 3, want);
+	remote_md5(e.root_id, "runs/d/b.txt", got);
+	CHECK_STR(got, want);
+	md5_hex("a", 1, want);
+	remote_md5(e.root_id, "runs/d/a2.txt", got);
+	CHECK_STR(got, want);
+	env_close(&e, true);
+}
+
 /* Another instance renames a file: we follow, and never rename it back. */
 static void test_remote_rename_is_followed(void)
 {
@@ -1222,6 +1321,9 @@ int main(void)
 	TRY(test_negative_lookups_do_not_ask_drive);
 	TRY(test_remote_delete_disappears_and_invalidates);
 	TRY(test_new_files_in_a_folder_deleted_on_drive_land);
+	TRY(test_a_new_file_in_a_folder_trashed_on_drive_lands);
+	TRY(test_a_trashed_root_fails_uploads_instead_of_looping);
+	TRY(test_a_renamed_file_in_a_folder_deleted_on_drive_lands);
 	TRY(test_evicted_file_is_fetched_again);
 	TRY(test_changes_feed_brings_remote_edit);
 	TRY(test_rewrite_while_uploading_ends_with_latest);
