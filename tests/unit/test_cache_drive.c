@@ -905,6 +905,21 @@ static void test_remote_delete_disappears_and_invalidates(void)
 	env_close(&e, true);
 }
 
+/* A fresh env (write_back_ms) with runs/d/a.txt ("a") on Drive; runs/d's
+ * Drive file in *f. */
+static int synced_folder(struct env *e, int write_back_ms, struct drive_file *f)
+{
+	struct drive_err err;
+
+	if (env_open(e, write_back_ms, true) < 0 ||
+	    cache_mkdir(e->c, "runs", 0755) < 0 ||
+	    cache_mkdir(e->c, "runs/d", 0755) < 0 ||
+	    put(e->c, "runs/d/a.txt", "a", 1) < 0 ||
+	    cache_sync(e->c, NULL, NULL) < 0)
+		return -1;
+	return drive_resolve_path(dc, e->root_id, "runs/d", f, &err);
+}
+
 /* Another instance deletes a folder for good while this one writes new
  * files into it (one in a new subfolder), before any feed says so: the
  * folders are made again and the files land (the create's 404 left them
@@ -916,12 +931,7 @@ static void test_new_files_in_a_folder_deleted_on_drive_land(void)
 	struct drive_err err;
 	char want[33], got[33];
 
-	CHECK_INT(env_open(&e, 0, true), 0);
-	CHECK_INT(cache_mkdir(e.c, "runs", 0755), 0);
-	CHECK_INT(cache_mkdir(e.c, "runs/d", 0755), 0);
-	CHECK_INT(put(e.c, "runs/d/a.txt", "a", 1), 0);
-	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
-	CHECK_INT(drive_resolve_path(dc, e.root_id, "runs/d", &f, &err), 0);
+	CHECK_INT(synced_folder(&e, 0, &f), 0);
 	CHECK_INT(drive_delete(dc, f.id, &err), 0);
 	CHECK_INT(put(e.c, "runs/d/b.txt", "bee", 3), 0);
 	CHECK_INT(cache_mkdir(e.c, "runs/d/sub", 0755), 0);
@@ -955,12 +965,7 @@ static void test_a_new_file_in_a_folder_trashed_on_drive_lands(void)
 	char want[33], got[33];
 	int64_t before;
 
-	CHECK_INT(env_open(&e, 0, true), 0);
-	CHECK_INT(cache_mkdir(e.c, "runs", 0755), 0);
-	CHECK_INT(cache_mkdir(e.c, "runs/d", 0755), 0);
-	CHECK_INT(put(e.c, "runs/d/a.txt", "a", 1), 0);
-	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
-	CHECK_INT(drive_resolve_path(dc, e.root_id, "runs/d", &f, &err), 0);
+	CHECK_INT(synced_folder(&e, 0, &f), 0);
 	CHECK_INT(drive_trash(dc, f.id, &err), 0);
 	before = creates();
 	CHECK_INT(put(e.c, "runs/d/b.txt", "bee", 3), 0);
@@ -1013,12 +1018,7 @@ static void test_a_renamed_file_in_a_folder_deleted_on_drive_lands(void)
 	struct drive_err err;
 	char want[33], got[33];
 
-	CHECK_INT(env_open(&e, 1000, true), 0);
-	CHECK_INT(cache_mkdir(e.c, "runs", 0755), 0);
-	CHECK_INT(cache_mkdir(e.c, "runs/d", 0755), 0);
-	CHECK_INT(put(e.c, "runs/d/a.txt", "a", 1), 0);
-	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
-	CHECK_INT(drive_resolve_path(dc, e.root_id, "runs/d", &f, &err), 0);
+	CHECK_INT(synced_folder(&e, 1000, &f), 0);
 	CHECK_INT(drive_delete(dc, f.id, &err), 0);
 	CHECK_INT(put(e.c, "runs/d/b.txt", "bee", 3), 0);
 	usleep(300000);
