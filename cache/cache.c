@@ -547,7 +547,9 @@ char *cache_status_json(struct cache *c)
 	}
 	json_object_object_add(o, "uploaded_files",
 			       json_object_new_int64(c->uploaded_files));
-	json_object_object_add(o, "failed", json_object_new_boolean(failed));
+	json_object_object_add(
+		o, "failed",
+		json_object_new_boolean(failed || tombs_failed(c) > 0));
 	json_object_object_add(o, "last_error",
 			       json_object_new_string(c->last_error));
 	if (c->last_poll_ms) {

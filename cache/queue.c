@@ -340,24 +340,31 @@ static bool parent_404(const struct drive_err *err, const char *parent)
 }
 
 /* n's create into `parent` found that folder gone from Drive (deleted, or
- * trashed: a create there lands in the trash), by another instance or the
- * web UI, before the feed said so. Drive removed all under it, so n's
- * parent is forgotten as the feed would have: what is dirty (n at least)
- * is kept and made again, parent first; -EAGAIN retries n. The mount's
- * own folder is not made again: -ENOENT fails n. c->lock held. */
-static int parent_gone(struct cache *c, struct cnode *n, const char *parent)
+ * trashed: `trashed` is the created file, landed in the trash there), by
+ * another instance or the web UI, before the feed said so. Drive removed
+ * all under it, so n's parent is forgotten as the feed would have: what is
+ * dirty (n at least) is kept and made again, parent first; -EAGAIN retries
+ * n. The mount's own folder is not made again: -ENOENT fails n. A trashed
+ * file elsewhere (an id reused after n moved) says nothing of n's parent:
+ * n only takes a new id. c->lock held. */
+static int parent_gone(struct cache *c, struct cnode *n, const char *parent,
+		       const struct drive_file *trashed)
 {
 	struct cnode *p = n->parent;
 	char *path;
 
 	if (!p || n->unlinked)
 		return 0;
-	if (strcmp(p->drive_id, parent) != 0)
-		return -EAGAIN; /* found out (and made again) meanwhile */
-	if (!p->parent) {
+	if (trashed) {
 		n->remote_exists = false;
-		node_set_drive_id(c, n, ""); /* that id went to the trash */
+		node_set_drive_id(c, n, ""); /* that id is in the trash */
 		store_save_node(c, n);
+		if (strcmp(trashed->parent, parent) != 0)
+			return -EAGAIN;
+	}
+	if (strcmp(p->drive_id, parent) != 0)
+		return -EAGAIN; /* found out (and made again), or moved */
+	if (!p->parent) {
 		cache_set_error(c, "the mount's folder is gone from Drive "
 				   "(deleted or in the trash)");
 		return -ENOENT;
@@ -391,10 +398,11 @@ static int create_dir(struct cache *c, struct cnode *n)
 	rc = mkdir_or_adopt(c, parent, name, id, &out, &err);
 	pthread_mutex_lock(&c->lock);
 	if (rc < 0)
-		return parent_404(&err, parent) ? parent_gone(c, n, parent)
-						: classify(c, n, "mkdir", &err);
-	if (out.trashed)
-		return parent_gone(c, n, parent); /* made in a trashed one */
+		return parent_404(&err, parent)
+			       ? parent_gone(c, n, parent, NULL)
+			       : classify(c, n, "mkdir", &err);
+	if (out.trashed) /* made in a trashed folder */
+		return parent_gone(c, n, parent, &out);
 	/* An adopted folder (made by another instance) may hold entries we
 	 * have not seen: list it on the next lookup. */
 	if (strcmp(out.id, id) != 0)
@@ -580,7 +588,7 @@ static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 	struct drive_file out;
 	struct drive_err err;
 	char name[1024], parent[128], id[128];
-	bool create = !n->remote_exists, unsynced, vanished;
+	bool create = !n->remote_exists, unsynced, vanished, trashed = false;
 	int rc = -1, fd;
 
 	if (create) {
@@ -657,8 +665,10 @@ static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 		return 0;
 	}
 	if (rc == 0 && out.trashed) {
-		/* Another instance trashed it while we wrote to it: what
-		 * landed there is out of sight, so it is sent again. */
+		/* Another instance trashed it while we wrote to it (or its
+		 * folder, where a create lands in the trash): what landed
+		 * there is out of sight, so it is sent again. */
+		trashed = true;
 		rc = -1;
 		drive_err_set(&err, 404, "trashed", "file %s is in the trash",
 			      id);
@@ -688,9 +698,10 @@ static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 		return 0; /* aborted: nothing left to do for it */
 	if (c->abort_uploads)
 		return -EAGAIN;
-	if (create &&
-	    (parent_404(&err, parent) || strcmp(err.reason, "trashed") == 0))
-		return parent_gone(c, n, parent);
+	if (create && parent_404(&err, parent))
+		return parent_gone(c, n, parent, NULL);
+	if (create && trashed)
+		return parent_gone(c, n, parent, &out);
 	if (vanished) {
 		/* Deleted on Drive meanwhile: local data wins, create it
 		 * again under a new id. */
@@ -1001,12 +1012,12 @@ static void run_tomb(struct cache *c, struct ctomb *t)
 	} else {
 		cache_set_error(c, "delete %s: %s", id, err.message);
 		t->attempts++;
+		/* A delete Drive refuses for good is retried rarely: it
+		 * loses no data, only leaves a file behind. Local errors
+		 * back off as uploads do (classify). */
 		t->failed = err.status != 0 && !drive_err_retryable(&err);
-		/* A delete that fails for good is retried rarely: it loses
-		 * no data, only leaves a file behind. */
-		t->due_ms = cache_now_ms() + (drive_err_retryable(&err)
-						      ? backoff_ms(t->attempts)
-						      : 300000);
+		t->due_ms = cache_now_ms() +
+			    (t->failed ? 300000 : backoff_ms(t->attempts));
 	}
 	pthread_cond_broadcast(&c->changed);
 }

@@ -690,7 +690,6 @@ static int do_mount(struct mount_opts *o, struct fuse_args *args)
 	pthread_mutex_init(&v->rename_lock, NULL);
 	pthread_mutex_init(&v->fh_lock, NULL);
 	pthread_cond_init(&v->fh_cond, NULL);
-	pthread_rwlock_init(&v->move_lock, NULL);
 	pthread_mutex_init(&v->shadow_lock, NULL);
 	pthread_mutex_init(&v->inval_lock, NULL);
 	pthread_cond_init(&v->inval_cond, NULL);

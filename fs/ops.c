@@ -1030,14 +1030,28 @@ static int vfs_link(const char *from, const char *to)
  * A rename across the persist boundary copies the file. Handles still
  * writing it (v->writers, by the local file's dev/ino, or dev 0 and the
  * persisted file's ino) move with it, so that later writes land in the
- * renamed file as on a local disk. Writable opens hold v->move_lock
- * shared from the open until listed; a rename takes it exclusive only to
- * set v->moving (its source path), and writable opens of that path wait
- * until the move is over: so none is missed, and other opens do not wait
- * for the copy. Each moved handle's `sw` is held exclusive from before the
- * copy until it points at the new side, so no write lands on the old side
- * after the copy. Everything the new side needs is made before the rename
- * commits; the old side is let go after it. */
+ * renamed file as on a local disk. A writable open is in v->opening from
+ * before the open until listed; a rename sets v->moving (its source path)
+ * and waits for the opens of that path under way, and later ones wait
+ * until the move is over: so none is missed, and other files' opens and
+ * renames do not wait for each other. Each moved handle's `sw` is held
+ * exclusive from before the copy until it points at the new side, so no
+ * write lands on the old side after the copy. Everything the new side
+ * needs is made before the rename commits; the old side is let go after
+ * it. (All under v->fh_lock, waits on v->fh_cond.) */
+
+struct opening {
+	const char *rel;
+	struct opening *next;
+};
+
+static bool opening_of(struct vfs *v, const char *rel)
+{
+	for (struct opening *o = v->opening; o; o = o->next)
+		if (strcmp(o->rel, rel) == 0)
+			return true;
+	return false;
+}
 
 static void fh_set_id(struct vfs *v, struct fh *fh)
 {
@@ -1063,8 +1077,8 @@ static bool fh_is_writer(const struct fh *fh)
 	       (fh->kind == FH_LOCAL || fh->kind == FH_CACHE);
 }
 
-/* A file opened for writing joins v->writers (v->move_lock held shared
- * since before the open). */
+/* A file opened for writing joins v->writers (in v->opening since before
+ * the open). */
 static void fh_list_writer(struct vfs *v, struct fh *fh)
 {
 	if (!fh_is_writer(fh))
@@ -1098,15 +1112,15 @@ static void fh_unlist_writer(struct vfs *v, struct fh *fh)
 	pthread_mutex_unlock(&v->fh_lock);
 }
 
-/* A move of `from` begins: opens under way are listed, later ones of
- * `from` wait for move_end (rename_lock held: one move at a time). */
+/* A move of `from` begins once the opens of `from` under way are listed;
+ * later ones wait for move_end (rename_lock held: one move at a time). */
 static void move_begin(struct vfs *v, const char *from)
 {
-	pthread_rwlock_wrlock(&v->move_lock);
 	pthread_mutex_lock(&v->fh_lock);
 	v->moving = from;
+	while (opening_of(v, from))
+		pthread_cond_wait(&v->fh_cond, &v->fh_lock);
 	pthread_mutex_unlock(&v->fh_lock);
-	pthread_rwlock_unlock(&v->move_lock);
 }
 
 static void move_end(struct vfs *v)
@@ -1460,10 +1474,17 @@ static int vfs_rename(const char *from, const char *to, unsigned int flags)
 		return -EXDEV;
 	/* Onto one: what its Drive side holds counts as the target's
 	 * content (the local rename alone would merge the two). */
-	if (b == R_MERGED && *rt && !(flags & RENAME_EXCHANGE) &&
-	    cache_getattr(v->cache, rt, &ca) == 0 && ca.is_dir) {
+	if (b == R_MERGED && *rt && cache_getattr(v->cache, rt, &ca) == 0 &&
+	    ca.is_dir) {
 		struct stat st;
 
+		/* An exchange would swap the local sides only. */
+		if (flags & RENAME_EXCHANGE) {
+			rc = drive_side_visible(v, rt);
+			if (rc != 0)
+				return rc < 0 ? rc : -EXDEV;
+			goto local;
+		}
 		if (fstatat(v->dirfd, rf, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			return -errno;
 		if (!S_ISDIR(st.st_mode))
@@ -1474,6 +1495,7 @@ static int vfs_rename(const char *from, const char *to, unsigned int flags)
 		if (rc != 0)
 			return rc < 0 ? rc : -ENOTEMPTY;
 	}
+local:
 	rc = local_parent_ready(v, rt);
 	if (rc < 0)
 		return rc;
@@ -1634,25 +1656,25 @@ static int open_listed(const char *path, mode_t mode, struct fuse_file_info *fi,
 {
 	struct vfs *v = vfs_get();
 	bool w = (fi->flags & O_ACCMODE) != O_RDONLY;
-	const char *rel = rel_of(path);
+	struct opening me = {rel_of(path), NULL}, **pp;
 	int rc;
 
-	while (w) {
-		pthread_rwlock_rdlock(&v->move_lock);
-		pthread_mutex_lock(&v->fh_lock);
-		if (!v->moving || strcmp(v->moving, rel) != 0) {
-			pthread_mutex_unlock(&v->fh_lock);
-			break;
-		}
-		/* The file is being moved: open it where it lands. */
-		pthread_rwlock_unlock(&v->move_lock);
-		while (v->moving && strcmp(v->moving, rel) == 0)
-			pthread_cond_wait(&v->fh_cond, &v->fh_lock);
-		pthread_mutex_unlock(&v->fh_lock);
-	}
+	if (!w)
+		return open_common(path, mode, fi, create);
+	pthread_mutex_lock(&v->fh_lock);
+	/* The file is being moved: open it where it lands. */
+	while (v->moving && strcmp(v->moving, me.rel) == 0)
+		pthread_cond_wait(&v->fh_cond, &v->fh_lock);
+	me.next = v->opening;
+	v->opening = &me;
+	pthread_mutex_unlock(&v->fh_lock);
 	rc = open_common(path, mode, fi, create);
-	if (w)
-		pthread_rwlock_unlock(&v->move_lock);
+	pthread_mutex_lock(&v->fh_lock);
+	for (pp = &v->opening; *pp != &me; pp = &(*pp)->next)
+		;
+	*pp = me.next;
+	pthread_cond_broadcast(&v->fh_cond);
+	pthread_mutex_unlock(&v->fh_lock);
 	return rc;
 }
 

@@ -48,6 +48,7 @@
 
 struct inval_item;
 struct fh;
+struct opening;
 
 struct vfs {
 	/* ---- set before mounting, read-only afterwards ---- */
@@ -76,8 +77,8 @@ struct vfs {
 	pthread_mutex_t fh_lock;
 	pthread_cond_t fh_cond;
 	struct fh *writers;
-	pthread_rwlock_t move_lock;
-	const char *moving; /* the source of a move under way (fh_lock) */
+	const char *moving;	 /* the source of a move under way */
+	struct opening *opening; /* writable opens under way */
 
 	/* ---- shadowed local paths, reported once each ---- */
 	pthread_mutex_t shadow_lock;

@@ -276,6 +276,61 @@ def test_a_slow_rename_across_the_boundary_does_not_hold_up_other_opens(mounts):
     assert open(b.p("big_local.bin"), "rb").read() == data
 
 
+def test_an_exchange_with_a_merged_dir_with_drive_content_is_refused(mounts):
+    # RENAME_EXCHANGE would swap the local sides only, merging the Drive
+    # side into the other directory's content: EXDEV, nothing moves.
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    a = mounts().start()
+    os.makedirs(a.p("experiments"))
+    with open(a.p("experiments/work_graph.json"), "w") as f:
+        f.write("{}")
+    wait_on_drive(a.emu, a.folder, "experiments/work_graph.json", b"{}")
+    os.makedirs(a.p("exp_new"))
+    with open(a.p("exp_new/mine.txt"), "w") as f:
+        f.write("mine")
+    rc = libc.renameat2(AT_FDCWD, a.p("exp_new").encode(), AT_FDCWD,
+                        a.p("experiments").encode(), RENAME_EXCHANGE)
+    assert rc == -1 and ctypes.get_errno() == errno.EXDEV
+    assert os.listdir(a.p("experiments")) == ["work_graph.json"]
+    assert os.listdir(a.p("exp_new")) == ["mine.txt"]
+
+
+def test_a_rename_across_the_boundary_does_not_wait_for_other_files_opens(mounts):
+    # An append-open of an uncached file fetches it whole inside open(); a
+    # rename of another file into runs/ waited for all of it.
+    import threading
+    a = mounts(name="a", cache="cache-a").start()
+    os.makedirs(a.p("runs/x"))
+    data = os.urandom(6 << 20)
+    with open(a.p("runs/x/big.bin"), "wb") as f:
+        f.write(data)
+    wait_on_drive(a.emu, a.folder, "runs/x/big.bin", data)
+    b = mounts(name="b", cache="cache-b", folder=a.folder).start()
+    os.listdir(b.p("runs/x"))
+    with open(b.p("small.txt"), "w") as f:
+        f.write("s")
+    a.emu.set_faults({"bandwidth": 1 << 20})  # ~6 s to fetch big.bin
+    took = {}
+
+    def app():
+        t0 = time.time()
+        with open(b.p("runs/x/big.bin"), "ab") as f:
+            took["open"] = time.time() - t0
+            f.write(b"x")
+    th = threading.Thread(target=app)
+    th.start()
+    time.sleep(1.0)
+    t0 = time.time()
+    os.rename(b.p("small.txt"), b.p("runs/small.txt"))
+    took["mv"] = time.time() - t0
+    th.join()
+    a.emu.clear_faults()
+    assert took["open"] > 3.0  # it was slow indeed
+    assert took["mv"] < took["open"] / 2, took
+
+
 def test_a_second_mount_sees_the_first_ones_writes(mounts, tmp_path):
     a = mounts(name="a", cache="cache-a").start()
     b = mounts(name="b", cache="cache-b", folder=a.folder).start()

@@ -1035,6 +1035,69 @@ static void test_a_renamed_file_in_a_folder_deleted_on_drive_lands(void)
 	env_close(&e, true);
 }
 
+struct names_ud {
+	char s[4096];
+};
+
+static int names_cb(const struct drive_file *f, void *ud)
+{
+	struct names_ud *u = ud;
+	size_t n = strlen(u->s);
+
+	snprintf(u->s + n, sizeof(u->s) - n, "%s,", f->name);
+	return 0;
+}
+
+/* A create under way into a folder trashed on Drive, its file moved here
+ * meanwhile into a live folder: the create lands in the trash with the
+ * file's id, the retry into the live folder reused that id and found the
+ * trashed file, and the live folder was forgotten (a rename pending in it
+ * became a copy on Drive). Now the trashed id is dropped and only the
+ * folder the create went to counts as gone. */
+static void test_a_trashed_create_forgets_only_the_folder_it_went_to(void)
+{
+	struct env e = {0};
+	struct drive_file f, ef;
+	struct drive_err err;
+	struct names_ud names = {""};
+	int64_t before;
+	size_t len = 1 << 20;
+	char *big = malloc(len), got[33];
+	int i;
+
+	fill(big, len, 7);
+	CHECK_INT(synced_folder(&e, 4000, &f), 0);
+	CHECK_INT(cache_mkdir(e.c, "runs/e", 0755), 0);
+	CHECK_INT(put(e.c, "runs/e/s.txt", "s", 1), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	CHECK_INT(drive_resolve_path(dc, e.root_id, "runs/e", &ef, &err), 0);
+	CHECK_INT(drive_trash(dc, f.id, &err), 0);
+	set_faults("{\"bandwidth\": 1000000}");
+	before = creates();
+	CHECK_INT(put(e.c, "runs/d/b.bin", big, len), 0);
+	/* write_back: under way at 4 s for 1 s; the renames wait 4 s */
+	usleep(4300000);
+	CHECK_INT(cache_rename(e.c, "runs/d/b.bin", "runs/e/b.bin", 0), 0);
+	CHECK_INT(cache_rename(e.c, "runs/e/s.txt", "runs/e/s2.txt", 0), 0);
+	for (i = 0; i < 300; i++) {
+		remote_md5(e.root_id, "runs/e/b.bin", got);
+		if (got[0])
+			break;
+		usleep(100000);
+	}
+	set_faults("{}");
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	CHECK_INT(drive_list(dc, ef.id, NULL, names_cb, &names, NULL, &err), 0);
+	CHECK(strstr(names.s, "s2.txt,") != NULL);
+	CHECK(strstr(names.s, "s.txt,") == NULL);
+	CHECK(strstr(names.s, "b.bin,") != NULL);
+	/* b.bin into the trash, then where it is: s2.txt is a rename on
+	 * Drive, not a new file (3 when runs/e was taken for gone) */
+	CHECK(creates() - before <= 2);
+	free(big);
+	env_close(&e, true);
+}
+
 /* Another instance renames a file: we follow, and never rename it back. */
 static void test_remote_rename_is_followed(void)
 {
@@ -1324,6 +1387,7 @@ int main(void)
 	TRY(test_a_new_file_in_a_folder_trashed_on_drive_lands);
 	TRY(test_a_trashed_root_fails_uploads_instead_of_looping);
 	TRY(test_a_renamed_file_in_a_folder_deleted_on_drive_lands);
+	TRY(test_a_trashed_create_forgets_only_the_folder_it_went_to);
 	TRY(test_evicted_file_is_fetched_again);
 	TRY(test_changes_feed_brings_remote_edit);
 	TRY(test_rewrite_while_uploading_ends_with_latest);
