@@ -244,8 +244,9 @@ def test_a_delete_drive_refuses_does_not_fail_an_unrelated_lock_release(mounts):
              "the lock to leave Drive")
 
 
-def test_a_slow_rename_across_the_boundary_does_not_hold_up_other_opens(mounts):
-    import threading
+def big_file_uncached_on_b(mounts):
+    """Mount a writes 6 MiB runs/x/big.bin to Drive; mount b (own cache)
+    lists runs/x but has not read it. Returns (a, b, data)."""
     a = mounts(name="a", cache="cache-a").start()
     os.makedirs(a.p("runs/x"))
     data = os.urandom(6 << 20)
@@ -254,6 +255,12 @@ def test_a_slow_rename_across_the_boundary_does_not_hold_up_other_opens(mounts):
     wait_on_drive(a.emu, a.folder, "runs/x/big.bin", data)
     b = mounts(name="b", cache="cache-b", folder=a.folder).start()
     os.listdir(b.p("runs/x"))
+    return a, b, data
+
+
+def test_a_slow_rename_across_the_boundary_does_not_hold_up_other_opens(mounts):
+    import threading
+    a, b, data = big_file_uncached_on_b(mounts)
     os.makedirs(b.p("logs"))  # the kernel holds the rename's two folders
     a.emu.set_faults({"bandwidth": 1 << 20})  # ~6 s to fetch it for the copy
     took = {}
@@ -301,14 +308,7 @@ def test_a_rename_across_the_boundary_does_not_wait_for_other_files_opens(mounts
     # An append-open of an uncached file fetches it whole inside open(); a
     # rename of another file into runs/ waited for all of it.
     import threading
-    a = mounts(name="a", cache="cache-a").start()
-    os.makedirs(a.p("runs/x"))
-    data = os.urandom(6 << 20)
-    with open(a.p("runs/x/big.bin"), "wb") as f:
-        f.write(data)
-    wait_on_drive(a.emu, a.folder, "runs/x/big.bin", data)
-    b = mounts(name="b", cache="cache-b", folder=a.folder).start()
-    os.listdir(b.p("runs/x"))
+    a, b, data = big_file_uncached_on_b(mounts)
     with open(b.p("small.txt"), "w") as f:
         f.write("s")
     a.emu.set_faults({"bandwidth": 1 << 20})  # ~6 s to fetch big.bin
