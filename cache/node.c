@@ -1047,6 +1047,7 @@ int cache_utimens(struct cache *c, const char *path,
 {
 	struct timespec now, m;
 	struct cnode *n;
+	bool same;
 	int rc;
 
 	clock_gettime(CLOCK_REALTIME, &now);
@@ -1055,6 +1056,10 @@ int cache_utimens(struct cache *c, const char *path,
 	if (rc < 0 || !tv || tv[1].tv_nsec == UTIME_OMIT)
 		goto out;
 	m = tv[1].tv_nsec == UTIME_NOW ? now : tv[1];
+	/* The same time to Drive's millisecond (cp -p, rsync -t of an
+	 * unchanged file) is no change to send. */
+	same = m.tv_sec == n->mtime.tv_sec &&
+	       m.tv_nsec / 1000000 == n->mtime.tv_nsec / 1000000;
 	n->mtime = m;
 	n->ctime = now;
 	if (n->cur && n->cur->state != CV_CLEAN) {
@@ -1068,7 +1073,7 @@ int cache_utimens(struct cache *c, const char *path,
 	/* A lock's modifiedTime is its lease, on Drive's clock: a time set
 	 * here (touch -d, or a clock behind Drive's) would make a live lock
 	 * look expired to every other instance. It stays local. */
-	if (!n->is_dir && n->remote_exists && !node_under_locks(n)) {
+	if (!n->is_dir && n->remote_exists && !node_under_locks(n) && !same) {
 		n->mtime_dirty = true;
 		upload_queue(c, n, cache_now_ms() + c->o.write_back_ms);
 	}

@@ -1098,6 +1098,33 @@ static void test_a_trashed_create_forgets_only_the_folder_it_went_to(void)
 	env_close(&e, true);
 }
 
+/* A touch to the time the file already has (cp -p, rsync -t) sends
+ * nothing: before, the file became "dirty" and, had another instance
+ * deleted it meanwhile, it was made again. */
+static void test_a_touch_to_the_same_time_sends_nothing(void)
+{
+	struct env e = {0};
+	struct cache_attr a;
+	struct timespec tv[2];
+	char *s;
+
+	CHECK_INT(env_open(&e, 600000, true), 0);
+	CHECK_INT(put(e.c, "same.txt", "x", 1), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	CHECK_INT(cache_getattr(e.c, "same.txt", &a), 0);
+	tv[0] = tv[1] = a.mtime;
+	CHECK_INT(cache_utimens(e.c, "same.txt", tv), 0);
+	s = cache_status_json(e.c);
+	CHECK(strstr(s, "\"queue_files\":0") != NULL);
+	free(s);
+	tv[1].tv_sec -= 60; /* a real change is sent */
+	CHECK_INT(cache_utimens(e.c, "same.txt", tv), 0);
+	s = cache_status_json(e.c);
+	CHECK(strstr(s, "\"queue_files\":1") != NULL);
+	free(s);
+	env_close(&e, true);
+}
+
 /* Another instance renames a file: we follow, and never rename it back. */
 static void test_remote_rename_is_followed(void)
 {
@@ -1388,6 +1415,7 @@ int main(void)
 	TRY(test_a_trashed_root_fails_uploads_instead_of_looping);
 	TRY(test_a_renamed_file_in_a_folder_deleted_on_drive_lands);
 	TRY(test_a_trashed_create_forgets_only_the_folder_it_went_to);
+	TRY(test_a_touch_to_the_same_time_sends_nothing);
 	TRY(test_evicted_file_is_fetched_again);
 	TRY(test_changes_feed_brings_remote_edit);
 	TRY(test_rewrite_while_uploading_ends_with_latest);
