@@ -449,8 +449,11 @@ void node_forget(struct cache *c, struct cnode *n)
 	    (n->cur && n->cur->state != CV_CLEAN)) {
 		/* Made again from what is here: a file only renamed or
 		 * touched here sends its clean copy; one with no whole copy
-		 * here has nothing to make again. */
-		if (!n->is_dir && !ver_reclose(c, n) && !n->busy) {
+		 * here has nothing to make again. Not a lock (decided on
+		 * Drive: one gone there is not made again from a copy), nor a
+		 * clean file kept only because a reconcile holds it. */
+		if (!n->is_dir && node_dirty(n) && !node_under_locks(n) &&
+		    !ver_reclose(c, n) && !n->busy) {
 			node_detach(c, n);
 			return;
 		}
