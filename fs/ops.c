@@ -1699,6 +1699,7 @@ static int vfs_read_buf(const char *path, struct fuse_bufvec **bufp,
 {
 	struct fh *fh = fh_of(fi);
 	struct fuse_bufvec *bv;
+	ssize_t n;
 	int fd = -1, rc;
 	char *mem;
 
@@ -1722,33 +1723,23 @@ static int vfs_read_buf(const char *path, struct fuse_bufvec **bufp,
 	if (!bv)
 		return -ENOMEM;
 	*bv = FUSE_BUFVEC_INIT(size);
-	/* A writer's descriptor may be let go by a rename moving it once
-	 * this returns (libfuse reads it later): copy. */
-	if (fd >= 0 && fh->listed_w) {
-		ssize_t n;
-
-		mem = malloc(size ? size : 1);
-		n = mem ? pread(fd, mem, size, off) : -1;
-		if (n < 0) {
-			rc = mem ? -errno : -ENOMEM;
-			free(mem);
-			free(bv);
-			return rc;
-		}
-		bv->buf[0].mem = mem;
-		bv->buf[0].size = (size_t)n;
-		*bufp = bv;
-		return 0;
-	}
-	if (fd >= 0) {
+	if (fd >= 0 && !fh->listed_w) {
 		bv->buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 		bv->buf[0].fd = fd;
 		bv->buf[0].pos = off;
 		*bufp = bv;
 		return 0;
 	}
+	/* Into memory: the status file, or a writer's descriptor, which a
+	 * rename moving it may let go once this returns (libfuse would read
+	 * it later). */
 	mem = malloc(size ? size : 1);
-	rc = mem ? ctl_read(vfs_get(), fh->ctl, mem, size, off) : -ENOMEM;
+	if (!mem)
+		rc = -ENOMEM;
+	else if (fd >= 0)
+		rc = (n = pread(fd, mem, size, off)) < 0 ? -errno : (int)n;
+	else
+		rc = ctl_read(vfs_get(), fh->ctl, mem, size, off);
 	if (rc < 0) {
 		free(mem);
 		free(bv);

@@ -612,23 +612,30 @@ def test_shadowed_local_file_is_reported_and_kept(mount):
     assert open(os.path.join(mount.mnt, "runs", "old.txt")).read() == "from before vectur"
 
 
-def test_daemon_mode_returns_once_mounted_and_unmounts(emulator, tmp_path):
-    m = Mount(emulator, tmp_path)
+def run_daemon_mount(m, cwd=None):
+    """Mounts m in daemon mode (started in cwd), unmounts it once it is up
+    and returns vectur-mount's stderr; the daemon is gone by then."""
     pid = None
     try:
-        r = run_argv(m.argv("gdrive:" + m.folder, m.mnt))
+        r = subprocess.run([str(a) for a in m.argv("gdrive:" + m.folder, m.mnt)],
+                           capture_output=True, text=True, timeout=60, cwd=cwd)
         assert r.returncode == 0, r.stderr
-        assert "current directory" not in r.stderr
         assert os.path.ismount(m.mnt)
         pid = json.load(open(m.p(".vectur/status")))["mount"]["pid"]
         subprocess.run(["fusermount3", "-u", m.mnt], check=True)
         wait_for(lambda: not os.path.exists("/proc/%d" % pid), 60, "the daemon to exit")
         pid = None
+        return r.stderr
     finally:
         if os.path.ismount(m.mnt):
             subprocess.run(["fusermount3", "-u", m.mnt])
         if pid is not None and os.path.exists("/proc/%d" % pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_daemon_mode_returns_once_mounted_and_unmounts(emulator, tmp_path):
+    err = run_daemon_mount(Mount(emulator, tmp_path))
+    assert "current directory" not in err
 
 
 def test_mounting_from_inside_the_mount_point_warns_to_cd_again(emulator, tmp_path):
@@ -637,22 +644,9 @@ def test_mounting_from_inside_the_mount_point_warns_to_cd_again(emulator, tmp_pa
     # never to Drive. vectur-mount says so, and how to get in.
     m = Mount(emulator, tmp_path)
     os.makedirs(m.p("sub"))
-    pid = None
-    try:
-        r = subprocess.run([str(a) for a in m.argv("gdrive:" + m.folder, m.mnt)],
-                           capture_output=True, text=True, timeout=60, cwd=m.p("sub"))
-        assert r.returncode == 0, r.stderr
-        assert "current directory %s is under the mount point" % m.p("sub") in r.stderr
-        assert 'cd "$PWD"' in r.stderr
-        pid = json.load(open(m.p(".vectur/status")))["mount"]["pid"]
-        subprocess.run(["fusermount3", "-u", m.mnt], check=True)
-        wait_for(lambda: not os.path.exists("/proc/%d" % pid), 60, "the daemon to exit")
-        pid = None
-    finally:
-        if os.path.ismount(m.mnt):
-            subprocess.run(["fusermount3", "-u", m.mnt])
-        if pid is not None and os.path.exists("/proc/%d" % pid):
-            os.kill(pid, signal.SIGKILL)
+    err = run_daemon_mount(m, cwd=m.p("sub"))
+    assert "current directory %s is under the mount point" % m.p("sub") in err
+    assert 'cd "$PWD"' in err
 
 
 def test_fstab_style_mount_through_mount_fuse(emulator, tmp_path):
