@@ -93,8 +93,16 @@ deps:
 unit: all
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
+# The integration tests mostly wait (on mounts, emulators, timeouts), so they
+# run in PYTEST_JOBS processes (pytest-xdist; 0 = one after another). Tests
+# that need one machine-wide resource share an xdist_group.
+PYTEST_JOBS ?= 4
+XDIST = $(shell $(PYTHON) -c 'import xdist' 2>/dev/null && \
+	  printf -- '-n %s --dist loadgroup' $(PYTEST_JOBS))
+
 integration: all
-	VECTUR_BIN=$(CURDIR)/$(BIN) $(PYTHON) -m pytest -q --durations=15 -p no:cacheprovider tests
+	VECTUR_BIN=$(CURDIR)/$(BIN) $(PYTHON) -m pytest -q $(XDIST) --durations=15 \
+	  -p no:cacheprovider tests
 
 test: deps
 	$(MAKE) unit

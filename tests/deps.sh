@@ -4,7 +4,8 @@
 set -eu
 PKGS="build-essential pkg-config libfuse3-dev fuse3 libcurl4-openssl-dev
 libjson-c-dev libsqlite3-dev libssl-dev python3 python3-pytest
-python3-filelock rclone openssl curl fio hyperfine shellcheck clang-format
+python3-pytest-xdist python3-filelock rclone openssl curl fio hyperfine
+shellcheck clang-format
 util-linux procps groff-base man-db"
 missing=""
 for p in $PKGS; do

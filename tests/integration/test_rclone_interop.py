@@ -31,6 +31,10 @@ import urllib.request
 
 import pytest
 
+# One emulator on 127.0.0.1:443 at a time: under pytest-xdist these tests
+# share a worker (make integration runs with --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("port443")
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 EMULATOR = os.path.join(REPO, "tests", "emulator", "drive-emulator")
