@@ -1138,13 +1138,20 @@ void upload_stop(struct cache *c)
 	c->nworkers = 0;
 }
 
+/* A delete Drive refused for good (403: someone else's file), not being
+ * tried again right now. */
+static bool tomb_refused(const struct ctomb *t)
+{
+	return t->failed && !t->busy;
+}
+
 int tombs_failed(struct cache *c)
 {
 	struct ctomb *t;
 	int n = 0;
 
 	for (t = c->tombs; t; t = t->next)
-		if (t->failed && !t->busy)
+		if (tomb_refused(t))
 			n++;
 	return n;
 }
@@ -1184,7 +1191,7 @@ int64_t upload_pending(struct cache *c, int64_t upto, int64_t *bytes,
 		    upload_needs_work(n))
 			files++;
 	for (t = c->tombs; t; t = t->next)
-		if (!(t->failed && !t->busy) && !tomb_stuck(t))
+		if (!tomb_refused(t) && !tomb_stuck(t))
 			files++;
 	if (bytes)
 		*bytes = b;

@@ -1053,18 +1053,28 @@ static bool opening_of(struct vfs *v, const char *rel)
 	return false;
 }
 
-static void fh_set_id(struct vfs *v, struct fh *fh)
+/* The file fh is open on: dev/ino of a local file, (0, cache ino) of a
+ * persisted one. */
+static void fh_file_id(const struct fh *fh, dev_t *dev, uint64_t *ino)
 {
 	struct stat st;
-	dev_t dev = 0;
-	uint64_t ino = 0;
 
+	*dev = 0;
+	*ino = 0;
 	if (fh->kind == FH_CACHE) {
-		ino = cache_handle_ino(fh->ch);
+		*ino = cache_handle_ino(fh->ch);
 	} else if (fstat(fh->fd, &st) == 0) {
-		dev = st.st_dev;
-		ino = st.st_ino;
+		*dev = st.st_dev;
+		*ino = st.st_ino;
 	}
+}
+
+static void fh_set_id(struct vfs *v, struct fh *fh)
+{
+	dev_t dev;
+	uint64_t ino;
+
+	fh_file_id(fh, &dev, &ino);
 	pthread_mutex_lock(&v->fh_lock);
 	fh->w_dev = dev;
 	fh->w_ino = ino;
@@ -1081,10 +1091,15 @@ static bool fh_is_writer(const struct fh *fh)
  * the open). */
 static void fh_list_writer(struct vfs *v, struct fh *fh)
 {
+	dev_t dev;
+	uint64_t ino;
+
 	if (!fh_is_writer(fh))
 		return;
-	fh_set_id(v, fh);
+	fh_file_id(fh, &dev, &ino);
 	pthread_mutex_lock(&v->fh_lock);
+	fh->w_dev = dev;
+	fh->w_ino = ino;
 	fh->w_prev = NULL;
 	fh->w_next = v->writers;
 	if (v->writers)
