@@ -138,6 +138,9 @@ struct cnode {
 	bool remote_missed;
 	bool refresh; /* queued to read its Drive state again (node_caught_up)
 		       */
+	/* A folder Drive removed, kept only for files a reconcile held then
+	 * (node_forget): it goes with the last of them. */
+	bool gone_pending;
 	/* Life. */
 	bool unlinked;	     /* detached from the tree */
 	int refs;	     /* handles and workers holding the struct */
@@ -338,6 +341,7 @@ int node_lookup_parent(struct cache *c, const char *path, struct cnode **dir,
 int node_ensure_listed(struct cache *c, struct cnode *dir);
 char *node_path(struct cnode *n);
 bool node_dirty(struct cnode *n);
+void node_left(struct cache *c, struct cnode *dir);
 bool node_under_locks(struct cnode *n);
 void node_fill_attr(struct cnode *n, struct cache_attr *a);
 /* node_fill_attr as the kernel must be told it (getattr, readdir): while

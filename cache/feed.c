@@ -125,7 +125,8 @@ void feed_apply(struct cache *c, const struct drive_change *ch)
 		return;
 	}
 	if (np != n->parent || !node_named(n, local)) {
-		struct cnode *clash = node_child(c, np, local);
+		struct cnode *clash = node_child(c, np, local),
+			     *was = n->parent;
 		char *nn;
 
 		if (clash) {
@@ -141,6 +142,8 @@ void feed_apply(struct cache *c, const struct drive_change *ch)
 		free(n->name);
 		n->name = nn;
 		node_attach(c, np, n);
+		if (was != np)
+			node_left(c, was);
 	}
 	if (!n->is_dir && strcmp(f->md5, n->md5) != 0 && n->cur &&
 	    n->cur->state == CV_CLEAN)

@@ -433,11 +433,36 @@ void node_caught_up(struct cache *c, struct cnode *n)
 	upload_queue(c, n, cache_now_ms());
 }
 
+/* n waits, clean, for Drive's word on it: a file or folder a reconcile
+ * held when Drive removed it (its state is read again once that ends), or
+ * a folder kept only for such. */
+static bool node_waits_word(struct cnode *n)
+{
+	struct cnode *k;
+
+	if (node_dirty(n) || (n->cur && n->cur->state != CV_CLEAN) ||
+	    !(n->remote_missed || n->gone_pending))
+		return false;
+	for (k = n->kids; k; k = k->sib_next)
+		if (!node_waits_word(k))
+			return false;
+	return true;
+}
+
+/* dir lost a child: if Drive removed dir and kept it only for the files
+ * a reconcile held, it goes now that the last of them has. */
+void node_left(struct cache *c, struct cnode *dir)
+{
+	if (dir && dir->gone_pending && !dir->kids && !dir->busy)
+		node_forget(c, dir);
+}
+
 void node_forget(struct cache *c, struct cnode *n)
 {
-	struct cnode *k, *next;
+	struct cnode *k, *next, *p = n->parent;
+	bool kids_wait = true;
 
-	if (!n->parent)
+	if (!p)
 		return; /* the root is what the mount was given: never lost */
 
 	for (k = n->kids; k; k = next) {
@@ -445,18 +470,32 @@ void node_forget(struct cache *c, struct cnode *n)
 		node_forget(c, k);
 	}
 	cache_note_inval(c, n);
+	for (k = n->kids; k; k = k->sib_next)
+		kids_wait = kids_wait && node_waits_word(k);
+	if ((n->busy || n->kids) && kids_wait && !node_dirty(n) &&
+	    !(n->cur && n->cur->state != CV_CLEAN)) {
+		/* Nothing of ours to make again, only a reconcile holding it
+		 * (or such files in it): it stays as it is until that ends,
+		 * when Drive's state, read again (node_caught_up), decides. */
+		if (n->busy)
+			n->remote_missed = true;
+		else
+			n->gone_pending = true;
+		return;
+	}
 	if (n->kids || node_dirty(n) || n->busy ||
 	    (n->cur && n->cur->state != CV_CLEAN)) {
 		/* Made again from what is here: a file only renamed or
 		 * touched here sends its clean copy; one with no whole copy
 		 * here has nothing to make again. Not a lock (decided on
-		 * Drive: one gone there is not made again from a copy), nor a
-		 * clean file kept only because a reconcile holds it. */
+		 * Drive: one gone there is not made again from a copy). */
 		if (!n->is_dir && node_dirty(n) && !node_under_locks(n) &&
 		    !ver_reclose(c, n) && !n->busy) {
 			node_detach(c, n);
+			node_left(c, p);
 			return;
 		}
+		n->gone_pending = false;
 		n->remote_exists = false;
 		node_set_drive_id(c, n, "");
 		n->listed = true;
@@ -465,6 +504,7 @@ void node_forget(struct cache *c, struct cnode *n)
 		return;
 	}
 	node_detach(c, n);
+	node_left(c, p);
 }
 
 /* ---- listing ----------------------------------------------------------- */

@@ -1035,6 +1035,82 @@ static void test_a_renamed_file_in_a_folder_deleted_on_drive_lands(void)
 	env_close(&e, true);
 }
 
+/* runs/d/a.txt synced, then runs/d deleted on Drive while a reconcile
+ * holds a.txt (busy, as run_one sets it) and the feed reads that. Returns
+ * a.txt's node, still held: the caller ends the reconcile. */
+static struct cnode *folder_gone_while_held(struct env *e, struct drive_file *f)
+{
+	struct drive_err err;
+	struct cnode *d, *n = NULL;
+
+	if (synced_folder(e, 0, f) < 0 || drive_delete(dc, f->id, &err) < 0)
+		return NULL;
+	pthread_mutex_lock(&e->c->lock);
+	d = node_by_id(e->c, f->id);
+	if (d)
+		n = node_child(e->c, d, "a.txt");
+	if (n)
+		n->busy = true;
+	pthread_mutex_unlock(&e->c->lock);
+	if (n && feed_poll(e->c) < 0)
+		return NULL;
+	return n;
+}
+
+/* Another instance deletes a folder while a reconcile of ours holds a
+ * clean file in it (a refresh under way): the file was kept as if it had
+ * local changes, with nothing to send, and its folder was made again on
+ * Drive, empty; the file stayed listed here, on Drive nowhere. Now both
+ * wait for the reconcile to end, and Drive's answer then lets them go. */
+static void test_a_clean_file_held_when_its_folder_goes_is_let_go(void)
+{
+	struct env e = {0};
+	struct drive_file f;
+	struct cache_attr a;
+	struct cnode *n = folder_gone_while_held(&e, &f);
+	int i;
+
+	CHECK(n != NULL);
+	CHECK_INT(cache_getattr(e.c, "runs/d/a.txt", &a), 0); /* still held */
+	pthread_mutex_lock(&e.c->lock);
+	if (n) { /* the reconcile ends, as run_one ends it */
+		n->busy = false;
+		node_caught_up(e.c, n);
+	}
+	pthread_mutex_unlock(&e.c->lock);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	for (i = 0; i < 50 && cache_getattr(e.c, "runs/d", &a) == 0; i++)
+		usleep(100000); /* the refresh is queued: not a write */
+	CHECK_INT(cache_getattr(e.c, "runs/d/a.txt", &a), -ENOENT);
+	CHECK_INT(cache_getattr(e.c, "runs/d", &a), -ENOENT);
+	CHECK_INT(count_named(f.parent, NULL), 0); /* not made again */
+	env_close(&e, true);
+}
+
+/* The same, but the held file is written here before the reconcile ends:
+ * local changes win, the folder is made again and the file lands. */
+static void test_a_held_file_written_after_its_folder_went_lands(void)
+{
+	struct env e = {0};
+	struct drive_file f;
+	struct cnode *n = folder_gone_while_held(&e, &f);
+	char want[33], got[33];
+
+	CHECK(n != NULL);
+	CHECK_INT(put(e.c, "runs/d/a.txt", "new", 3), 0);
+	pthread_mutex_lock(&e.c->lock);
+	if (n) {
+		n->busy = false;
+		upload_queue(e.c, n, cache_now_ms()); /* run_one requeues */
+	}
+	pthread_mutex_unlock(&e.c->lock);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	md5_hex("new", 3, want);
+	remote_md5(e.root_id, "runs/d/a.txt", got);
+	CHECK_STR(got, want);
+	env_close(&e, true);
+}
+
 struct names_ud {
 	char s[4096];
 };
@@ -1414,6 +1490,8 @@ int main(void)
 	TRY(test_a_new_file_in_a_folder_trashed_on_drive_lands);
 	TRY(test_a_trashed_root_fails_uploads_instead_of_looping);
 	TRY(test_a_renamed_file_in_a_folder_deleted_on_drive_lands);
+	TRY(test_a_clean_file_held_when_its_folder_goes_is_let_go);
+	TRY(test_a_held_file_written_after_its_folder_went_lands);
 	TRY(test_a_trashed_create_forgets_only_the_folder_it_went_to);
 	TRY(test_a_touch_to_the_same_time_sends_nothing);
 	TRY(test_evicted_file_is_fetched_again);
