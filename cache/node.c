@@ -157,6 +157,7 @@ void node_detach(struct cache *c, struct cnode *n)
 	while (n->kids)
 		node_detach(c, n->kids);
 	node_unparent(c, n);
+	n->parent = NULL; /* it may go first: a handle keeps only n */
 	unhash(&c->by_ino[n->ino % CACHE_HASH], n,
 	       offsetof(struct cnode, h_ino));
 	if (n->drive_id[0])
@@ -450,11 +451,15 @@ static bool node_waits_word(struct cnode *n)
 }
 
 /* dir lost a child: if Drive removed dir and kept it only for the files
- * a reconcile held, it goes now that the last of them has. */
+ * a reconcile held then, it goes now that the last of them has — in a
+ * reconcile of its own, which reads Drive's word on it again: the child
+ * that left may still be held, and points at it. */
 void node_left(struct cache *c, struct cnode *dir)
 {
-	if (dir && dir->gone_pending && !dir->kids && !dir->busy)
-		node_forget(c, dir);
+	if (!dir || !dir->gone_pending || dir->kids || dir->unlinked)
+		return;
+	dir->refresh = true;
+	upload_queue(c, dir, cache_now_ms());
 }
 
 void node_forget(struct cache *c, struct cnode *n)

@@ -882,6 +882,7 @@ static int refresh_remote(struct cache *c, struct cnode *n)
 	}
 	ch.removed = rc < 0;
 	ch.has_file = rc == 0;
+	n->gone_pending = false; /* the answer decides again */
 	/* As the feed would, which passes over a node a reconcile holds:
 	 * this reconcile is the one, and c->lock is held throughout. */
 	n->busy = false;

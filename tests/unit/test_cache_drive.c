@@ -1111,6 +1111,30 @@ static void test_a_held_file_written_after_its_folder_went_lands(void)
 	env_close(&e, true);
 }
 
+/* A file open here while another instance deletes its folder: the feed
+ * lets both go, and the handle still answers fstat (it read the freed
+ * folder's node: a use after free under ASan). */
+static void test_fstat_of_a_file_whose_folder_went_meanwhile(void)
+{
+	struct env e = {0};
+	struct drive_file f;
+	struct drive_err err;
+	struct cache_handle *h = NULL;
+	struct cache_attr a;
+
+	CHECK_INT(synced_folder(&e, 0, &f), 0);
+	CHECK_INT(cache_open_file(e.c, "runs/d/a.txt", O_RDONLY, 0, &h), 0);
+	CHECK_INT(drive_delete(dc, f.id, &err), 0);
+	CHECK_INT(feed_poll(e.c), 0);
+	CHECK_INT(cache_getattr(e.c, "runs/d", &a), -ENOENT);
+	if (h) {
+		CHECK_INT(cache_fgetattr(h, &a), 0);
+		CHECK_INT((int)a.size, 1);
+		CHECK_INT(cache_release(h), 0);
+	}
+	env_close(&e, true);
+}
+
 struct names_ud {
 	char s[4096];
 };
@@ -1492,6 +1516,7 @@ int main(void)
 	TRY(test_a_renamed_file_in_a_folder_deleted_on_drive_lands);
 	TRY(test_a_clean_file_held_when_its_folder_goes_is_let_go);
 	TRY(test_a_held_file_written_after_its_folder_went_lands);
+	TRY(test_fstat_of_a_file_whose_folder_went_meanwhile);
 	TRY(test_a_trashed_create_forgets_only_the_folder_it_went_to);
 	TRY(test_a_touch_to_the_same_time_sends_nothing);
 	TRY(test_evicted_file_is_fetched_again);
