@@ -207,7 +207,8 @@ struct cache_handle {
 	struct cver *v;
 	int flags;
 	bool writer;
-	bool closed; /* its version was closed at flush(): writes reopen */
+	bool closed;	/* its version was closed at flush(): writes reopen */
+	bool reopening; /* one write reopens; the others wait (c->changed) */
 	bool kernel_stale; /* the kernel's cache holds another version */
 };
 

@@ -1055,7 +1055,13 @@ static int handle_reopen(struct cache_handle *h)
 	int rc = 0;
 
 	pthread_mutex_lock(&c->lock);
+	/* The kernel writes a mapping back in parallel after the close:
+	 * one of those writes reopens (ver_for_open may drop c->lock to
+	 * copy), the rest use what it opened. */
+	while (h->reopening)
+		pthread_cond_wait(&c->changed, &c->lock);
 	if (h->closed) {
+		h->reopening = true;
 		rc = ver_for_open(c, h->n,
 				  h->flags & ~(O_TRUNC | O_CREAT | O_EXCL), &v);
 		/* A CLEAN version nobody had open has its fd closed. */
@@ -1073,6 +1079,8 @@ static int handle_reopen(struct cache_handle *h)
 			h->v = v;
 			h->closed = false;
 		}
+		h->reopening = false;
+		pthread_cond_broadcast(&c->changed);
 	}
 	pthread_mutex_unlock(&c->lock);
 	return rc;

@@ -334,3 +334,38 @@ def test_opening_a_big_uncached_file_for_writing_waits_while_bytes_arrive(mounts
         f.write(b"patched")
     emulator.clear_faults()
     assert open(m.p("runs/big"), "rb").read() == b"patched" + data[7:]
+
+
+def test_a_memmap_written_back_after_its_close_reaches_drive(mount):
+    # numpy.memmap: the file is closed right after mmap, the mapping is
+    # written, then unmapped. The kernel writes it back after the close in
+    # parallel WRITEs; each one that came while the first was copying the
+    # closed version opened it again as a writer of its own, so the version
+    # never closed: Drive kept the zeros, --sync said done, and no later
+    # write of the path ever reached Drive.
+    import mmap
+    import random
+    mount.start()
+    os.makedirs(mount.p("runs"))
+    n = 8 << 20
+    rng = random.Random(1)
+    for k in range(2):
+        p = mount.p("runs/feat%d.npy" % k)
+        shadow = bytearray(n)
+        with open(p, "w+b") as f:
+            f.seek(n - 1)
+            f.write(b"\0")
+            f.flush()
+            mm = mmap.mmap(f.fileno(), n)
+        for _ in range(250):
+            off = rng.randrange(0, n - 100)
+            b = rng.randbytes(100)
+            mm[off:off + 100] = b
+            shadow[off:off + 100] = b
+        mm.close()
+        assert open(p, "rb").read() == shadow
+        wait_on_drive(mount.emu, mount.folder, "runs/feat%d.npy" % k,
+                      bytes(shadow), timeout=20)
+    with open(mount.p("runs/feat0.npy"), "wb") as f:  # the path still works
+        f.write(b"later")
+    wait_on_drive(mount.emu, mount.folder, "runs/feat0.npy", b"later", timeout=20)

@@ -738,6 +738,69 @@ static void test_an_import_during_a_snapshot_is_kept(void)
 	rm_rf(dir);
 }
 
+struct late_write {
+	struct cache_handle *h;
+	pthread_barrier_t *go;
+	off_t off;
+	ssize_t rc;
+};
+
+static void *late_write_thread(void *arg)
+{
+	struct late_write *w = arg;
+
+	pthread_barrier_wait(w->go);
+	w->rc = cache_write(w->h, "X", 1, w->off);
+	return NULL;
+}
+
+/* numpy.memmap: after the opener's close() the kernel writes the mapping
+ * back in parallel WRITEs through the flushed handle. Each of them that
+ * came while the first was copying the closed version into a new one
+ * opened it again as a writer of its own: the count never fell back to
+ * zero, the version stayed open, and Drive kept the old content (and so
+ * did every later write of the file, with --sync saying done). */
+static void test_parallel_writes_after_flush_reopen_once(void)
+{
+	const char *dir = new_dir();
+	struct cache *c = open_cache(dir, 0);
+	size_t len = 32 << 20, i;
+	char *buf = calloc(1, len), got[4];
+	struct late_write w[6];
+	pthread_t th[6];
+	pthread_barrier_t go;
+	struct cache_handle *h, *r;
+
+	CHECK(buf != NULL);
+	CHECK_INT(cache_open_file(c, "m", O_RDWR | O_CREAT, 0644, &h), 0);
+	CHECK_INT(cache_write(h, buf, len, 0), (int)len);
+	CHECK_INT(cache_flush(h), 0); /* CLOSED: a write copies it */
+	pthread_barrier_init(&go, NULL, 6);
+	for (i = 0; i < 6; i++) {
+		w[i] = (struct late_write){h, &go, (off_t)(i * (len / 6)), -1};
+		pthread_create(&th[i], NULL, late_write_thread, &w[i]);
+	}
+	for (i = 0; i < 6; i++) {
+		pthread_join(th[i], NULL);
+		CHECK_INT((int)w[i].rc, 1);
+	}
+	pthread_barrier_destroy(&go);
+	cache_release(h);
+	CHECK_INT(count_state(c, "m", CV_OPEN), 0);
+	CHECK_INT(count_state(c, "m", CV_CLOSED),
+		  1); /* the old one superseded */
+	CHECK_INT(cache_open_file(c, "m", O_RDONLY, 0, &r), 0);
+	for (i = 0; i < 6; i++) {
+		CHECK_INT((int)cache_read(r, got, 1, (off_t)(i * (len / 6))),
+			  1);
+		CHECK(got[0] == 'X');
+	}
+	cache_release(r);
+	free(buf);
+	cache_close(c, 0);
+	rm_rf(dir);
+}
+
 /* A write through a handle after its flush (a dup'd fd, mmap write-back)
  * reopens the file's current version. When that is a clean copy nobody had
  * open, its descriptor was closed (ver_put): the write must reopen it, not
@@ -1095,6 +1158,7 @@ int main(void)
 	RUN(test_fsync_snapshot_shares_the_file_until_the_next_change);
 	RUN(test_a_snapshot_sharing_a_file_survives_a_kill);
 	RUN(test_a_write_after_flush_reopens_a_clean_version_s_file);
+	RUN(test_parallel_writes_after_flush_reopen_once);
 	RUN(test_writing_an_unlinked_fsynced_file_leaves_no_content_file);
 	RUN(test_an_import_during_a_snapshot_is_kept);
 	RUN(test_import_and_export);
