@@ -719,7 +719,11 @@ static int update_meta(struct cache *c, struct cnode *n)
 	char name[1024], add[128], rem[128], id[128];
 	bool rename = !node_named(n, n->remote_name);
 	bool move = strcmp(n->remote_parent, n->parent->drive_id) != 0;
-	int64_t mtime = n->mtime_dirty ? ms_of(n->mtime) : 0;
+	/* Drive stamps a renamed file with the time of the rename: the time
+	 * it has goes along, as rclone's move sends it (not under locks/,
+	 * where Drive's own stamp is the lease). */
+	bool keep = (rename || move) && !node_under_locks(n);
+	int64_t mtime = n->mtime_dirty || keep ? ms_of(n->mtime) : 0;
 	struct drive_file out;
 	struct drive_err err;
 	struct cver *v;

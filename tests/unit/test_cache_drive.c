@@ -1225,6 +1225,35 @@ static void test_a_touch_to_the_same_time_sends_nothing(void)
 	env_close(&e, true);
 }
 
+/* A file on Drive renamed (and moved) here keeps its modification time,
+ * as on a local disk and with rclone: Drive stamps a renamed file with the
+ * time of the rename unless the request gives modifiedTime. */
+static void test_a_rename_keeps_the_file_s_time_on_drive(void)
+{
+	struct env e = {0};
+	struct timespec tv[2] = {{1600000000, 0}, {1600000000, 0}};
+	struct drive_file f;
+	struct drive_err err;
+
+	CHECK_INT(env_open(&e, 0, true), 0);
+	CHECK_INT(cache_mkdir(e.c, "runs", 0755), 0);
+	CHECK_INT(cache_mkdir(e.c, "runs/b", 0755), 0);
+	CHECK_INT(put(e.c, "runs/ckpt.pt", "weights", 7), 0);
+	CHECK_INT(cache_utimens(e.c, "runs/ckpt.pt", tv), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	CHECK_INT(cache_rename(e.c, "runs/ckpt.pt", "runs/best.pt", 0), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	CHECK_INT(drive_resolve_path(dc, e.root_id, "runs/best.pt", &f, &err),
+		  0);
+	CHECK(f.modified_ms == 1600000000000LL);
+	CHECK_INT(cache_rename(e.c, "runs/best.pt", "runs/b/kept.pt", 0), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	CHECK_INT(drive_resolve_path(dc, e.root_id, "runs/b/kept.pt", &f, &err),
+		  0);
+	CHECK(f.modified_ms == 1600000000000LL);
+	env_close(&e, true);
+}
+
 /* Another instance renames a file: we follow, and never rename it back. */
 static void test_remote_rename_is_followed(void)
 {
@@ -1517,6 +1546,7 @@ int main(void)
 	TRY(test_a_clean_file_held_when_its_folder_goes_is_let_go);
 	TRY(test_a_held_file_written_after_its_folder_went_lands);
 	TRY(test_fstat_of_a_file_whose_folder_went_meanwhile);
+	TRY(test_a_rename_keeps_the_file_s_time_on_drive);
 	TRY(test_a_trashed_create_forgets_only_the_folder_it_went_to);
 	TRY(test_a_touch_to_the_same_time_sends_nothing);
 	TRY(test_evicted_file_is_fetched_again);
