@@ -832,6 +832,10 @@ int cache_mkdir(struct cache *c, const char *path, mode_t mode)
 		rc = -EEXIST;
 		goto out;
 	}
+	if (!drive_name_local_ok(name)) {
+		rc = -EINVAL; /* Drive would give another name back */
+		goto out;
+	}
 	if (cache_lock_path(path)) {
 		/* The mkdir-lock idiom: decided on Drive (lock.c). */
 		rc = cache_lock_mkdir(c, path, d, name, mode);
@@ -1001,6 +1005,10 @@ again:
 	dst = node_child(c, d, name);
 	if (dst == src)
 		goto out_put;
+	if (!dst && !drive_name_local_ok(name)) {
+		rc = -EINVAL; /* Drive would give another name back */
+		goto out_put;
+	}
 	if (dst) {
 		if (flags & RENAME_NOREPLACE) {
 			rc = -EEXIST;

@@ -660,6 +660,10 @@ again:
 			rc = -EEXIST;
 			goto out;
 		}
+		if (!n && !drive_name_local_ok(name)) {
+			rc = -EINVAL; /* Drive would give another name back */
+			goto out;
+		}
 		if (!n && cache_lock_path(path)) {
 			/* A lock: decided on Drive, not by our view. */
 			rc = cache_lock_create(c, path, d, name, mode, &n);
@@ -1137,6 +1141,10 @@ int cache_import(struct cache *c, const char *path, int src_fd,
 	n = node_child(c, d, name);
 	if (n && n->is_dir) {
 		rc = -EISDIR;
+		goto out;
+	}
+	if (!n && !drive_name_local_ok(name)) {
+		rc = -EINVAL;
 		goto out;
 	}
 	if (!n) {

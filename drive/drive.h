@@ -275,6 +275,12 @@ int drive_changes_list(struct drive_client *c, const char *token,
  * names "." and ".." <-> U+FF0E variants. Return -1 if out is too small. */
 int drive_name_to_local(const char *drive_name, char *out, size_t out_len);
 int drive_name_from_local(const char *local_name, char *out, size_t out_len);
+/* Whether a new file may take this local name: one Drive gives back as it
+ * is. Not a raw control character (a tab, a newline: Drive keeps it, and
+ * it lists as its symbol rune, which is also how "x␉y" is stored, so two
+ * names would become one), nor a quote rune U+201B or a '␀' that the
+ * mapping did not put there. */
+bool drive_name_local_ok(const char *local_name);
 
 /* Escapes ' and \ for a q string literal (backslash first). */
 int drive_query_escape(const char *in, char *out, size_t out_len);

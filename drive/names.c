@@ -229,6 +229,15 @@ int drive_name_from_local(const char *local_name, char *out, size_t out_len)
 	return sb_finish(&sb);
 }
 
+bool drive_name_local_ok(const char *local_name)
+{
+	char d[4096], back[4096];
+
+	return drive_name_from_local(local_name, d, sizeof(d)) == 0 &&
+	       drive_name_to_local(d, back, sizeof(back)) == 0 &&
+	       strcmp(back, local_name) == 0;
+}
+
 int drive_query_escape(const char *in, char *out, size_t out_len)
 {
 	struct sbuf sb = {out, 0, out_len, out_len == 0};

@@ -130,6 +130,26 @@ static void test_small_buffer_fails(void)
 	CHECK_INT(drive_name_to_local("", small, 0), -1);
 }
 
+/* A new local name is taken only if Drive gives it back as it is: raw
+ * control characters and quote runes the mapping did not put there would
+ * come back spelt otherwise (after a remount), and two names as one. */
+static void test_only_names_drive_gives_back_are_ok(void)
+{
+	CHECK(drive_name_local_ok("model.pt"));
+	CHECK(drive_name_local_ok("x" SYM_LF "y"));
+	CHECK(drive_name_local_ok("a" FW_SOLIDUS "b"));
+	CHECK(drive_name_local_ok(FW_STOP));
+	CHECK(drive_name_local_ok(QUOTE QUOTE "a"));
+	CHECK(drive_name_local_ok(QUOTE SYM_NUL));
+	CHECK(drive_name_local_ok("caf\xc3\xa9 \"q\" 'x' \\"));
+	CHECK(!drive_name_local_ok("x\ty"));
+	CHECK(!drive_name_local_ok("run1\n"));
+	CHECK(!drive_name_local_ok("del\x7f"));
+	CHECK(!drive_name_local_ok(QUOTE "a"));
+	CHECK(!drive_name_local_ok("a" QUOTE));
+	CHECK(!drive_name_local_ok(SYM_NUL "nul"));
+}
+
 static void test_query_escape_backslash_first(void)
 {
 	CHECK_INT(drive_query_escape("plain", buf, sizeof(buf)), 0);
@@ -161,5 +181,6 @@ int main(void)
 	RUN(test_empty_name);
 	RUN(test_small_buffer_fails);
 	RUN(test_query_escape_backslash_first);
+	RUN(test_only_names_drive_gives_back_are_ok);
 	return t_done();
 }
