@@ -163,6 +163,7 @@ struct cnode {
 	 * has open handles (NULL after), see cache_open_file. */
 	struct cver *kv;
 	int64_t kv_vid;
+	struct cache_handle *readers; /* its handles only reading */
 	/* The size and mtime last given to the kernel for this file (getattr,
 	 * readdir, open); told_moved: other values were given since the last
 	 * open (replies may reach the kernel out of order). */
@@ -209,6 +210,12 @@ struct cache_handle {
 	bool writer;
 	bool closed;	/* its version was closed at flush(): writes reopen */
 	bool reopening; /* one write reopens; the others wait (c->changed) */
+	/* Handles only reading, on n->readers. A version written on this
+	 * mount takes them over from the one they read (readers_follow);
+	 * they keep holding what they read before, for reads under way. */
+	struct cache_handle *rnext, *rprev;
+	struct cver **held;
+	int nheld;
 	bool kernel_stale; /* the kernel's cache holds another version */
 };
 

@@ -444,6 +444,36 @@ static int ver_lock_change(struct cache *c, struct cver *v, bool excl,
 /* A new version of n that starts as a copy of src (NULL = empty). Made
  * cur at once with `preparing` set so that other opens wait for the copy,
  * which runs without c->lock. */
+static void kv_set(struct cnode *n, struct cver *v);
+static void kv_unset(struct cache *c, struct cnode *n, struct cver *v);
+
+/* This mount wrote a new version v of n over old (old was still being
+ * sent, or an O_TRUNC open): its readers read v from now on, as on a local
+ * disk, where the kernel's pages and size already are. (Another instance's
+ * version does not take them over: a handle reads what it opened.) Each
+ * keeps old held until it closes: a read under way may use it. c->lock
+ * held. */
+static void readers_follow(struct cache *c, struct cnode *n, struct cver *old,
+			   struct cver *v)
+{
+	struct cache_handle *h;
+	struct cver **held;
+
+	for (h = n->readers; old && h; h = h->rnext) {
+		if (h->v != old)
+			continue;
+		held = realloc(h->held, (h->nheld + 1) * sizeof(*held));
+		if (!held)
+			continue; /* it reads old, as before */
+		h->held = held;
+		h->held[h->nheld++] = old; /* with the handle's reference */
+		kv_unset(c, n, old);
+		v->refs++;
+		kv_set(n, v);
+		__atomic_store_n(&h->v, v, __ATOMIC_RELEASE);
+	}
+}
+
 static int ver_new_copy(struct cache *c, struct cnode *n, struct cver *src,
 			struct cver **out)
 {
@@ -460,6 +490,7 @@ static int ver_new_copy(struct cache *c, struct cnode *n, struct cver *src,
 	if (old && old->state == CV_CLEAN)
 		ver_drop(c, old); /* partial fetch, no longer wanted */
 	if (!src) {
+		readers_follow(c, n, old, v);
 		*out = v;
 		return 0;
 	}
@@ -485,6 +516,7 @@ static int ver_new_copy(struct cache *c, struct cnode *n, struct cver *src,
 		return rc;
 	}
 	ver_put(c, src);
+	readers_follow(c, n, old, v);
 	*out = v;
 	return 0;
 }
@@ -730,6 +762,12 @@ again:
 	h->v = v;
 	h->flags = flags;
 	h->writer = writer;
+	if (!writer) {
+		h->rnext = n->readers;
+		if (n->readers)
+			n->readers->rprev = h;
+		n->readers = h;
+	}
 	*out = h;
 	h = NULL;
 	rc = 0;
@@ -743,7 +781,9 @@ out:
 int cache_read_fd(struct cache_handle *h, size_t size, off_t off, int *fd)
 {
 	struct cache *c = h->c;
-	struct cver *v = h->v;
+	/* A writer's new version may take the handle over meanwhile
+	 * (readers_follow): this read uses the one it found, still held. */
+	struct cver *v = __atomic_load_n(&h->v, __ATOMIC_ACQUIRE);
 	int rc = 0;
 
 	if (!v->complete) {
@@ -1103,8 +1143,19 @@ int cache_release(struct cache_handle *h)
 		ver_last_close(c, n, v, true);
 	kv_unset(c, n, v);
 	ver_put(c, v);
+	if (!h->writer) {
+		if (h->rprev)
+			h->rprev->rnext = h->rnext;
+		else
+			n->readers = h->rnext;
+		if (h->rnext)
+			h->rnext->rprev = h->rprev;
+	}
+	while (h->nheld > 0)
+		ver_put(c, h->held[--h->nheld]);
 	node_put(c, n);
 	pthread_mutex_unlock(&c->lock);
+	free(h->held);
 	free(h);
 	return 0;
 }

@@ -382,3 +382,33 @@ def test_a_memmap_written_back_after_its_close_reaches_drive(mount):
     with open(mount.p("runs/feat0.npy"), "wb") as f:  # the path still works
         f.write(b"later")
     wait_on_drive(mount.emu, mount.folder, "runs/feat0.npy", b"later", timeout=20)
+
+
+def test_a_reader_sees_this_mount_s_rewrites_as_on_a_local_disk(mount):
+    # A reader open while the file is rewritten here: an edit while the
+    # previous version was still queued, then an O_TRUNC rewrite. The
+    # reader kept the old version's bytes while the kernel told it the new
+    # size: 50 bytes of "1" instead of 50 of "3".
+    mount.start(extra="write_back=5")
+    os.makedirs(mount.p("runs"))
+    p = mount.p("runs/f.bin")
+    with open(p, "wb") as f:
+        f.write(b"1" * 10000)
+    rd = os.open(p, os.O_RDONLY)
+    try:
+        assert os.pread(rd, 4, 0) == b"1111"
+        with open(p, "r+b") as w:
+            w.write(b"2222")
+        assert os.pread(rd, 5, 0) == b"22221"
+        with open(p, "wb") as w:
+            w.write(b"3" * 50)
+        time.sleep(1.5)  # past the kernel's attribute cache
+        assert os.fstat(rd).st_size == 50
+        assert os.pread(rd, 100, 0) == b"3" * 50
+        with open(p, "r+b") as w:  # h5py: ftruncate, then write
+            w.truncate(20)
+            w.seek(10)
+            w.write(b"4" * 20)
+        assert os.pread(rd, 100, 0) == b"3" * 10 + b"4" * 20
+    finally:
+        os.close(rd)

@@ -738,6 +738,42 @@ static void test_an_import_during_a_snapshot_is_kept(void)
 	rm_rf(dir);
 }
 
+/* A reader open while this mount rewrites the file reads what is written,
+ * as on a local disk: a rewrite while the previous version was still
+ * queued (a copy), then an O_TRUNC one. The reader kept the old version,
+ * while the kernel, which keeps one size per file, told the new size: old
+ * bytes cut to the new length. */
+static void test_a_reader_follows_this_mount_s_rewrites(void)
+{
+	const char *dir = new_dir();
+	struct cache *c = open_cache(dir, 0);
+	struct cache_handle *r, *w;
+	struct cache_attr a;
+	char old[10000], got[64];
+
+	memset(old, '1', sizeof(old));
+	CHECK_INT(cache_open_file(c, "f", O_WRONLY | O_CREAT, 0644, &w), 0);
+	CHECK_INT((int)cache_write(w, old, sizeof(old), 0), (int)sizeof(old));
+	cache_release(w); /* CLOSED: queued, not on Drive */
+	CHECK_INT(cache_open_file(c, "f", O_RDONLY, 0, &r), 0);
+	CHECK_INT((int)cache_read(r, got, 4, 0), 4);
+	CHECK_INT(cache_open_file(c, "f", O_RDWR, 0, &w), 0);
+	CHECK_INT((int)cache_write(w, "2222", 4, 0), 4);
+	CHECK_INT((int)cache_read(r, got, 5, 0), 5);
+	CHECK(memcmp(got, "22221", 5) == 0);
+	cache_release(w);
+	CHECK_INT(cache_open_file(c, "f", O_WRONLY | O_TRUNC, 0, &w), 0);
+	CHECK_INT((int)cache_write(w, "33333", 5, 0), 5);
+	cache_release(w);
+	CHECK_INT(cache_fgetattr(r, &a), 0);
+	CHECK_INT((int)a.size, 5);
+	CHECK_INT((int)cache_read(r, got, sizeof(got), 0), 5);
+	CHECK(memcmp(got, "33333", 5) == 0);
+	cache_release(r);
+	cache_close(c, 0);
+	rm_rf(dir);
+}
+
 struct late_write {
 	struct cache_handle *h;
 	pthread_barrier_t *go;
@@ -1159,6 +1195,7 @@ int main(void)
 	RUN(test_a_snapshot_sharing_a_file_survives_a_kill);
 	RUN(test_a_write_after_flush_reopens_a_clean_version_s_file);
 	RUN(test_parallel_writes_after_flush_reopen_once);
+	RUN(test_a_reader_follows_this_mount_s_rewrites);
 	RUN(test_writing_an_unlinked_fsynced_file_leaves_no_content_file);
 	RUN(test_an_import_during_a_snapshot_is_kept);
 	RUN(test_import_and_export);
