@@ -160,7 +160,9 @@ ssize_t cache_read(struct cache_handle *h, void *buf, size_t size, off_t off);
 /* Waits, as cache_read does, until [off, off + size) of the handle's
  * version is in the cache, and gives the descriptor holding it, for a
  * read that moves the bytes without copying them here (splice). The
- * descriptor stays valid while the handle is open. */
+ * descriptor stays valid while the handle is open. Returns 1 (no
+ * descriptor) for a handle a version written on this mount took over:
+ * read it with cache_read, whose reads let the versions it left go. */
 int cache_read_fd(struct cache_handle *h, size_t size, off_t off, int *fd);
 ssize_t cache_write(struct cache_handle *h, const void *buf, size_t size,
 		    off_t off);

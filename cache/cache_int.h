@@ -211,11 +211,17 @@ struct cache_handle {
 	bool closed;	/* its version was closed at flush(): writes reopen */
 	bool reopening; /* one write reopens; the others wait (c->changed) */
 	/* Handles only reading, on n->readers. A version written on this
-	 * mount takes them over from the one they read (readers_follow);
-	 * they keep holding what they read before, for reads under way. */
+	 * mount takes them over from the one they read (readers_follow).
+	 * held[0] is the version read before the first move: a splice of it
+	 * (cache_read_fd) may still be under way in libfuse, so it is kept
+	 * until the release. Moved handles read through cache_read, counted
+	 * in pins, and the versions they leave after it go once no read is
+	 * under way. */
 	struct cache_handle *rnext, *rprev;
 	struct cver **held;
 	int nheld;
+	bool moved;
+	int pins;
 	bool kernel_stale; /* the kernel's cache holds another version */
 };
 

@@ -188,7 +188,9 @@ static struct cver *pick(struct cache *c, int *chunk)
 	for (i = 0; i < c->nfetching; i++) {
 		v = c->fetching[i];
 		f = v->fetch;
-		if (f->err || f->retry_at > now || v->refs <= 1)
+		/* Read ahead only while a handle reads it: not for readers a
+		 * rewrite here took over (readers_follow), which hold it. */
+		if (f->err || f->retry_at > now || v->handles <= 0)
 			continue;
 		while (f->next < f->nchunks && f->st[f->next] == CH_DONE)
 			f->next++;

@@ -875,7 +875,7 @@ static int node_list_afresh(struct cache *c, struct cnode *n)
 
 int cache_rmdir(struct cache *c, const char *path)
 {
-	struct cnode *n;
+	struct cnode *n, *p;
 	int rc;
 
 	if (cache_lock_path(path))
@@ -905,8 +905,10 @@ int cache_rmdir(struct cache *c, const char *path)
 		rc = -ENOTEMPTY;
 		goto out;
 	}
+	p = n->parent;
 	node_tomb(c, n);
 	node_detach(c, n);
+	node_left(c, p);
 out:
 	pthread_mutex_unlock(&c->lock);
 	return rc;
@@ -914,7 +916,7 @@ out:
 
 int cache_unlink(struct cache *c, const char *path)
 {
-	struct cnode *n;
+	struct cnode *n, *p;
 	int rc;
 
 	if (cache_lock_path(path))
@@ -927,8 +929,10 @@ int cache_unlink(struct cache *c, const char *path)
 		rc = -EISDIR;
 		goto out;
 	}
+	p = n->parent;
 	node_tomb(c, n);
 	node_detach(c, n);
+	node_left(c, p);
 	pthread_cond_broadcast(&c->changed);
 out:
 	pthread_mutex_unlock(&c->lock);
@@ -977,7 +981,7 @@ static void rename_take_over(struct cache *c, struct cnode *src,
 int cache_rename(struct cache *c, const char *from, const char *to,
 		 unsigned int flags)
 {
-	struct cnode *src, *dst, *d;
+	struct cnode *src, *dst, *d, *was;
 	const char *name;
 	char *nn = NULL;
 	bool keep = false;
@@ -1062,10 +1066,13 @@ again:
 			node_tomb(c, dst);
 		node_detach(c, dst);
 	}
+	was = src->parent;
 	node_unparent(c, src);
 	free(src->name);
 	src->name = nn;
 	node_attach(c, d, src);
+	if (was != d)
+		node_left(c, was);
 	clock_gettime(CLOCK_REALTIME, &src->ctime);
 	src->rival_id[0] = '\0'; /* a rival for the old name is not one now */
 	rc = store_save_node(c, src);

@@ -722,7 +722,8 @@ static int update_meta(struct cache *c, struct cnode *n)
 	/* Drive stamps a renamed file with the time of the rename: the time
 	 * it has goes along, as rclone's move sends it (not under locks/,
 	 * where Drive's own stamp is the lease). */
-	bool keep = (rename || move) && !node_under_locks(n);
+	bool keep = (rename || move) && !node_under_locks(n) &&
+		    !n->remote_missed; /* Drive's is newer than ours then */
 	int64_t mtime = n->mtime_dirty || keep ? ms_of(n->mtime) : 0;
 	struct drive_file out;
 	struct drive_err err;
@@ -933,7 +934,7 @@ static int reconcile(struct cache *c, struct cnode *n)
 		if (rc < 0 || n->unlinked)
 			return rc;
 	}
-	if (meta_differs(n) && !n->unlinked && n->parent->remote_exists)
+	if (!n->unlinked && meta_differs(n) && n->parent->remote_exists)
 		rc = update_meta(c, n);
 	if (rc == 0 && n->refresh && n->remote_exists && !n->unlinked &&
 	    !node_dirty(n))

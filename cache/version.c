@@ -447,11 +447,20 @@ static int ver_lock_change(struct cache *c, struct cver *v, bool excl,
 static void kv_set(struct cnode *n, struct cver *v);
 static void kv_unset(struct cache *c, struct cnode *n, struct cver *v);
 
+/* The versions h was moved from after its first move, once no read
+ * through it is under way (c->lock held). */
+static void held_let_go(struct cache *c, struct cache_handle *h)
+{
+	if (__atomic_load_n(&h->pins, __ATOMIC_SEQ_CST) > 0)
+		return;
+	while (h->nheld > 1)
+		ver_put(c, h->held[--h->nheld]);
+}
+
 /* This mount wrote a new version v of n over old (old was still being
  * sent, or an O_TRUNC open): its readers read v from now on, as on a local
  * disk, where the kernel's pages and size already are. (Another instance's
- * version does not take them over: a handle reads what it opened.) Each
- * keeps old held until it closes: a read under way may use it. c->lock
+ * version does not take them over: a handle reads what it opened.) c->lock
  * held. */
 static void readers_follow(struct cache *c, struct cnode *n, struct cver *old,
 			   struct cver *v)
@@ -470,7 +479,11 @@ static void readers_follow(struct cache *c, struct cnode *n, struct cver *old,
 		kv_unset(c, n, old);
 		v->refs++;
 		kv_set(n, v);
-		__atomic_store_n(&h->v, v, __ATOMIC_RELEASE);
+		/* moved before v: a read that finds v finds it moved (and
+		 * does not splice v, which may go at the next move). */
+		__atomic_store_n(&h->moved, true, __ATOMIC_SEQ_CST);
+		__atomic_store_n(&h->v, v, __ATOMIC_SEQ_CST);
+		held_let_go(c, h);
 	}
 }
 
@@ -778,12 +791,10 @@ out:
 	return rc;
 }
 
-int cache_read_fd(struct cache_handle *h, size_t size, off_t off, int *fd)
+/* Waits until [off, off + size) of v is here (c->lock not held). */
+static int ver_wait_range(struct cache *c, struct cver *v, size_t size,
+			  off_t off)
 {
-	struct cache *c = h->c;
-	/* A writer's new version may take the handle over meanwhile
-	 * (readers_follow): this read uses the one it found, still held. */
-	struct cver *v = __atomic_load_n(&h->v, __ATOMIC_ACQUIRE);
 	int rc = 0;
 
 	if (!v->complete) {
@@ -795,20 +806,41 @@ int cache_read_fd(struct cache_handle *h, size_t size, off_t off, int *fd)
 						: v->size - off);
 		pthread_mutex_unlock(&c->lock);
 	}
+	return rc;
+}
+
+int cache_read_fd(struct cache_handle *h, size_t size, off_t off, int *fd)
+{
+	struct cver *v = __atomic_load_n(&h->v, __ATOMIC_SEQ_CST);
+	int rc;
+
+	if (__atomic_load_n(&h->moved, __ATOMIC_SEQ_CST))
+		return 1; /* through cache_read: see readers_follow */
+	rc = ver_wait_range(h->c, v, size, off);
 	*fd = v->fd;
 	return rc;
 }
 
 ssize_t cache_read(struct cache_handle *h, void *buf, size_t size, off_t off)
 {
+	struct cache *c = h->c;
+	struct cver *v;
 	ssize_t r;
-	int fd, rc;
 
-	rc = cache_read_fd(h, size, off, &fd);
-	if (rc < 0)
-		return rc;
-	r = pread(fd, buf, size, off);
-	return r < 0 ? -errno : r;
+	/* Pinned before v is read: a move that sees no pin moved it
+	 * before this read could find the version it lets go. */
+	__atomic_add_fetch(&h->pins, 1, __ATOMIC_SEQ_CST);
+	v = __atomic_load_n(&h->v, __ATOMIC_SEQ_CST);
+	r = ver_wait_range(c, v, size, off);
+	if (r == 0 && (r = pread(v->fd, buf, size, off)) < 0)
+		r = -errno;
+	if (__atomic_sub_fetch(&h->pins, 1, __ATOMIC_SEQ_CST) == 0 &&
+	    __atomic_load_n(&h->nheld, __ATOMIC_SEQ_CST) > 1) {
+		pthread_mutex_lock(&c->lock);
+		held_let_go(c, h);
+		pthread_mutex_unlock(&c->lock);
+	}
+	return r;
 }
 
 static void note_write(struct cache *c, struct cver *v, int64_t end,
@@ -959,11 +991,12 @@ int cache_fsync(struct cache_handle *h)
 {
 	struct cache *c = h->c;
 	struct cnode *n = h->n;
-	struct cver *v = h->v;
+	struct cver *v;
 	int64_t target = 0, deadline;
 	int rc = 0;
 
 	pthread_mutex_lock(&c->lock);
+	v = h->v;
 	if (n->unlinked || v->dropped)
 		goto out; /* deleted (or replaced) meanwhile: nothing to keep */
 	if (v->state == CV_OPEN) {
@@ -1134,9 +1167,10 @@ int cache_release(struct cache_handle *h)
 {
 	struct cache *c = h->c;
 	struct cnode *n = h->n;
-	struct cver *v = h->v;
+	struct cver *v;
 
 	pthread_mutex_lock(&c->lock);
+	v = h->v; /* under the lock: a writer's open may move the handle */
 	v->atime_ms = cache_wall_ms();
 	if (h->writer && !h->closed && --v->writers == 0 &&
 	    v->state == CV_OPEN && !v->dropped && !n->unlinked)
@@ -1299,16 +1333,22 @@ int cache_export(struct cache *c, const char *path, int dst_fd)
 	struct cache_handle *h;
 	int rc;
 
+	struct cver *v;
+
 	rc = cache_open_file(c, path, O_RDONLY, 0, &h);
 	if (rc < 0)
 		return rc;
-	if (h->v->fetch) {
-		pthread_mutex_lock(&c->lock);
-		rc = fetch_wait(c, h->v, 0, h->v->size);
-		pthread_mutex_unlock(&c->lock);
-	}
+	pthread_mutex_lock(&c->lock);
+	v = h->v; /* the version opened, whatever a writer does meanwhile */
+	v->refs++;
+	if (v->fetch)
+		rc = fetch_wait(c, v, 0, v->size);
+	pthread_mutex_unlock(&c->lock);
 	if (rc == 0)
-		rc = ver_copy_fd(h->v->fd, dst_fd, h->v->size, NULL);
+		rc = ver_copy_fd(v->fd, dst_fd, v->size, NULL);
+	pthread_mutex_lock(&c->lock);
+	ver_put(c, v);
+	pthread_mutex_unlock(&c->lock);
 	cache_release(h);
 	return rc;
 }

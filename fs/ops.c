@@ -1716,6 +1716,7 @@ static int vfs_read_buf(const char *path, struct fuse_bufvec **bufp,
 	struct fuse_bufvec *bv;
 	ssize_t n;
 	int fd = -1, rc;
+	bool copy = false;
 	char *mem;
 
 	switch (fh->kind) {
@@ -1726,6 +1727,7 @@ static int vfs_read_buf(const char *path, struct fuse_bufvec **bufp,
 		rc = cache_read_fd(fh->ch, size, off, &fd);
 		if (rc < 0)
 			return rc;
+		copy = rc > 0; /* moved to this mount's rewrite */
 		break;
 	case FH_CTL:
 		break;
@@ -1738,7 +1740,7 @@ static int vfs_read_buf(const char *path, struct fuse_bufvec **bufp,
 	if (!bv)
 		return -ENOMEM;
 	*bv = FUSE_BUFVEC_INIT(size);
-	if (fd >= 0 && !fh->listed_w) {
+	if (fd >= 0 && !fh->listed_w && !copy) {
 		bv->buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 		bv->buf[0].fd = fd;
 		bv->buf[0].pos = off;
@@ -1747,10 +1749,12 @@ static int vfs_read_buf(const char *path, struct fuse_bufvec **bufp,
 	}
 	/* Into memory: the status file, or a writer's descriptor, which a
 	 * rename moving it may let go once this returns (libfuse would read
-	 * it later). */
+	 * it later), or a reader a rewrite here moved (the same). */
 	mem = malloc(size ? size : 1);
 	if (!mem)
 		rc = -ENOMEM;
+	else if (copy)
+		rc = (int)cache_read(fh->ch, mem, size, off);
 	else if (fd >= 0)
 		rc = (n = pread(fd, mem, size, off)) < 0 ? -errno : (int)n;
 	else

@@ -1,6 +1,7 @@
 /* test_cache.c — the local half of cache/, offline (no Drive client):
  * version rules, crash recovery, tree semantics, the single-mount lock,
  * eviction. The Drive half is tests/unit/test_cache_drive.c. */
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <fcntl.h>
@@ -774,6 +775,109 @@ static void test_a_reader_follows_this_mount_s_rewrites(void)
 	rm_rf(dir);
 }
 
+/* Descriptors of this process on deleted files under dir. */
+static int deleted_fds(const char *dir)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	char p[300], t[4096];
+	int k = 0;
+
+	while (d && (e = readdir(d))) {
+		ssize_t n;
+
+		snprintf(p, sizeof(p), "/proc/self/fd/%s", e->d_name);
+		n = readlink(p, t, sizeof(t) - 1);
+		if (n <= 0)
+			continue;
+		t[n] = 0;
+		k += strstr(t, dir) && strstr(t, "(deleted)");
+	}
+	if (d)
+		closedir(d);
+	return k;
+}
+
+/* A reader open while the file is rewritten 40 times here holds the
+ * version it read first, not every one it was moved from (40 deleted
+ * content files kept open until it closed). */
+static void test_a_reader_does_not_hold_every_rewrite(void)
+{
+	const char *dir = new_dir();
+	struct cache *c = open_cache(dir, 0);
+	struct cache_handle *r;
+	char data[2] = "a", got[2];
+	int i;
+
+	CHECK_INT(put(c, "f", "first", 0), 0);
+	CHECK_INT(cache_open_file(c, "f", O_RDONLY, 0, &r), 0);
+	for (i = 0; i < 40; i++) {
+		data[0] = (char)('a' + i % 26);
+		CHECK_INT(put(c, "f", data, O_TRUNC), 0);
+		CHECK_INT((int)cache_read(r, got, 1, 0), 1);
+		CHECK(got[0] == data[0]);
+	}
+	CHECK(deleted_fds(dir) <= 2);
+	cache_release(r);
+	CHECK_INT(deleted_fds(dir), 0);
+	cache_close(c, 0);
+	rm_rf(dir);
+}
+
+static struct cache *race_c;
+static struct cache_handle *race_r;
+
+static void *release_thread(void *arg)
+{
+	(void)arg;
+	cache_release(race_r);
+	return NULL;
+}
+
+static void *retrunc_thread(void *arg)
+{
+	(void)arg;
+	put(race_c, "f", "new", O_TRUNC);
+	return NULL;
+}
+
+/* A reader's release racing a rewrite that moves it: the release read
+ * the handle's version before taking the lock, put the old version twice
+ * and the new one never (a reference and a handle leaked, or a version
+ * freed while in use). */
+static void test_a_release_racing_a_move_counts_right(void)
+{
+	const char *dir = new_dir();
+	struct cnode *n;
+	struct cver *v;
+	pthread_t ta, tb;
+	int i, left;
+
+	race_c = open_cache(dir, 0);
+	for (i = 0; i < 5; i++) {
+		CHECK_INT(put(race_c, "f", "old content", 0), 0);
+		CHECK_INT(cache_open_file(race_c, "f", O_RDONLY, 0, &race_r),
+			  0);
+		pthread_mutex_lock(&race_c->lock);
+		pthread_create(&ta, NULL, retrunc_thread, NULL);
+		usleep(20000);
+		pthread_create(&tb, NULL, release_thread, NULL);
+		usleep(20000);
+		pthread_mutex_unlock(&race_c->lock);
+		pthread_join(ta, NULL);
+		pthread_join(tb, NULL);
+		left = 0;
+		pthread_mutex_lock(&race_c->lock);
+		if (node_lookup(race_c, "f", &n) == 0)
+			for (v = n->vers; v; v = v->nnext)
+				left += v->handles + v->refs;
+		pthread_mutex_unlock(&race_c->lock);
+		CHECK_INT(left, 0);
+	}
+	cache_close(race_c, 0);
+	rm_rf(dir);
+}
+
 struct late_write {
 	struct cache_handle *h;
 	pthread_barrier_t *go;
@@ -1196,6 +1300,8 @@ int main(void)
 	RUN(test_a_write_after_flush_reopens_a_clean_version_s_file);
 	RUN(test_parallel_writes_after_flush_reopen_once);
 	RUN(test_a_reader_follows_this_mount_s_rewrites);
+	RUN(test_a_reader_does_not_hold_every_rewrite);
+	RUN(test_a_release_racing_a_move_counts_right);
 	RUN(test_writing_an_unlinked_fsynced_file_leaves_no_content_file);
 	RUN(test_an_import_during_a_snapshot_is_kept);
 	RUN(test_import_and_export);

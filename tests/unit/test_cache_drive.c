@@ -1057,6 +1057,22 @@ static struct cnode *folder_gone_while_held(struct env *e, struct drive_file *f)
 	return n;
 }
 
+/* After folder_gone_while_held: runs/d and its file went here too, and
+ * runs/d was not made again on Drive. */
+static bool folder_let_go(struct env *e, struct drive_file *f)
+{
+	struct cache_attr a;
+	int i;
+
+	if (cache_sync(e->c, NULL, NULL) < 0)
+		return false;
+	for (i = 0; i < 50 && cache_getattr(e->c, "runs/d", &a) == 0; i++)
+		usleep(100000); /* the refresh is queued: not a write */
+	return cache_getattr(e->c, "runs/d/a.txt", &a) == -ENOENT &&
+	       cache_getattr(e->c, "runs/d", &a) == -ENOENT &&
+	       count_named(f->parent, NULL) == 0; /* not made again */
+}
+
 /* Another instance deletes a folder while a reconcile of ours holds a
  * clean file in it (a refresh under way): the file was kept as if it had
  * local changes, with nothing to send, and its folder was made again on
@@ -1068,7 +1084,6 @@ static void test_a_clean_file_held_when_its_folder_goes_is_let_go(void)
 	struct drive_file f;
 	struct cache_attr a;
 	struct cnode *n = folder_gone_while_held(&e, &f);
-	int i;
 
 	CHECK(n != NULL);
 	CHECK_INT(cache_getattr(e.c, "runs/d/a.txt", &a), 0); /* still held */
@@ -1078,12 +1093,7 @@ static void test_a_clean_file_held_when_its_folder_goes_is_let_go(void)
 		node_caught_up(e.c, n);
 	}
 	pthread_mutex_unlock(&e.c->lock);
-	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
-	for (i = 0; i < 50 && cache_getattr(e.c, "runs/d", &a) == 0; i++)
-		usleep(100000); /* the refresh is queued: not a write */
-	CHECK_INT(cache_getattr(e.c, "runs/d/a.txt", &a), -ENOENT);
-	CHECK_INT(cache_getattr(e.c, "runs/d", &a), -ENOENT);
-	CHECK_INT(count_named(f.parent, NULL), 0); /* not made again */
+	CHECK(folder_let_go(&e, &f));
 	env_close(&e, true);
 }
 
@@ -1132,6 +1142,130 @@ static void test_fstat_of_a_file_whose_folder_went_meanwhile(void)
 		CHECK_INT((int)a.size, 1);
 		CHECK_INT(cache_release(h), 0);
 	}
+	env_close(&e, true);
+}
+
+/* The reader of a partial download that a rewrite here took over does not
+ * read the old version any more: its download stops (it went on, into a
+ * file nobody would read, until the reader closed). */
+static void test_a_rewrite_here_stops_the_old_download_of_its_reader(void)
+{
+	struct env e = {0};
+	size_t len = 48 << 20;
+	char *buf = malloc(len), back[64];
+	struct drive_file f, sub;
+	struct drive_err err;
+	struct cache_handle *h = NULL;
+	struct cver *old;
+	struct stat st0, st1;
+
+	fill(buf, len, 77);
+	CHECK_INT(env_open(&e, 60000, true), 0);
+	CHECK_INT(drive_mkdir(dc, e.root_id, "runs", &sub, &err), 0);
+	CHECK_INT(upload_bytes(sub.id, "old.bin", buf, len, &f), 0);
+	set_faults("{\"bandwidth\": 8000000}"); /* 48 MiB take ~6 s */
+	CHECK_INT(cache_open_file(e.c, "runs/old.bin", O_RDONLY, 0, &h), 0);
+	if (h) {
+		CHECK_INT(cache_read(h, back, 16, 0), 16);
+		old = h->v;
+		CHECK_INT(put(e.c, "runs/old.bin", "new", 3), 0); /* O_TRUNC */
+		CHECK(h->v != old);
+		CHECK_INT(cache_read(h, back, sizeof(back), 0), 3);
+		CHECK(memcmp(back, "new", 3) == 0);
+		/* The chunks under way at the move (15 MiB at most) land,
+		 * then no more are fetched. */
+		usleep(2500000);
+		fstat(old->fd, &st0);
+		sleep(1);
+		fstat(old->fd, &st1);
+		CHECK(st1.st_blocks <= st0.st_blocks);
+		cache_release(h);
+	}
+	set_faults("{}");
+	env_close(&e, true);
+	free(buf);
+}
+
+/* rmdir of a folder whose create is under way: the reconcile read the
+ * detached folder's parent (NULL since 'A detached node forgets its
+ * parent') and the mount crashed. */
+static void test_rmdir_while_its_create_is_under_way(void)
+{
+	struct env e = {0};
+	struct cache_attr a;
+
+	CHECK_INT(env_open(&e, 0, true), 0);
+	CHECK_INT(put(e.c, "warm", "x", 1), 0); /* fills the id pool */
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	set_faults("{\"latency_ms\": 800}");
+	CHECK_INT(cache_mkdir(e.c, "d", 0755), 0); /* queued at once */
+	usleep(300000);				   /* its create is under way */
+	CHECK_INT(cache_rmdir(e.c, "d"), 0);
+	sleep(2);
+	set_faults("{}");
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	CHECK_INT(cache_getattr(e.c, "d", &a), -ENOENT);
+	env_close(&e, true);
+}
+
+/* The held file of a folder deleted on Drive removed here before its
+ * reconcile ends: the folder goes too (it stayed, on a deleted id). */
+static void test_a_gone_folder_goes_when_its_held_file_is_removed(void)
+{
+	struct env e = {0};
+	struct drive_file f;
+	struct cnode *n = folder_gone_while_held(&e, &f);
+
+	CHECK(n != NULL);
+	pthread_mutex_lock(&e.c->lock);
+	if (n)
+		n->refs++; /* as run_one holds it */
+	pthread_mutex_unlock(&e.c->lock);
+	CHECK_INT(cache_unlink(e.c, "runs/d/a.txt"), 0);
+	pthread_mutex_lock(&e.c->lock);
+	if (n) { /* the reconcile ends, as run_one ends it */
+		n->busy = false;
+		node_put(e.c, n);
+	}
+	pthread_mutex_unlock(&e.c->lock);
+	CHECK(folder_let_go(&e, &f));
+	env_close(&e, true);
+}
+
+/* A rename pending here while another instance writes the file: the feed
+ * passes over their change, and the rename must not stamp their content
+ * with our older time. */
+static void test_a_rename_keeps_another_instance_s_newer_time(void)
+{
+	struct env e = {0};
+	struct timespec tv[2] = {{1600000000, 0}, {1600000000, 0}};
+	struct drive_file f, g;
+	struct drive_err err;
+	struct drive_upload up;
+	char tmp[] = "/tmp/vc-XXXXXX";
+	int fd;
+
+	CHECK_INT(env_open(&e, 1500, true), 0);
+	CHECK_INT(put(e.c, "ckpt.pt", "ours", 4), 0);
+	CHECK_INT(cache_utimens(e.c, "ckpt.pt", tv), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	CHECK_INT(drive_resolve_path(dc, e.root_id, "ckpt.pt", &f, &err), 0);
+	CHECK_INT(cache_rename(e.c, "ckpt.pt", "best.pt", 0), 0); /* in 1.5 s */
+	fd = mkstemp(tmp);
+	unlink(tmp);
+	CHECK_INT((int)write(fd, "theirs!", 7), 7);
+	memset(&up, 0, sizeof(up));
+	up.id = f.id;
+	up.fd = fd;
+	up.size = 7;
+	up.modified_ms = 1700000000000LL;
+	CHECK_INT(drive_upload(dc, &up, &g, &err), 0);
+	close(fd);
+	CHECK_INT(feed_poll(e.c), 0); /* passed over: the rename is pending */
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	CHECK_INT(drive_get(dc, f.id, &g, &err), 0);
+	CHECK_STR(g.name, "best.pt");
+	CHECK(g.modified_ms >= 1700000000000LL);
 	env_close(&e, true);
 }
 
@@ -1547,6 +1681,10 @@ int main(void)
 	TRY(test_a_held_file_written_after_its_folder_went_lands);
 	TRY(test_fstat_of_a_file_whose_folder_went_meanwhile);
 	TRY(test_a_rename_keeps_the_file_s_time_on_drive);
+	TRY(test_a_rewrite_here_stops_the_old_download_of_its_reader);
+	TRY(test_rmdir_while_its_create_is_under_way);
+	TRY(test_a_gone_folder_goes_when_its_held_file_is_removed);
+	TRY(test_a_rename_keeps_another_instance_s_newer_time);
 	TRY(test_a_trashed_create_forgets_only_the_folder_it_went_to);
 	TRY(test_a_touch_to_the_same_time_sends_nothing);
 	TRY(test_evicted_file_is_fetched_again);
