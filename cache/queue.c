@@ -591,6 +591,20 @@ static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 	bool create = !n->remote_exists, unsynced, vanished, trashed = false;
 	int rc = -1, fd;
 
+	if (create && node_under_locks(n)) {
+		/* A lock is made only with its lease (cache_lock_create):
+		 * one gone from Drive (broken or released elsewhere) while
+		 * its holder here wrote it is not made again from the copy,
+		 * a file without a lease that nobody could take or remove. */
+		fprintf(stderr,
+			"vectur: lock %s is gone from Drive (broken or "
+			"released elsewhere): not made again\n",
+			n->name);
+		cache_note_inval(c, n);
+		cache_note_inval(c, n->parent);
+		node_detach(c, n);
+		return 0;
+	}
 	if (create) {
 		rc = assign_id(c, n);
 		if (rc < 0 || n->unlinked || v->dropped ||

@@ -1269,6 +1269,38 @@ static void test_a_rename_keeps_another_instance_s_newer_time(void)
 	env_close(&e, true);
 }
 
+/* A lock another instance broke (deleted on Drive) while its holder here
+ * still wrote it: the upload of the holder's write found it gone and
+ * created it again through the queue, as a plain file without a lease,
+ * which no mount can take or remove. A lock is made only with its lease. */
+static void test_a_lock_gone_on_drive_is_not_made_again_from_a_copy(void)
+{
+	struct env e = {0};
+	struct cache_handle *h = NULL;
+	struct drive_file f, locks;
+	struct drive_err err;
+
+	CHECK_INT(env_open(&e, 0, true), 0);
+	CHECK_INT(cache_mkdir(e.c, "locks", 0755), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	CHECK_INT(cache_open_file(e.c, "locks/a.lock",
+				  O_WRONLY | O_CREAT | O_EXCL, 0644, &h),
+		  0);
+	CHECK_INT(drive_resolve_path(dc, e.root_id, "locks/a.lock", &f, &err),
+		  0);
+	CHECK_INT(drive_resolve_path(dc, e.root_id, "locks", &locks, &err), 0);
+	CHECK_INT(drive_delete(dc, f.id, &err), 0); /* broken elsewhere */
+	if (h) {
+		CHECK_INT((int)cache_write(h, "{\"pid\":1}\n", 10, 0), 10);
+		cache_flush(h);
+		cache_release(h);
+	}
+	usleep(500000);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	CHECK_INT(count_named(locks.id, "a.lock"), 0);
+	env_close(&e, true);
+}
+
 struct names_ud {
 	char s[4096];
 };
@@ -1685,6 +1717,7 @@ int main(void)
 	TRY(test_rmdir_while_its_create_is_under_way);
 	TRY(test_a_gone_folder_goes_when_its_held_file_is_removed);
 	TRY(test_a_rename_keeps_another_instance_s_newer_time);
+	TRY(test_a_lock_gone_on_drive_is_not_made_again_from_a_copy);
 	TRY(test_a_trashed_create_forgets_only_the_folder_it_went_to);
 	TRY(test_a_touch_to_the_same_time_sends_nothing);
 	TRY(test_evicted_file_is_fetched_again);
