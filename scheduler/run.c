@@ -459,6 +459,20 @@ int run_stage(struct sched *s, struct stage_job *job)
 	char **argv = NULL, **env = NULL, *run_dir = NULL;
 	int pfd[2] = {-1, -1}, rc = 0;
 	double start = sched_now();
+	sigset_t handled, old_mask;
+
+	/* SIGTERM while we were claiming it: the stage goes straight back. */
+	if (sched_signal_pending()) {
+		job->interrupted = true;
+		job->sig = sched_signal_take();
+		sched_log("stage %s: got %s before it started; not starting it",
+			  job->id, strsignal(job->sig));
+		return 0;
+	}
+	sigemptyset(&handled);
+	sigaddset(&handled, SIGTERM);
+	sigaddset(&handled, SIGINT);
+	sigaddset(&handled, SIGCHLD);
 
 	/* A stage with its own cwd gets an absolute run dir: relative to
 	 * where the scheduler runs, which is not where the stage runs. */
@@ -486,13 +500,19 @@ int run_stage(struct sched *s, struct stage_job *job)
 		rc = -errno;
 		goto out;
 	}
+	/* Until the child has put the default handlers back, a signal for
+	 * the stage would run our handler in the child and be lost there:
+	 * held back across the fork, it reaches the parent after it, which
+	 * forwards it (below) to the stage's group. */
+	sigprocmask(SIG_BLOCK, &handled, &old_mask);
 	r.pid = fork();
-	if (r.pid < 0) {
-		rc = -errno;
-		goto out;
-	}
 	if (r.pid == 0)
 		run_child(job, pfd[1], argv, env);
+	if (r.pid < 0)
+		rc = -errno;
+	sigprocmask(SIG_SETMASK, &old_mask, NULL);
+	if (rc < 0)
+		goto out;
 	/* Also here, so that a kill(-pid) right away cannot miss. */
 	setpgid(r.pid, r.pid);
 	lock_note_pgid(&job->stage_lock, &s->me, r.pid);

@@ -355,6 +355,35 @@ def test_sigterm_puts_stage_back_and_releases_locks(work):
     assert read_graph(work)["stages"][0]["attempt"] == 1
 
 
+def test_sigterm_during_the_claim_reaches_the_stage(work):
+    # A graph big enough that reading and writing it takes a while: the
+    # SIGTERM lands while the scheduler claims the stage. It used to be
+    # forwarded before the child had dropped the scheduler's handler, so
+    # the stage never saw it and was SIGKILLed after --grace.
+    done = [{"id": "s%d" % i, "cmd": "true", "status": "done",
+             "notes": "x" * 200} for i in range(20000)]
+    for n in range(4):
+        write_graph(work, *done, {"id": "a", "cmd": "sleep 30"})
+        lock = work / "locks" / "work_graph.lock"
+        # On one CPU the parent runs on after fork() and forwards the
+        # signal before the child is scheduled: the race, every time.
+        p = subprocess.Popen(
+            [SCHED, "--grace", "5", "--poll", "0.5"], cwd=work,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=lambda: os.sched_setaffinity(0, {0}))
+        assert wait_for(lock.exists, timeout=30)
+        time.sleep(0.01 * n)
+        t0 = time.time()
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+        took = time.time() - t0
+        assert p.returncode == 6, err
+        assert took < 3, (n, took, err)
+        a = read_graph(work)["stages"][-1]
+        assert a["status"] == "pending" and a["attempt"] == 0, a
+        assert locks_left(work) == []
+
+
 def test_sigint_while_waiting_exits_6_without_claiming(work):
     write_graph(work, {"id": "a", "cmd": "true", "status": "running",
                        "attempt": 1, "owner": "other:1:abc"},
