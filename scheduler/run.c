@@ -262,6 +262,7 @@ struct run_state {
 	struct sched *s;
 	bool exited;
 	int status;
+	size_t unshown; /* bytes our blocked stdout did not take */
 };
 
 static void run_write(int fd, const char *buf, size_t n)
@@ -277,6 +278,51 @@ static void run_write(int fd, const char *buf, size_t n)
 		buf += w;
 		n -= w;
 	}
+}
+
+/* Whether fd takes PIPE_BUF bytes now without blocking (a pipe: one free
+ * page). O_NONBLOCK is not an option: the file description is shared with
+ * our parent and whoever else writes to the same terminal or pipe. */
+static bool run_writable(int fd)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+
+	return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLOUT);
+}
+
+static size_t run_unshown_note(struct run_state *r, char *buf, size_t n)
+{
+	int k = snprintf(buf, n,
+			 "stage %s: %zu bytes of its output not shown (stdout "
+			 "blocked); all in %s",
+			 r->job->id, r->unshown, r->job->log);
+
+	return k < 0 ? 0 : (size_t)k < n ? (size_t)k : n - 1;
+}
+
+/* Our stdout is a courtesy, the log is the record: nobody reading it (a
+ * paused pager, a stalled ssh) must not stop the timeout, the signals and
+ * the lease checks. What does not fit is dropped and counted, and said in
+ * one line once stdout takes data again. */
+static void run_show(struct run_state *r, const char *buf, size_t n)
+{
+	char note[512];
+	size_t k;
+
+	if (r->unshown && run_writable(STDOUT_FILENO)) {
+		k = snprintf(note, sizeof(note), "\nvectur-sched: ");
+		k += run_unshown_note(r, note + k, sizeof(note) - k - 1);
+		note[k++] = '\n';
+		run_write(STDOUT_FILENO, note, k);
+		r->unshown = 0;
+	}
+	while (n > 0 && !r->unshown && run_writable(STDOUT_FILENO)) {
+		k = n < PIPE_BUF ? n : PIPE_BUF;
+		run_write(STDOUT_FILENO, buf, k);
+		buf += k;
+		n -= k;
+	}
+	r->unshown += n;
 }
 
 /* Copies what the stage wrote to the log and to our stdout. Returns 0 at
@@ -295,7 +341,7 @@ static int run_tee(struct run_state *r)
 		if (n == 0)
 			return 0;
 		run_write(r->log, buf, n);
-		run_write(STDOUT_FILENO, buf, n);
+		run_show(r, buf, n);
 	}
 }
 
@@ -413,6 +459,13 @@ static void run_loop(struct run_state *r)
 		run_tee(r);
 	if (r->job->timed_out || r->job->interrupted || r->job->lease_lost)
 		kill(-r->pid, SIGKILL); /* stragglers of a killed stage */
+	run_show(r, NULL, 0);
+	if (r->unshown) {
+		char note[512];
+
+		run_unshown_note(r, note, sizeof(note));
+		sched_log("%s", note);
+	}
 }
 
 static int run_open_log(struct stage_job *job, struct sched *s)

@@ -9,6 +9,7 @@ Binaries from $VECTUR_BIN (default <repo>/bin).
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -240,6 +241,72 @@ def test_missing_program_fails_with_127(work):
     assert r.returncode == 5
     a = read_graph(work)["stages"][0]
     assert a["status"] == "failed" and a["exit_code"] == 127
+
+
+def run_with_stdout_pipe(work, *args, read_after=None):
+    """Runs the scheduler with its stdout a pipe that nobody reads (a
+    paused pager, a stalled ssh) until read_after seconds, or until it
+    exits. Returns (returncode, seconds it took, stdout bytes, stderr)."""
+    rfd, wfd = os.pipe()
+    got = []
+    t0 = time.time()
+    p = subprocess.Popen([SCHED, *args], cwd=work, stdout=wfd,
+                         stderr=subprocess.PIPE, text=True)
+    os.close(wfd)
+
+    def reader():
+        if read_after is not None:
+            time.sleep(read_after)
+        else:
+            p.wait()
+        while True:
+            b = os.read(rfd, 65536)
+            if not b:
+                break
+            got.append(b)
+
+    th = threading.Thread(target=reader)
+    th.start()
+    try:
+        err = p.communicate(timeout=30)[1]
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        took = time.time() - t0
+        th.join(timeout=30)
+        os.close(rfd)
+    return p.returncode, took, b"".join(got), err
+
+
+def test_blocked_stdout_does_not_stop_timeouts_or_the_log(work):
+    write_graph(work, {"id": "a", "timeout": 2,
+                       "cmd": "head -c 1000000 /dev/zero; sleep 60"})
+    rc, took, out, err = run_with_stdout_pipe(work, *FAST)
+    # The timeout fired (it used to wait for a reader forever).
+    assert rc == 5, err
+    assert took < 10, took
+    assert read_graph(work)["stages"][0]["exit_code"] == 124
+    log = (work / "runs" / "a" / "attempt-1.log").read_bytes()
+    assert log.count(b"\0") == 1000000
+    m = re.search(r"stage a: (\d+) bytes of its output not shown \(stdout "
+                  r"blocked\); all in runs/a/attempt-1.log", err)
+    assert m, err
+    assert out.count(b"\0") + int(m.group(1)) == 1000000
+
+
+def test_blocked_stdout_that_drains_says_what_it_missed(work):
+    write_graph(work, {"id": "a",
+                       "cmd": "head -c 1000000 /dev/zero; sleep 2; "
+                              "echo after"})
+    rc, took, out, err = run_with_stdout_pipe(work, *FAST, read_after=1)
+    assert rc == 0, err
+    m = re.search(rb"\nvectur-sched: stage a: (\d+) bytes of its output "
+                  rb"not shown \(stdout blocked\); all in "
+                  rb"runs/a/attempt-1.log\nafter\n", out)
+    assert m, out[-300:]
+    assert out.count(b"\0") + int(m.group(1)) == 1000000
+    assert "not shown" not in err
 
 
 # ---- failures, retries, timeouts ----------------------------------------
