@@ -182,6 +182,9 @@ static int sched_take_stage_lock(struct sched *s, const char *id, int attempt,
 		if (lock_break_if_stale(path, &s->me, s->o.lock_ttl) <= 0)
 			break;
 	}
+	if (rc < 0 && rc != -EEXIST)
+		sched_log("stage %s: cannot create %s: %s", id, path,
+			  strerror(-rc));
 	free(path);
 	return rc;
 }
@@ -207,16 +210,20 @@ static void sched_sweep_locks(struct sched *s, struct graph *g,
 }
 
 /* The first stage in priority (array) order that is ready or lost and
- * whose stage lock we get. Returns its index, or -1 with *state saying
- * why nothing was picked. */
+ * whose stage lock we get: *pick is its index, or -1 with *state saying
+ * why nothing was picked. A stage lock that cannot be created for another
+ * reason than a holder (EACCES, ENOSPC) is an error, -errno: taking it for
+ * "others are busy" would have --wait wait for nobody forever. */
 static int sched_pick_stage(struct sched *s, struct graph *g,
-			    struct sched_lock *l, enum graph_state *state)
+			    struct sched_lock *l, enum graph_state *state,
+			    int *pick)
 {
-	int i, n = graph_nstages(g), pick = -1, rc;
+	int i, n = graph_nstages(g), rc = 0;
 	enum stage_class *cls = calloc(n ? n : 1, sizeof(*cls));
 
+	*pick = -1;
 	if (!cls)
-		return -1;
+		return -ENOMEM;
 	graph_classify(g, sched_probe_stage_lock, s, cls);
 	*state = graph_state_of(g, cls);
 	sched_sweep_locks(s, g, cls);
@@ -227,23 +234,24 @@ static int sched_pick_stage(struct sched *s, struct graph *g,
 			continue;
 		rc = sched_take_stage_lock(s, stage_id(st),
 					   stage_attempt(st) + 1, l);
-		if (rc == 0) {
-			if (cls[i] == CLASS_LOST)
-				sched_log("stage %s: owner %s lost its lease; "
-					  "reclaiming it",
-					  stage_id(st), stage_str(st, "owner"));
-			pick = i;
-			break;
+		if (rc == -EEXIST) {
+			rc = 0;
+			continue;
 		}
-		if (rc != -EEXIST)
-			sched_log("stage %s: cannot create its lock: %s",
-				  stage_id(st), strerror(-rc));
+		if (rc < 0)
+			break;
+		if (cls[i] == CLASS_LOST)
+			sched_log("stage %s: owner %s lost its lease; "
+				  "reclaiming it",
+				  stage_id(st), stage_str(st, "owner"));
+		*pick = i;
+		break;
 	}
 	/* Everything runnable was held by someone: busy, not done. */
-	if (pick < 0 && *state == GRAPH_RUNNABLE)
+	if (*pick < 0 && *state == GRAPH_RUNNABLE)
 		*state = GRAPH_IDLE;
 	free(cls);
-	return pick;
+	return rc;
 }
 
 static int sched_job_from_stage(struct stage_job *job, struct json_object *st,
@@ -454,7 +462,8 @@ static enum sched_step sched_run_one(struct sched *s)
 		return STEP_ERROR;
 	if (sched_read_graph(s, &g) < 0)
 		goto out_unlock;
-	i = sched_pick_stage(s, &g, &job.stage_lock, &state);
+	if (sched_pick_stage(s, &g, &job.stage_lock, &state, &i) < 0)
+		goto out_unlock;
 	if (i < 0) {
 		step = sched_step_of(state);
 		goto out_unlock;

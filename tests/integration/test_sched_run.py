@@ -9,9 +9,12 @@ Binaries from $VECTUR_BIN (default <repo>/bin).
 
 import json
 import os
+import pathlib
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -192,6 +195,40 @@ def test_nothing_runnable_now_exits_3(work):
     st = sched(work, "status")
     assert st.returncode == 0
     assert "running" in st.stdout and "other:1:abc" in st.stdout
+
+
+def test_stage_lock_that_cannot_be_created_is_an_error(tmp_path):
+    # locks/stages not writable (EACCES; ENOSPC alike): an I/O error, not
+    # "others are busy" (exit 3), and --wait must not wait for nobody.
+    # As root, the scheduler runs as nobody in a directory nobody owns.
+    work = tmp_path / "w"
+    if os.geteuid() == 0:
+        work = tempfile.mkdtemp(prefix="sched-lockfail-", dir="/tmp")
+        os.chmod(work, 0o755)
+        work = pathlib.Path(work)
+    (work / "experiments").mkdir(parents=True, exist_ok=True)
+    write_graph(work, {"id": "a", "cmd": "touch ran"})
+    (work / "locks" / "stages").mkdir(parents=True)
+    as_nobody = None
+    if os.geteuid() == 0:
+        for d, dirs, files in os.walk(work):
+            for f in [d] + [os.path.join(d, x) for x in dirs + files]:
+                os.chown(f, 65534, 65534)
+        as_nobody = lambda: (os.setgid(65534), os.setuid(65534))
+    os.chmod(work / "locks" / "stages", 0o555)
+    try:
+        for args in ([], ["--wait"]):
+            r = subprocess.run([SCHED, *args, *FAST], cwd=work,
+                               capture_output=True, text=True, timeout=20,
+                               preexec_fn=as_nobody)
+            assert r.returncode == 1, (args, r.stderr)
+            assert "cannot create locks/stages/a.lock: Permission " \
+                   "denied" in r.stderr, r.stderr
+            assert not (work / "ran").exists()
+            assert read_graph(work)["stages"][0].get("status") is None
+    finally:
+        if os.geteuid() == 0:
+            shutil.rmtree(work)
 
 
 def test_dry_run_takes_nothing_and_writes_nothing(work):
