@@ -204,7 +204,7 @@ int cmd_reset(struct sched *s)
 	 * result is dropped by fencing, and its stage lock (still there)
 	 * keeps anyone from starting a second copy until it ends. */
 	if (stage_status(st) == STAGE_RUNNING &&
-	    lock_is_live(path, &s->me, s->o.lock_ttl) && !s->o.force) {
+	    lock_is_live(path, &s->me, s->o.lock_ttl, true) && !s->o.force) {
 		fprintf(stderr,
 			"vectur-sched: stage %s is running (owner %s); use "
 			"--force to reset it anyway\n",

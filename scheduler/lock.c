@@ -289,8 +289,9 @@ out:
 /* With fd open on the lock and known dead: unlink it, but only if path
  * still names that file (someone may have broken and re-taken it since we
  * opened it). Holding the flock makes the check-then-unlink safe: nobody
- * else can be judging the same file at the same time. */
-static int lock_unlink_same(const char *path, int fd)
+ * else can be judging the same file at the same time. !remove: only say
+ * whether it would. */
+static int lock_unlink_same(const char *path, int fd, bool remove)
 {
 	struct stat a, b;
 
@@ -300,7 +301,7 @@ static int lock_unlink_same(const char *path, int fd)
 		return errno == ENOENT ? 1 : -errno;
 	if (a.st_dev != b.st_dev || a.st_ino != b.st_ino || a.st_nlink == 0)
 		return 0; /* replaced since we opened it: a new holder */
-	if (unlink(path) < 0 && errno != ENOENT)
+	if (remove && unlink(path) < 0 && errno != ENOENT)
 		return -errno;
 	return 1;
 }
@@ -318,8 +319,11 @@ static bool lock_holder_alive(const struct lock_holder *h)
 	return !h->pid_start || self_pid_start(h->pid) == h->pid_start;
 }
 
-int lock_break_if_stale(const char *path, const struct sched_self *me,
-			double ttl)
+/* 1 if the lock at path is provably stale (or gone), 0 if live or cannot
+ * tell, -errno. remove: unlink a stale one (lock_break_if_stale); without,
+ * only look (--dry-run). */
+static int lock_judge(const char *path, const struct sched_self *me, double ttl,
+		      bool remove)
 {
 	struct lock_holder h;
 	struct statfs sfs;
@@ -363,7 +367,7 @@ int lock_break_if_stale(const char *path, const struct sched_self *me,
 		if (h.boot_id[0] && me->boot_id[0] &&
 		    strcmp(h.boot_id, me->boot_id) != 0) {
 			if (!fuse)
-				rc = lock_unlink_same(path, fd);
+				rc = lock_unlink_same(path, fd, remove);
 			goto out;
 		}
 		same_dev = h.dev == (long long)st.st_dev;
@@ -372,7 +376,7 @@ int lock_break_if_stale(const char *path, const struct sched_self *me,
 	 * one Drive folder on this host do not see each other's. */
 	if (same_dev) {
 		if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
-			rc = lock_unlink_same(path, fd);
+			rc = lock_unlink_same(path, fd, remove);
 			goto out;
 		}
 		if (errno == EWOULDBLOCK || errno == EINTR)
@@ -388,19 +392,26 @@ int lock_break_if_stale(const char *path, const struct sched_self *me,
 	/* Without a shared flock two breakers are not serialised; the
 	 * same-file check narrows the race to a stat..unlink window in which
 	 * the other breaker would have to remove and re-create the lock. */
-	rc = lock_unlink_same(path, fd);
+	rc = lock_unlink_same(path, fd, remove);
 out:
 	close(fd);
 	return rc;
 }
 
-int lock_is_live(const char *path, const struct sched_self *me, double ttl)
+int lock_break_if_stale(const char *path, const struct sched_self *me,
+			double ttl)
+{
+	return lock_judge(path, me, ttl, true);
+}
+
+int lock_is_live(const char *path, const struct sched_self *me, double ttl,
+		 bool may_break)
 {
 	struct stat st;
 
 	if (stat(path, &st) < 0)
 		return 0;
-	return lock_break_if_stale(path, me, ttl) > 0 ? 0 : 1;
+	return lock_judge(path, me, ttl, may_break) > 0 ? 0 : 1;
 }
 
 /* Whether path still names the lock l we created. The holder JSON decides

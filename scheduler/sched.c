@@ -157,7 +157,8 @@ static int sched_probe_stage_lock(void *arg, const char *id)
 
 	if (!path)
 		return 1; /* cannot tell: assume its owner is alive */
-	live = lock_is_live(path, &s->me, s->o.lock_ttl);
+	/* --dry-run writes nothing: it judges a stale lock, leaves it. */
+	live = lock_is_live(path, &s->me, s->o.lock_ttl, !s->o.dry_run);
 	free(path);
 	return live;
 }

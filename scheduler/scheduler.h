@@ -178,8 +178,9 @@ long long self_pid_start(pid_t pid);
 int lock_break_if_stale(const char *path, const struct sched_self *me,
 			double ttl);
 /* 1 if path exists and is not provably stale, 0 if free (stale ones are
- * removed on the way). */
-int lock_is_live(const char *path, const struct sched_self *me, double ttl);
+ * removed on the way if may_break; --dry-run only looks). */
+int lock_is_live(const char *path, const struct sched_self *me, double ttl,
+		 bool may_break);
 /* Whether the path still names the lock we created (a lease taken over on
  * vectur-mount disappears from our view). */
 bool lock_held(struct sched_lock *l, const struct sched_self *me);

@@ -13,6 +13,7 @@ import pathlib
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -242,6 +243,30 @@ def test_dry_run_takes_nothing_and_writes_nothing(work):
     assert (work / GRAPH).read_bytes() == before
     assert not (work / "ran").exists()
     assert locks_left(work) == []
+
+
+def test_dry_run_leaves_a_stale_stage_lock_alone(work):
+    # A stage lock whose holder died (this host, this boot, this device,
+    # nobody holds its flock): a run would break it and reclaim the stage;
+    # --dry-run says so and removes nothing.
+    write_graph(work, {"id": "a", "cmd": "true", "status": "running",
+                       "attempt": 1, "owner": "x:1:y"})
+    lock = work / "locks" / "stages" / "a.lock"
+    lock.parent.mkdir(parents=True)
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        boot = f.read().strip()
+    lock.write_text(json.dumps({
+        "host": socket.gethostname(), "pid": 999999, "pid_start": 1,
+        "instance": "dead", "boot_id": boot, "owner": "x:1:y",
+        "dev": os.stat(lock.parent).st_dev}))
+    before = lock.read_bytes()
+    r = sched(work, "--dry-run", *FAST)
+    assert r.returncode == 0, r.stderr
+    assert "would run a (attempt 2, reclaimed)" in r.stdout
+    assert lock.read_bytes() == before
+    # A real run does break it.
+    assert sched(work, *FAST).returncode == 0
+    assert not lock.exists()
 
 
 def test_stage_env_cwd_log_and_tee(work):

@@ -31,7 +31,7 @@ static void test_second_create_gets_eexist(void)
 	fresh();
 	CHECK_INT(lock_try(path, &me, NULL, &a), 0);
 	CHECK_INT(lock_try(path, &me, NULL, &b), -EEXIST);
-	CHECK_INT(lock_is_live(path, &me, 30), 1);
+	CHECK_INT(lock_is_live(path, &me, 30, true), 1);
 	CHECK_INT(lock_release(&a, &me), 0);
 	CHECK(access(path, F_OK) != 0);
 }
@@ -91,7 +91,7 @@ static void test_kill9_holder_is_stale(void)
 	usleep(20000);
 	kill(pid, SIGKILL);
 	waitpid(pid, &st, 0);
-	CHECK_INT(lock_is_live(path, &me, 30), 0);
+	CHECK_INT(lock_is_live(path, &me, 30, true), 0);
 	CHECK(access(path, F_OK) != 0);
 	close(go);
 }
