@@ -154,6 +154,46 @@ static void graph_line_col(const char *text, size_t off, int *line, int *col)
 	*col = (int)(off - bol) + 1;
 }
 
+/* A \u0000 in an object key: json-c keeps keys as C strings and cuts them
+ * there ("cmd\u0000x" would read as "cmd"), so validate cannot see it;
+ * the text can. Called on text json-c parsed, so every string is closed. */
+static int graph_nul_in_keys(const char *text, size_t len,
+			     struct sched_problems *p)
+{
+	size_t i, j, nul = 0;
+	bool in_str = false;
+	int line, col, found = 0;
+
+	for (i = 0; i < len; i++) {
+		if (!in_str) {
+			in_str = text[i] == '"';
+			nul = 0;
+			continue;
+		}
+		if (text[i] == '\\') {
+			if (!nul && strncmp(text + i + 1, "u0000", 5) == 0)
+				nul = i;
+			i++;
+			continue;
+		}
+		if (text[i] != '"')
+			continue;
+		in_str = false;
+		for (j = i + 1;
+		     j < len && text[j] && strchr(" \t\r\n", text[j]); j++)
+			;
+		if (nul && j < len && text[j] == ':') {
+			graph_line_col(text, nul, &line, &col);
+			problems_add(p,
+				     "%d:%d: NUL character (\\u0000) in an "
+				     "object key",
+				     line, col);
+			found++;
+		}
+	}
+	return found;
+}
+
 int graph_parse(const char *text, size_t len, struct json_object **out,
 		struct sched_problems *p)
 {
@@ -197,6 +237,11 @@ int graph_parse(const char *text, size_t len, struct json_object **out,
 		problems_add(p, "%d:%d: JSON syntax error: %s", line, col,
 			     text[end] ? "unexpected data after the document"
 				       : "NUL byte in file");
+		json_object_put(root);
+		rc = -EINVAL;
+		goto out;
+	}
+	if (graph_nul_in_keys(text, len, p)) {
 		json_object_put(root);
 		rc = -EINVAL;
 		goto out;

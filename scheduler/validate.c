@@ -11,6 +11,9 @@
 
 #include "scheduler.h"
 
+/* Room for a JSON path in a message: "stages[12].env.NAME". */
+#define V_PATH_MAX 1024
+
 static const char *type_name(struct json_object *v)
 {
 	switch (json_object_get_type(v)) {
@@ -167,6 +170,45 @@ static void v_status(struct json_object *st, int i, struct sched_problems *p)
 			     "stages[%d].status: \"%s\" is not one of pending, "
 			     "running, done, failed",
 			     i, json_object_get_string(v));
+}
+
+/* Every string in the document, known key or not: a NUL (\u0000) would cut
+ * an id, a command or an env value short where the scheduler hands it to
+ * the system as a C string. path is where v is; n its length. */
+static void v_no_nul(struct json_object *v, char *path, size_t n,
+		     struct sched_problems *p)
+{
+	size_t cap = V_PATH_MAX, k;
+	int i;
+
+	switch (json_object_get_type(v)) {
+	case json_type_string:
+		if (strlen(json_object_get_string(v)) !=
+		    (size_t)json_object_get_string_len(v))
+			problems_add(p,
+				     "%s: NUL character (\\u0000) in a "
+				     "string",
+				     n ? path : "(top level)");
+		return;
+	case json_type_array:
+		for (i = 0; i < (int)json_object_array_length(v); i++) {
+			k = n + snprintf(path + n, cap - n, "[%d]", i);
+			v_no_nul(json_object_array_get_idx(v, i), path,
+				 k < cap ? k : cap - 1, p);
+		}
+		break;
+	case json_type_object:
+		json_object_object_foreach(v, key, child)
+		{
+			k = n + snprintf(path + n, cap - n, "%s%s",
+					 n ? "." : "", key);
+			v_no_nul(child, path, k < cap ? k : cap - 1, p);
+		}
+		break;
+	default:
+		return;
+	}
+	path[n] = 0;
 }
 
 /* The fields of one stage, its id checked against ids seen so far. */
@@ -389,6 +431,7 @@ int graph_validate(struct json_object *root, struct sched_problems *p)
 {
 	struct json_object *v, *stages, *seen = NULL;
 	int before = p ? p->n : 0, i, n;
+	char path[V_PATH_MAX] = "";
 	int **adj = NULL;
 	struct sched_problems local = {0};
 
@@ -399,6 +442,7 @@ int graph_validate(struct json_object *root, struct sched_problems *p)
 			     type_name(root));
 		goto out;
 	}
+	v_no_nul(root, path, 0, p);
 	if (json_object_object_get_ex(root, "version", &v) &&
 	    (!json_object_is_type(v, json_type_int) ||
 	     json_object_get_int64(v) != 1))

@@ -80,6 +80,20 @@ MALFORMED = [
     ("stages_missing", '{"version": 1}\n', ["stages: missing"]),
     ("bad_version", '{"version": 2, "stages": []}\n',
      ["version: unsupported version 2"]),
+    # A NUL would cut the id and the command short where they become C
+    # strings: "a" and "echo one" would run.
+    ("nul_in_strings",
+     '{"notes": ["x\\u0000"], "stages": [{"id": "a\\u0000/../x",\n'
+     ' "cmd": "echo one\\u0000; echo two > two.txt",\n'
+     ' "env": {"A": "1\\u0000"}}]}\n',
+     ["notes[0]: NUL character (\\u0000) in a string",
+      "stages[0].id: NUL character (\\u0000) in a string",
+      "stages[0].cmd: NUL character (\\u0000) in a string",
+      "stages[0].env.A: NUL character (\\u0000) in a string"]),
+    # json-c cuts a key at its NUL: "cmd\u0000x" would read as "cmd".
+    ("nul_in_key",
+     '{"stages": [{"id": "a", "cmd": "true",\n  "cmd\\u0000x": "rm x"}]}\n',
+     ["work_graph.json:2:7: NUL character (\\u0000) in an object key"]),
     ("running_without_owner",
      stages({"id": "a", "cmd": "x", "status": "running"}),
      ["stages[0].owner: a running stage needs an owner"]),
