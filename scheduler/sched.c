@@ -233,6 +233,15 @@ static int sched_pick_stage(struct sched *s, struct graph *g,
 
 		if (cls[i] != CLASS_READY && cls[i] != CLASS_LOST)
 			continue;
+		/* Only reclaims (which count) and hand edits get it there. */
+		if (stage_attempt(st) == INT_MAX) {
+			sched_log("stage %s: its attempt counter is at its "
+				  "limit (%d); `vectur-sched reset %s` to run "
+				  "it again",
+				  stage_id(st), INT_MAX, stage_id(st));
+			rc = -EOVERFLOW;
+			break;
+		}
 		rc = sched_take_stage_lock(s, stage_id(st),
 					   stage_attempt(st) + 1, l);
 		if (rc == -EEXIST) {
@@ -544,8 +553,8 @@ static int sched_dry_run(struct sched *s)
 			continue;
 		if (s->o.max_stages && shown >= s->o.max_stages)
 			break;
-		printf("would run %s (attempt %d%s): %s\n", stage_id(st),
-		       stage_attempt(st) + 1,
+		printf("would run %s (attempt %lld%s): %s\n", stage_id(st),
+		       stage_attempt(st) + 1LL,
 		       cls[i] == CLASS_LOST ? ", reclaimed" : "",
 		       sched_cmd_text(json_object_object_get(st, "cmd")));
 		shown++;

@@ -5,6 +5,8 @@
  * Keys the scheduler does not know are allowed everywhere: users annotate
  * their stages, and those annotations must survive (graph.c).
  */
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,8 +126,11 @@ static void v_env(struct json_object *st, int i, struct sched_problems *p)
 	}
 }
 
+/* key, if present, is a number (an integer if integer) in [min, max]. The
+ * integer fields are bounded by the int the scheduler keeps them in: json-c
+ * reads 4294967296 fine, and a cast would make it 0. */
 static void v_number(struct json_object *st, int i, const char *key,
-		     bool integer, double min, bool nullable,
+		     bool integer, double min, double max, bool nullable,
 		     struct sched_problems *p)
 {
 	struct json_object *v = v_get(st, key);
@@ -141,7 +146,9 @@ static void v_number(struct json_object *st, int i, const char *key,
 		return;
 	}
 	if (json_object_get_double(v) < min)
-		problems_add(p, "stages[%d].%s: must be >= %g", i, key, min);
+		problems_add(p, "stages[%d].%s: must be >= %.15g", i, key, min);
+	else if (json_object_get_double(v) > max)
+		problems_add(p, "stages[%d].%s: must be <= %.15g", i, key, max);
 }
 
 static void v_string(struct json_object *st, int i, const char *key,
@@ -247,11 +254,11 @@ static void v_stage(struct json_object *st, int i, struct json_object *seen,
 	v_cmd(st, i, p);
 	v_env(st, i, p);
 	v_string(st, i, "cwd", false, p);
-	v_number(st, i, "max_attempts", true, 1, false, p);
-	v_number(st, i, "timeout", false, 0, true, p);
+	v_number(st, i, "max_attempts", true, 1, INT_MAX, false, p);
+	v_number(st, i, "timeout", false, 0, HUGE_VAL, true, p);
 	v_status(st, i, p);
-	v_number(st, i, "attempt", true, 0, true, p);
-	v_number(st, i, "exit_code", true, -1e18, true, p);
+	v_number(st, i, "attempt", true, 0, INT_MAX, true, p);
+	v_number(st, i, "exit_code", true, INT_MIN, INT_MAX, true, p);
 	v_string(st, i, "owner", true, p);
 	v_string(st, i, "started", true, p);
 	v_string(st, i, "finished", true, p);

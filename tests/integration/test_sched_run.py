@@ -371,6 +371,24 @@ def test_blocked_stdout_that_drains_says_what_it_missed(work):
     assert "not shown" not in err
 
 
+def test_attempt_counter_at_its_limit_is_not_claimed(work):
+    # The next attempt would not fit in an int: it used to be written as
+    # -2147483648, a graph the scheduler then rejected as malformed.
+    write_graph(work, {"id": "a", "cmd": "touch ran", "attempt": 2**31 - 1})
+    before = (work / GRAPH).read_bytes()
+    r = sched(work, *FAST)
+    assert r.returncode == 1, r.stderr
+    assert "attempt counter is at its limit (2147483647)" in r.stderr
+    assert (work / GRAPH).read_bytes() == before
+    assert not (work / "ran").exists() and locks_left(work) == []
+    assert sched(work, "validate").returncode == 0
+    # One below runs, and what it writes still validates.
+    write_graph(work, {"id": "a", "cmd": "true", "attempt": 2**31 - 2})
+    assert sched(work, *FAST).returncode == 0
+    assert read_graph(work)["stages"][0]["attempt"] == 2**31 - 1
+    assert sched(work, "validate").returncode == 0
+
+
 # ---- failures, retries, timeouts ----------------------------------------
 
 
