@@ -22,35 +22,40 @@ struct opt_def {
 	size_t off;
 	const char *arg;
 	const char *help;
+	double min; /* OPT_INT, OPT_SECS: smallest value taken */
 };
 
 #define O(f) offsetof(struct sched_opts, f)
 
 static const struct opt_def opt_table[] = {
 	{"--graph", OPT_STR, O(graph), "PATH",
-	 "the work graph (default experiments/work_graph.json)"},
+	 "the work graph (default experiments/work_graph.json)", 0},
 	{"--lock-dir", OPT_STR, O(lock_dir), "DIR",
-	 "where work_graph.lock and stages/<id>.lock live (default locks)"},
+	 "where work_graph.lock and stages/<id>.lock live (default locks)", 0},
 	{"--max-stages", OPT_INT, O(max_stages), "N",
-	 "stop after running N stage attempts (default: no limit)"},
+	 "stop after running N stage attempts, N >= 1 (default: no limit)", 1},
 	{"--wait", OPT_FLAG, O(wait), NULL,
 	 "keep going until the graph is complete or blocked by failures, "
-	 "polling while other owners' stages run"},
+	 "polling while other owners' stages run",
+	 0},
 	{"--dry-run", OPT_FLAG, O(dry_run), NULL,
-	 "show what would run; take no lock, write nothing"},
+	 "show what would run; take no lock, write nothing", 0},
 	{"--poll", OPT_SECS, O(poll), "S",
 	 "with --wait, seconds between looks at a busy graph; also how often "
-	 "a running stage's lock is checked (clamped to 0.5-10) (default 10)"},
+	 "a running stage's lock is checked (clamped to 0.5-10) (default 10)",
+	 0},
 	{"--grace", OPT_SECS, O(grace), "S",
 	 "SIGTERM to SIGKILL delay for a stage on timeout or interrupt "
-	 "(default 10)"},
+	 "(default 10)",
+	 0},
 	{"--lock-timeout", OPT_SECS, O(lock_timeout), "S",
-	 "give up waiting for the graph lock after S seconds (default 600)"},
+	 "give up waiting for the graph lock after S seconds (default 600)", 0},
 	{"--lock-ttl", OPT_SECS, O(lock_ttl), "S",
 	 "a lock file with no readable holder is judged after S seconds "
-	 "(default 30)"},
+	 "(default 30)",
+	 0},
 	{"--force", OPT_FLAG, O(force), NULL,
-	 "reset: also reset a stage whose owner is alive"},
+	 "reset: also reset a stage whose owner is alive", 0},
 };
 
 /* Prints text from column `indent`, wrapped at word boundaries before
@@ -154,8 +159,10 @@ static int opt_set(struct sched_opts *o, const struct opt_def *d,
 	case OPT_INT:
 		errno = 0;
 		n = strtol(val, &end, 10);
-		if (errno || *end || end == val || n < 0 || n > 1000000000)
+		if (errno || *end || end == val || n > 1000000000)
 			return -EINVAL;
+		if (n < d->min)
+			return -ERANGE;
 		*(int *)p = (int)n;
 		return 0;
 	case OPT_SECS:
@@ -163,6 +170,8 @@ static int opt_set(struct sched_opts *o, const struct opt_def *d,
 		x = strtod(val, &end);
 		if (errno || *end || end == val || !(x >= 0) || x > 1e7)
 			return -EINVAL;
+		if (x < d->min)
+			return -ERANGE;
 		*(double *)p = x;
 		return 0;
 	}
@@ -174,7 +183,7 @@ static int opt_set(struct sched_opts *o, const struct opt_def *d,
 static int parse_args(int argc, char **argv, struct sched_opts *o,
 		      const char **cmd)
 {
-	int i;
+	int i, rc;
 
 	for (i = 1; i < argc; i++) {
 		char *a = argv[i], *eq;
@@ -228,7 +237,15 @@ static int parse_args(int argc, char **argv, struct sched_opts *o,
 				d->name);
 			return -1;
 		}
-		if (opt_set(o, d, val) < 0) {
+		rc = opt_set(o, d, val);
+		if (rc == -ERANGE) {
+			fprintf(stderr,
+				"vectur-sched: bad value for %s: %s (at least "
+				"%g)\n",
+				d->name, val, d->min);
+			return -1;
+		}
+		if (rc < 0) {
 			fprintf(stderr, "vectur-sched: bad value for %s: %s\n",
 				d->name, val);
 			return -1;

@@ -180,6 +180,17 @@ def test_max_stages_runs_one_and_leaves_the_rest(work):
     assert sched(work, "--max-stages", "1").returncode == 4
 
 
+def test_max_stages_0_is_a_usage_error(work):
+    # Not "no limit": nothing documents 0 as such, and it ran everything.
+    write_graph(work, {"id": "a", "cmd": "touch ran"})
+    before = (work / GRAPH).read_bytes()
+    r = sched(work, "--max-stages", "0")
+    assert r.returncode == 2, r.stderr
+    assert "bad value for --max-stages: 0 (at least 1)" in r.stderr
+    assert not (work / "ran").exists()
+    assert (work / GRAPH).read_bytes() == before
+
+
 def test_nothing_runnable_now_exits_3(work):
     # a is running under a live owner on another machine (its lease is the
     # mount's business): b must wait.
