@@ -42,8 +42,9 @@ static const struct opt_def opt_table[] = {
 	 "show what would run; take no lock, write nothing", 0},
 	{"--poll", OPT_SECS, O(poll), "S",
 	 "with --wait, seconds between looks at a busy graph; also how often "
-	 "a running stage's lock is checked (clamped to 0.5-10) (default 10)",
-	 0},
+	 "a running stage's lock is checked (clamped to 0.5-10); at least 0.1 "
+	 "(default 10)",
+	 0.1},
 	{"--grace", OPT_SECS, O(grace), "S",
 	 "SIGTERM to SIGKILL delay for a stage on timeout or interrupt "
 	 "(default 10)",

@@ -191,6 +191,16 @@ def test_max_stages_0_is_a_usage_error(work):
     assert (work / GRAPH).read_bytes() == before
 
 
+def test_poll_below_a_tenth_of_a_second_is_a_usage_error(work):
+    # --wait --poll 0 spun on the graph (24,000 opens in 3.5 s).
+    write_graph(work, {"id": "a", "cmd": "true", "status": "done"})
+    for v in ("0", "0.05"):
+        r = sched(work, "--wait", "--poll", v)
+        assert r.returncode == 2, (v, r.stderr)
+        assert "bad value for --poll: %s (at least 0.1)" % v in r.stderr
+    assert sched(work, "--wait", "--poll", "0.1").returncode == 0
+
+
 def test_nothing_runnable_now_exits_3(work):
     # a is running under a live owner on another machine (its lease is the
     # mount's business): b must wait.
