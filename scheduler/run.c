@@ -140,16 +140,19 @@ static char **run_build_env(struct stage_job *job, const char *run_dir)
 		goto out;
 	for (i = 0; i < n; i++) {
 		const char *eq = strchr(environ[i], '=');
-		char name[256];
-		size_t len = eq ? (size_t)(eq - environ[i]) : 0;
+		char *name;
+		bool overridden;
 
-		if (!eq || len >= sizeof(name))
+		if (!eq)
 			continue;
-		memcpy(name, environ[i], len);
-		name[len] = 0;
-		if (json_object_object_get_ex(extra, name, NULL))
+		/* Names have no length limit: a long one is still passed. */
+		name = strndup(environ[i], eq - environ[i]);
+		if (!name)
 			continue;
-		env[k++] = strdup(environ[i]);
+		overridden = json_object_object_get_ex(extra, name, NULL);
+		free(name);
+		if (!overridden)
+			env[k++] = strdup(environ[i]);
 	}
 	json_object_object_foreach(extra, xk, xv)
 	{

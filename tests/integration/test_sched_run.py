@@ -311,6 +311,21 @@ def test_stage_env_cwd_log_and_tee(work):
     assert line in log and "oops" in log and "oops" in r.stdout
 
 
+def test_long_environment_names_reach_the_stage(work):
+    # Names of 256 bytes and more used to be dropped from the stage's
+    # environment; one the stage's env overrides is still replaced.
+    long = {"LONGNAME_" + "x" * n: str(n) for n in (200, 246, 247, 5000)}
+    over = "LONGNAME_" + "o" * 300
+    write_graph(work, {"id": "a", "env": {over: "stage"},
+                       "cmd": "env | grep ^LONGNAME_ | sort > seen"})
+    env = dict(os.environ, **long, **{over: "outer"})
+    r = sched(work, env=env)
+    assert r.returncode == 0, r.stderr
+    seen = (work / "seen").read_text().splitlines()
+    want = sorted(["%s=%s" % kv for kv in long.items()] + [over + "=stage"])
+    assert seen == want
+
+
 def test_argv_command_is_not_shell_parsed(work):
     write_graph(work, {"id": "a", "cmd": ["printf", "%s|", "a b", "$HOME"]})
     r = sched(work)
