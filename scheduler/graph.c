@@ -437,12 +437,20 @@ static void graph_sync_dir(const char *path)
 
 int graph_save(const struct graph *g, const char *path, const char *host)
 {
-	char tmp[PATH_MAX];
+	char tmp[PATH_MAX], target[PATH_MAX];
 	struct stat st;
 	mode_t mode = 0644;
 	char *text;
 	int fd = -1, rc;
 
+	/* A graph that is a link (to a file shared by several experiment
+	 * dirs) stays one: the new version replaces the file it points to,
+	 * its temp file beside it, so that the rename stays in one dir. */
+	if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
+		if (!realpath(path, target))
+			return -errno;
+		path = target;
+	}
 	text = graph_serialise(g);
 	if (!text)
 		return -ENOMEM;

@@ -168,6 +168,22 @@ def test_unknown_fields_survive_a_run(work):
     assert a["tags"] == ["x/y"] and a["status"] == "done"
 
 
+def test_graph_that_is_a_symlink_is_written_through_it(work):
+    # The link used to be replaced by a regular file on the first write,
+    # and the file it named never saw a result.
+    (work / "shared").mkdir()
+    (work / "shared" / "graph.json").write_text(json.dumps(
+        {"version": 1, "stages": [{"id": "a", "cmd": "true"}]}))
+    (work / GRAPH).symlink_to("../shared/graph.json")
+    r = sched(work, *FAST)
+    assert r.returncode == 0, r.stderr
+    assert os.readlink(work / GRAPH) == "../shared/graph.json"
+    doc = json.loads((work / "shared" / "graph.json").read_text())
+    assert doc["stages"][0]["status"] == "done"
+    assert sorted(os.listdir(work / "shared")) == ["graph.json"]
+    assert sorted(os.listdir(work / "experiments")) == ["work_graph.json"]
+
+
 def test_max_stages_runs_one_and_leaves_the_rest(work):
     write_graph(work, {"id": "a", "cmd": rec_cmd()},
                 {"id": "b", "cmd": rec_cmd()})
