@@ -214,6 +214,21 @@ int graph_parse(const char *text, size_t len, struct json_object **out,
 	root = json_tokener_parse_ex(tok, text, (int)nul);
 	jerr = json_tokener_get_error(tok);
 	end = json_tokener_get_parse_end(tok);
+	/* A bare number or literal (`7`, `true`) ends only where the input
+	 * does: tell json-c there is no more, so that it is read and then
+	 * refused by validate, not called an unexpected end of file. */
+	if (!root && jerr == json_tokener_continue && nul == len) {
+		root = json_tokener_parse_ex(tok, "", 1);
+		if (json_tokener_get_error(tok) == json_tokener_success)
+			jerr = json_tokener_success;
+		end = len;
+	}
+	/* The document `null`: no object, and no error either. */
+	if (!root && jerr == json_tokener_success) {
+		problems_add(p, "(top level): must be an object, not null");
+		rc = -EINVAL;
+		goto out;
+	}
 	if (!root) {
 		const char *why = jerr == json_tokener_continue
 					  ? "unexpected end of file"

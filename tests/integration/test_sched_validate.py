@@ -89,6 +89,16 @@ MALFORMED = [
      ['stages[0].deps[0]: "a" depends on itself']),
     ("top_level_array", "[]\n",
      ["(top level): must be an object, not an array"]),
+    # Scalars at the top level: "null" was "JSON syntax error: success",
+    # "true" and "7" without a newline "unexpected end of file".
+    ("top_level_null", "null\n",
+     ["(top level): must be an object, not null"]),
+    ("top_level_null_no_newline", "null",
+     ["(top level): must be an object, not null"]),
+    ("top_level_true", "true", ["(top level): must be an object, not a "
+                                "boolean"]),
+    ("top_level_number", "7", ["(top level): must be an object, not an "
+                               "integer"]),
     ("stages_missing", '{"version": 1}\n', ["stages: missing"]),
     ("bad_version", '{"version": 2, "stages": []}\n',
      ["version: unsupported version 2"]),
