@@ -154,43 +154,105 @@ static void graph_line_col(const char *text, size_t off, int *line, int *col)
 	*col = (int)(off - bol) + 1;
 }
 
-/* A \u0000 in an object key: json-c keeps keys as C strings and cuts them
- * there ("cmd\u0000x" would read as "cmd"), so validate cannot see it;
- * the text can. Called on text json-c parsed, so every string is closed. */
-static int graph_nul_in_keys(const char *text, size_t len,
-			     struct sched_problems *p)
+/* The deepest nesting json-c accepts (JSON_TOKENER_DEFAULT_DEPTH). */
+#define GRAPH_MAX_DEPTH 32
+
+/* The key whose quoted text is q (n bytes, quotes included), decoded: json-c
+ * compares keys decoded, so "\u0061" and "a" are one key. */
+static char *graph_key(const char *q, size_t n, bool escaped)
 {
-	size_t i, j, nul = 0;
-	bool in_str = false;
-	int line, col, found = 0;
+	struct json_object *o;
+	char *lit, *key = NULL;
+
+	if (!escaped)
+		return strndup(q + 1, n - 2);
+	lit = strndup(q, n);
+	o = lit ? json_tokener_parse(lit) : NULL;
+	if (o && json_object_is_type(o, json_type_string))
+		key = strdup(json_object_get_string(o));
+	json_object_put(o);
+	free(lit);
+	return key;
+}
+
+/* What json-c reads without a word, the text shows: a key given twice in
+ * one object (json-c keeps the last value, so the first is lost on the
+ * next write, and `"stages"` twice runs the second list), and a \u0000 in
+ * a key (json-c keeps keys as C strings: "cmd\u0000x" would read as
+ * "cmd"). Called on text json-c parsed: strings are closed, nesting is
+ * balanced and at most GRAPH_MAX_DEPTH deep. Returns the number found. */
+static int graph_check_keys(const char *text, size_t len,
+			    struct sched_problems *p)
+{
+	struct json_object *seen[GRAPH_MAX_DEPTH + 1], *first;
+	size_t i, j, start, nul;
+	int depth = 0, found = 0, line, col, fline, fcol;
+	bool escaped;
+	char *key;
 
 	for (i = 0; i < len; i++) {
-		if (!in_str) {
-			in_str = text[i] == '"';
-			nul = 0;
+		if (text[i] == '{' || text[i] == '[') {
+			if (depth <= GRAPH_MAX_DEPTH)
+				seen[depth] = text[i] == '{'
+						      ? json_object_new_object()
+						      : NULL;
+			depth++;
 			continue;
 		}
-		if (text[i] == '\\') {
-			if (!nul && strncmp(text + i + 1, "u0000", 5) == 0)
-				nul = i;
-			i++;
+		if (text[i] == '}' || text[i] == ']') {
+			if (--depth <= GRAPH_MAX_DEPTH && depth >= 0)
+				json_object_put(seen[depth]);
 			continue;
 		}
 		if (text[i] != '"')
 			continue;
-		in_str = false;
+		start = i;
+		nul = 0;
+		escaped = false;
+		for (i++; i < len && text[i] != '"'; i++) {
+			if (text[i] != '\\')
+				continue;
+			if (!nul && strncmp(text + i + 1, "u0000", 5) == 0)
+				nul = i;
+			escaped = true;
+			i++;
+		}
 		for (j = i + 1;
 		     j < len && text[j] && strchr(" \t\r\n", text[j]); j++)
 			;
-		if (nul && j < len && text[j] == ':') {
+		if (j >= len || text[j] != ':' || depth < 1 ||
+		    depth > GRAPH_MAX_DEPTH + 1 || !seen[depth - 1])
+			continue; /* a value, not a key */
+		if (nul) {
 			graph_line_col(text, nul, &line, &col);
 			problems_add(p,
 				     "%d:%d: NUL character (\\u0000) in an "
 				     "object key",
 				     line, col);
 			found++;
+			continue;
 		}
+		key = graph_key(text + start, i - start + 1, escaped);
+		if (!key)
+			continue;
+		if (json_object_object_get_ex(seen[depth - 1], key, &first)) {
+			graph_line_col(text, start, &line, &col);
+			graph_line_col(text, json_object_get_int64(first),
+				       &fline, &fcol);
+			problems_add(p,
+				     "%d:%d: duplicate key \"%s\" (first at "
+				     "%d:%d); only one value can be kept",
+				     line, col, key, fline, fcol);
+			found++;
+		} else {
+			json_object_object_add(seen[depth - 1], key,
+					       json_object_new_int64(start));
+		}
+		free(key);
 	}
+	while (depth-- > 0)
+		if (depth <= GRAPH_MAX_DEPTH)
+			json_object_put(seen[depth]);
 	return found;
 }
 
@@ -256,7 +318,7 @@ int graph_parse(const char *text, size_t len, struct json_object **out,
 		rc = -EINVAL;
 		goto out;
 	}
-	if (graph_nul_in_keys(text, len, p)) {
+	if (graph_check_keys(text, len, p)) {
 		json_object_put(root);
 		rc = -EINVAL;
 		goto out;

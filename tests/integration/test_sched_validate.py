@@ -116,6 +116,18 @@ MALFORMED = [
     ("nul_in_key",
      '{"stages": [{"id": "a", "cmd": "true",\n  "cmd\\u0000x": "rm x"}]}\n',
      ["work_graph.json:2:7: NUL character (\\u0000) in an object key"]),
+    # json-c keeps the last of two equal keys: the first value was lost
+    # on the next write, and a second "stages" was the one that ran.
+    ("duplicate_key",
+     '{"stages": [{"id": "a", "cmd": "true",\n'
+     '  "notes": "first", "notes": "second"}]}\n',
+     ['work_graph.json:2:21: duplicate key "notes" (first at 2:3)']),
+    ("duplicate_stages",
+     '{"stages": [{"id": "a", "cmd": "true"}],\n "stages": []}\n',
+     ['work_graph.json:2:2: duplicate key "stages" (first at 1:2)']),
+    ("duplicate_key_escaped",
+     '{"stages": [], "\\u0073tages": []}\n',
+     ['work_graph.json:1:16: duplicate key "stages" (first at 1:2)']),
     ("running_without_owner",
      stages({"id": "a", "cmd": "x", "status": "running"}),
      ["stages[0].owner: a running stage needs an owner"]),
