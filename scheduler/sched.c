@@ -210,6 +210,18 @@ static void sched_sweep_locks(struct sched *s, struct graph *g,
 	}
 }
 
+/* Whether the stage's next attempt number would not fit in an int (only
+ * reclaims, which count, and hand edits get it there); says so. */
+static bool sched_attempt_at_limit(struct json_object *st)
+{
+	if (stage_attempt(st) < INT_MAX)
+		return false;
+	sched_log("stage %s: its attempt counter is at its limit (%d); "
+		  "`vectur-sched reset %s` to run it again",
+		  stage_id(st), INT_MAX, stage_id(st));
+	return true;
+}
+
 /* The first stage in priority (array) order that is ready or lost and
  * whose stage lock we get: *pick is its index, or -1 with *state saying
  * why nothing was picked. A stage lock that cannot be created for another
@@ -233,12 +245,7 @@ static int sched_pick_stage(struct sched *s, struct graph *g,
 
 		if (cls[i] != CLASS_READY && cls[i] != CLASS_LOST)
 			continue;
-		/* Only reclaims (which count) and hand edits get it there. */
-		if (stage_attempt(st) == INT_MAX) {
-			sched_log("stage %s: its attempt counter is at its "
-				  "limit (%d); `vectur-sched reset %s` to run "
-				  "it again",
-				  stage_id(st), INT_MAX, stage_id(st));
+		if (sched_attempt_at_limit(st)) {
 			rc = -EOVERFLOW;
 			break;
 		}
@@ -553,8 +560,10 @@ static int sched_dry_run(struct sched *s)
 			continue;
 		if (s->o.max_stages && shown >= s->o.max_stages)
 			break;
-		printf("would run %s (attempt %lld%s): %s\n", stage_id(st),
-		       stage_attempt(st) + 1LL,
+		if (sched_attempt_at_limit(st))
+			goto out; /* where run stops too */
+		printf("would run %s (attempt %d%s): %s\n", stage_id(st),
+		       stage_attempt(st) + 1,
 		       cls[i] == CLASS_LOST ? ", reclaimed" : "",
 		       sched_cmd_text(json_object_object_get(st, "cmd")));
 		shown++;

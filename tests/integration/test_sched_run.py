@@ -434,6 +434,11 @@ def test_attempt_counter_at_its_limit_is_not_claimed(work):
     assert (work / GRAPH).read_bytes() == before
     assert not (work / "ran").exists() and locks_left(work) == []
     assert sched(work, "validate").returncode == 0
+    # --dry-run says what run would do.
+    r = sched(work, "--dry-run")
+    assert r.returncode == 1, r.stdout
+    assert "attempt counter is at its limit" in r.stderr
+    assert "would run" not in r.stdout
     # One below runs, and what it writes still validates.
     write_graph(work, {"id": "a", "cmd": "true", "attempt": 2**31 - 2})
     assert sched(work, *FAST).returncode == 0
