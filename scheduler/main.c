@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <stddef.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -267,8 +268,16 @@ int main(int argc, char **argv)
 	};
 	const char *cmd = NULL;
 	struct sched s;
-	int rc;
+	int rc, fd;
 
+	/* Started with stdin, stdout or stderr closed, the first file we open
+	 * (the graph's lock, a stage's pipe) would take its number, and our
+	 * messages and the stage's output would go there: /dev/null takes it
+	 * instead. */
+	for (fd = 0; fd <= 2; fd++)
+		if (fcntl(fd, F_GETFD) < 0 && errno == EBADF &&
+		    open("/dev/null", O_RDWR) != fd)
+			return 1;
 	if (parse_args(argc, argv, &o, &cmd) < 0)
 		goto usage;
 	if (!cmd)

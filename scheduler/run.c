@@ -265,10 +265,25 @@ struct run_state {
 	struct sched *s;
 	bool exited;
 	int status;
-	size_t unshown; /* bytes our blocked stdout did not take */
+	/* Our stdout (see run_show): what it has not taken yet, since when
+	 * it takes nothing, and what it missed while dropping. */
+	char pend[65536];
+	size_t pend_n;
+	double stuck_since; /* 0 = taking data */
+	bool dropping;
+	bool gone;	/* closed, or its reader went away */
+	bool mid_line;	/* the last byte dropped was not a newline */
+	bool shown_nl;	/* the last byte shown was a newline */
+	size_t unshown; /* bytes our stdout did not take */
 };
 
-static void run_write(int fd, const char *buf, size_t n)
+/* A stdout that takes nothing this long (a paused pager, a stalled ssh)
+ * stops holding the stage back: what it misses is dropped from then on. */
+#define RUN_STDOUT_STALL 3.0
+
+/* Writes it all (a log: a full disk must not stop the stage). Returns
+ * false when fd fails. */
+static bool run_write(int fd, const char *buf, size_t n)
 {
 	ssize_t w;
 
@@ -277,10 +292,11 @@ static void run_write(int fd, const char *buf, size_t n)
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0)
-			return; /* a full disk must not stop the stage */
+			return false;
 		buf += w;
 		n -= w;
 	}
+	return fd >= 0;
 }
 
 /* Whether fd takes PIPE_BUF bytes now without blocking (a pipe: one free
@@ -293,49 +309,129 @@ static bool run_writable(int fd)
 	return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLOUT);
 }
 
+/* Whether our stdout is closed, or a pipe whose reader went away. */
+static bool run_stdout_gone(void)
+{
+	struct pollfd pfd = {.fd = STDOUT_FILENO, .events = POLLOUT};
+
+	return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLNVAL | POLLERR));
+}
+
 static size_t run_unshown_note(struct run_state *r, char *buf, size_t n)
 {
 	int k = snprintf(buf, n,
 			 "stage %s: %zu bytes of its output not shown (stdout "
-			 "blocked); all in %s",
-			 r->job->id, r->unshown, r->job->log);
+			 "%s); all in %s",
+			 r->job->id, r->unshown, r->gone ? "closed" : "blocked",
+			 r->job->log);
 
 	return k < 0 ? 0 : (size_t)k < n ? (size_t)k : n - 1;
 }
 
-/* Our stdout is a courtesy, the log is the record: nobody reading it (a
- * paused pager, a stalled ssh) must not stop the timeout, the signals and
- * the lease checks. What does not fit is dropped and counted, and said in
- * one line once stdout takes data again. */
-static void run_show(struct run_state *r, const char *buf, size_t n)
+/* Writes what stdout takes now without blocking; false if it failed. */
+static bool run_flush_some(struct run_state *r)
 {
-	char note[512];
-	size_t k;
+	size_t k, done = 0;
 
-	if (r->unshown && run_writable(STDOUT_FILENO)) {
-		k = snprintf(note, sizeof(note), "\nvectur-sched: ");
-		k += run_unshown_note(r, note + k, sizeof(note) - k - 1);
-		note[k++] = '\n';
-		run_write(STDOUT_FILENO, note, k);
-		r->unshown = 0;
+	while (done < r->pend_n && run_writable(STDOUT_FILENO)) {
+		k = r->pend_n - done < PIPE_BUF ? r->pend_n - done : PIPE_BUF;
+		if (!run_write(STDOUT_FILENO, r->pend + done, k)) {
+			r->gone = true;
+			break;
+		}
+		r->shown_nl = r->pend[done + k - 1] == '\n';
+		done += k;
 	}
-	while (n > 0 && !r->unshown && run_writable(STDOUT_FILENO)) {
-		k = n < PIPE_BUF ? n : PIPE_BUF;
-		run_write(STDOUT_FILENO, buf, k);
-		buf += k;
-		n -= k;
-	}
-	r->unshown += n;
+	memmove(r->pend, r->pend + done, r->pend_n - done);
+	r->pend_n -= done;
+	return !r->gone;
 }
 
-/* Copies what the stage wrote to the log and to our stdout. Returns 0 at
- * EOF, 1 otherwise. */
+/* Bytes stdout will not get: counted, and the line they end. */
+static void run_drop(struct run_state *r, const char *buf, size_t n)
+{
+	if (n == 0)
+		return;
+	r->unshown += n;
+	r->mid_line = buf[n - 1] != '\n';
+}
+
+/* Our stdout is a courtesy, the log is the record. A slow reader slows
+ * the stage as a pipe would (run_loop reads no more while stdout has not
+ * taken what it has); one that takes nothing for RUN_STDOUT_STALL seconds
+ * must not stop the stage, the timeout, the signals and the lease checks:
+ * from then on what it misses is dropped and counted, and once it takes
+ * data again a line says how many bytes, and showing resumes at the start
+ * of a line of the stage's. buf = NULL: stdout had room (or the stall
+ * time ran out) with nothing new. */
+static void run_show(struct run_state *r, const char *buf, size_t n, double now)
+{
+	char note[512];
+	const char *nl;
+	size_t k;
+
+	if (!r->gone && run_stdout_gone())
+		r->gone = true;
+	if (r->gone) {
+		run_drop(r, r->pend, r->pend_n);
+		r->pend_n = 0;
+		run_drop(r, buf, n);
+		return;
+	}
+	if (r->dropping && run_writable(STDOUT_FILENO)) {
+		if (r->mid_line && buf) {
+			nl = memchr(buf, '\n', n);
+			k = nl ? (size_t)(nl - buf) + 1 : n;
+			run_drop(r, buf, k);
+			buf += k;
+			n -= k;
+		}
+		if (!r->mid_line) {
+			k = snprintf(note, sizeof(note), "%svectur-sched: ",
+				     r->shown_nl ? "" : "\n");
+			k += run_unshown_note(r, note + k,
+					      sizeof(note) - k - 1);
+			note[k++] = '\n';
+			if (!run_write(STDOUT_FILENO, note, k))
+				r->gone = true;
+			r->shown_nl = true;
+			r->unshown = 0;
+			r->dropping = false;
+			r->stuck_since = 0;
+		}
+	}
+	if (r->dropping || r->gone) {
+		run_drop(r, buf, n);
+		return;
+	}
+	if (buf && n) { /* read only when pend is empty: it fits */
+		memcpy(r->pend + r->pend_n, buf, n);
+		r->pend_n += n;
+	}
+	if (!run_flush_some(r)) {
+		run_drop(r, r->pend, r->pend_n);
+		r->pend_n = 0;
+		return;
+	}
+	if (r->pend_n == 0) {
+		r->stuck_since = 0;
+	} else if (!r->stuck_since) {
+		r->stuck_since = now;
+	} else if (now - r->stuck_since >= RUN_STDOUT_STALL) {
+		run_drop(r, r->pend, r->pend_n);
+		r->pend_n = 0;
+		r->dropping = true;
+	}
+}
+
+/* Copies what the stage wrote to the log and to our stdout, as far as
+ * stdout keeps up (run_show). Returns 0 at EOF, 1 otherwise. */
 static int run_tee(struct run_state *r)
 {
-	char buf[65536];
+	char buf[sizeof(r->pend)];
 	ssize_t n;
 
-	for (;;) {
+	while (r->pend_n == 0) {
 		n = read(r->out, buf, sizeof(buf));
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -344,8 +440,9 @@ static int run_tee(struct run_state *r)
 		if (n == 0)
 			return 0;
 		run_write(r->log, buf, n);
-		run_show(r, buf, n);
+		run_show(r, buf, n, sched_now());
 	}
+	return 1;
 }
 
 static void run_kill_group(struct run_state *r, int sig)
@@ -419,6 +516,8 @@ static int run_poll_timeout(struct run_state *r, double now)
 {
 	double t = 1.0;
 
+	if (r->stuck_since && r->stuck_since + RUN_STDOUT_STALL - now < t)
+		t = r->stuck_since + RUN_STDOUT_STALL - now;
 	if (r->deadline && !r->job->timed_out && r->deadline - now < t)
 		t = r->deadline - now;
 	if (r->kill_at && r->kill_at - now < t)
@@ -434,16 +533,23 @@ static void run_loop(struct run_state *r)
 	pid_t w;
 
 	for (;;) {
-		struct pollfd pfd[2] = {
+		/* While stdout has not taken what it has, the stage's pipe
+		 * waits (and fills: the stage waits) and stdout is watched. */
+		bool held = r->pend_n > 0;
+		struct pollfd pfd[3] = {
 			{.fd = sched_signal_fd(), .events = POLLIN},
-			{.fd = out_open ? r->out : -1, .events = POLLIN},
+			{.fd = out_open && !held ? r->out : -1,
+			 .events = POLLIN},
+			{.fd = held ? STDOUT_FILENO : -1, .events = POLLOUT},
 		};
 		double now = sched_now();
 		int sig;
 
-		poll(pfd, 2, run_poll_timeout(r, now));
+		poll(pfd, 3, run_poll_timeout(r, now));
 		sched_signal_drain();
-		if (out_open && (pfd[1].revents & (POLLIN | POLLHUP | POLLERR)))
+		if (held)
+			run_show(r, NULL, 0, sched_now());
+		if (out_open && r->pend_n == 0)
 			out_open = run_tee(r);
 		sig = sched_signal_take();
 		if (sig)
@@ -458,11 +564,21 @@ static void run_loop(struct run_state *r)
 	}
 	/* What the stage wrote just before exiting; not what a background
 	 * process it left behind keeps writing. */
-	if (out_open)
-		run_tee(r);
+	while (out_open && run_tee(r) && r->pend_n > 0) {
+		/* stdout's turn, for at most the stall time */
+		struct pollfd o = {.fd = STDOUT_FILENO, .events = POLLOUT};
+
+		poll(&o, 1, 100);
+		run_show(r, NULL, 0, sched_now());
+	}
 	if (r->job->timed_out || r->job->interrupted || r->job->lease_lost)
 		kill(-r->pid, SIGKILL); /* stragglers of a killed stage */
-	run_show(r, NULL, 0);
+	while (r->pend_n > 0) {
+		struct pollfd o = {.fd = STDOUT_FILENO, .events = POLLOUT};
+
+		poll(&o, 1, 100);
+		run_show(r, NULL, 0, sched_now());
+	}
 	if (r->unshown) {
 		char note[512];
 
@@ -510,8 +626,12 @@ static void run_close_log(struct run_state *r, double secs)
 
 int run_stage(struct sched *s, struct stage_job *job)
 {
-	struct run_state r = {
-		.job = job, .out = -1, .log = -1, .grace = s->o.grace, .s = s};
+	struct run_state r = {.job = job,
+			      .out = -1,
+			      .log = -1,
+			      .grace = s->o.grace,
+			      .s = s,
+			      .shown_nl = true};
 	char **argv = NULL, **env = NULL, *run_dir = NULL;
 	int pfd[2] = {-1, -1}, rc = 0;
 	double start = sched_now();
