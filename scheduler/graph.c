@@ -9,6 +9,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,22 +44,46 @@ void sched_rfc3339(char *buf, size_t n)
 	strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/* Waits this long for a stderr that takes nothing (a paused pager on
+ * `2>&1 | less`, a stalled ssh) before a message is dropped; while it stays
+ * stuck, later ones do not wait. The loop that runs a stage must go on. */
+#define LOG_STALL_MS 3000
+
 void sched_log(const char *fmt, ...)
 {
+	static int dropped;
+	static bool stuck;
+	struct pollfd pfd = {.fd = STDERR_FILENO, .events = POLLOUT};
 	char line[1024];
 	va_list ap;
-	int n;
+	int n = 0;
 
-	/* One write per message: three schedulers may share a terminal. */
-	n = snprintf(line, sizeof(line), "vectur-sched[%d]: ", (int)getpid());
+	/* One write per message (three schedulers may share a terminal),
+	 * short enough for a pipe to take whole once it has room. */
+	if (dropped)
+		n = snprintf(line, sizeof(line),
+			     "vectur-sched[%d]: (%d messages not shown: stderr "
+			     "took nothing)\n",
+			     (int)getpid(), dropped);
+	n += snprintf(line + n, sizeof(line) - n,
+		      "vectur-sched[%d]: ", (int)getpid());
 	va_start(ap, fmt);
 	vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
 	va_end(ap);
 	n = strlen(line);
 	line[n++] = '\n';
-	if (write(STDERR_FILENO, line, n) < 0) {
-		/* nowhere left to say it */
+	if (poll(&pfd, 1, stuck ? 0 : LOG_STALL_MS) == 1 &&
+	    !(pfd.revents & POLLOUT)) {
+		return; /* closed: nowhere to say it */
 	}
+	if (!(pfd.revents & POLLOUT)) {
+		stuck = true;
+		dropped++;
+		return;
+	}
+	stuck = false;
+	if (write(STDERR_FILENO, line, n) == n)
+		dropped = 0;
 }
 
 int sched_mkdirs(const char *path, mode_t mode)

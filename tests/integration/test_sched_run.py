@@ -819,3 +819,30 @@ def test_killed_workers_and_restarts_finish_the_graph(work):
     assert sampler.errors == []
     assert kills >= 3
     check_dag_done(work, st)
+
+
+def test_a_stuck_stderr_does_not_stop_the_scheduler(work):
+    # `vectur-sched 2>&1 | less`, paused: its messages (one write each)
+    # blocked the scheduler at the first one, timeout and all. A message
+    # stderr takes nothing for 3 s is dropped, and said later.
+    write_graph(work, {"id": "a", "timeout": 1, "cmd": "sleep 30"})
+    rfd, wfd = os.pipe()
+    os.set_blocking(wfd, False)
+    try:
+        while True:
+            os.write(wfd, b"x" * 4096)  # full: nobody reads it
+    except BlockingIOError:
+        pass
+    os.set_blocking(wfd, True)
+    t0 = time.time()
+    try:
+        r = subprocess.run([SCHED, *FAST], cwd=work, stdout=subprocess.DEVNULL,
+                           stderr=wfd, timeout=60)
+    finally:
+        os.close(wfd)
+    took = time.time() - t0
+    os.close(rfd)
+    assert r.returncode == 5
+    assert took < 20, took
+    doc = by_id(read_graph(work))
+    assert doc["a"]["status"] == "failed" and doc["a"]["exit_code"] == 124
