@@ -499,6 +499,12 @@ static enum sched_step sched_run_one(struct sched *s)
 		sched_log("stage %s: cannot start: %s", job.id, strerror(-rc));
 	s->ran++;
 	rc = sched_record_result(s, &job);
+	if (rc < 0 && !job.interrupted)
+		sched_log("stage %s: its result (attempt %d, exit code %d) is "
+			  "not recorded: the graph still says running, and the "
+			  "stage will be claimed again once its lock is seen "
+			  "gone; its log is %s",
+			  job.id, job.attempt, job.exit_code, job.log);
 	if (job.interrupted)
 		step = STEP_INTERRUPTED;
 	else

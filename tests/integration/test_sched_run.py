@@ -846,3 +846,15 @@ def test_a_stuck_stderr_does_not_stop_the_scheduler(work):
     assert took < 20, took
     doc = by_id(read_graph(work))
     assert doc["a"]["status"] == "failed" and doc["a"]["exit_code"] == 124
+
+
+def test_a_result_that_cannot_be_recorded_is_named(work):
+    # The graph turned malformed while the stage ran: the result is lost
+    # (the stage will run again), and the scheduler now says which one.
+    g = work / "experiments" / "work_graph.json"
+    write_graph(work, {"id": "a", "cmd": "printf '{' > %s" % g})
+    r = sched(work, *FAST)
+    assert r.returncode != 0
+    assert re.search(r"stage a: its result \(attempt 1, exit code 0\) is not "
+                     r"recorded: .* its log is runs/a/attempt-1.log", r.stderr), \
+        r.stderr
