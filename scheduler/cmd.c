@@ -93,19 +93,15 @@ static const char *cmd_state_text(enum stage_class c)
 	return "?";
 }
 
-/* Read-only: the lock probe must not break stale locks from `status`. */
+/* Read-only: the lock probe judges a stage lock as a run would (a dead
+ * holder's lock: `running (lost)`), and breaks nothing from `status`. */
 static int cmd_probe(void *arg, const char *id)
 {
 	struct sched *s = arg;
 	char path[4096];
-	FILE *f;
 
 	snprintf(path, sizeof(path), "%s/%s.lock", s->stage_locks, id);
-	f = fopen(path, "r");
-	if (!f)
-		return 0;
-	fclose(f);
-	return 1;
+	return lock_is_live(path, &s->me, s->o.lock_ttl, false);
 }
 
 int cmd_status(struct sched *s)

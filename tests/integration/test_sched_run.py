@@ -301,6 +301,10 @@ def test_dry_run_leaves_a_stale_stage_lock_alone(work):
     assert r.returncode == 0, r.stderr
     assert "would run a (attempt 2, reclaimed)" in r.stdout
     assert lock.read_bytes() == before
+    # status judges it the same way (it said "running": the lock exists)
+    st = sched(work, "status", *FAST)
+    assert re.search(r"^a\s+running \(lost\)", st.stdout, re.M), st.stdout
+    assert lock.read_bytes() == before
     # A real run does break it.
     assert sched(work, *FAST).returncode == 0
     assert not lock.exists()
