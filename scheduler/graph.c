@@ -569,6 +569,9 @@ int graph_save(const struct graph *g, const char *path, const char *host)
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
 	if (fd < 0) {
 		rc = -errno;
+		sched_log("cannot create %s (the new graph goes there, then "
+			  "replaces %s): %s",
+			  tmp, path, strerror(-rc));
 		goto out;
 	}
 	rc = graph_write_all(fd, text, strlen(text));

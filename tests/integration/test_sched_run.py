@@ -7,6 +7,7 @@ timestamps to a file, so overlaps and order can be checked afterwards.
 Binaries from $VECTUR_BIN (default <repo>/bin).
 """
 
+import contextlib
 import json
 import os
 import pathlib
@@ -235,26 +236,39 @@ def test_nothing_runnable_now_exits_3(work):
     assert "running" in st.stdout and "other:1:abc" in st.stdout
 
 
-def test_stage_lock_that_cannot_be_created_is_an_error(tmp_path):
-    # locks/stages not writable (EACCES; ENOSPC alike): an I/O error, not
-    # "others are busy" (exit 3), and --wait must not wait for nobody.
-    # As root, the scheduler runs as nobody in a directory nobody owns.
-    work = tmp_path / "w"
-    if os.geteuid() == 0:
-        work = tempfile.mkdtemp(prefix="sched-lockfail-", dir="/tmp")
-        os.chmod(work, 0o755)
-        work = pathlib.Path(work)
-    (work / "experiments").mkdir(parents=True, exist_ok=True)
-    write_graph(work, {"id": "a", "cmd": "touch ran"})
-    (work / "locks" / "stages").mkdir(parents=True)
-    as_nobody = None
+@contextlib.contextmanager
+def work_as_nobody(tmp_path):
+    """(work dir, preexec_fn): as root, a directory nobody owns and a
+    preexec_fn that becomes nobody, so that permissions bite; as anyone
+    else, tmp_path/w and None."""
+    if os.geteuid() != 0:
+        (tmp_path / "w").mkdir()
+        yield tmp_path / "w", None
+        return
+    work = pathlib.Path(tempfile.mkdtemp(prefix="sched-nobody-", dir="/tmp"))
+    os.chmod(work, 0o755)
+    try:
+        yield work, lambda: (os.setgid(65534), os.setuid(65534))
+    finally:
+        shutil.rmtree(work)
+
+
+def give_to_nobody(work):
     if os.geteuid() == 0:
         for d, dirs, files in os.walk(work):
             for f in [d] + [os.path.join(d, x) for x in dirs + files]:
                 os.chown(f, 65534, 65534)
-        as_nobody = lambda: (os.setgid(65534), os.setuid(65534))
-    os.chmod(work / "locks" / "stages", 0o555)
-    try:
+
+
+def test_stage_lock_that_cannot_be_created_is_an_error(tmp_path):
+    # locks/stages not writable (EACCES; ENOSPC alike): an I/O error, not
+    # "others are busy" (exit 3), and --wait must not wait for nobody.
+    with work_as_nobody(tmp_path) as (work, as_nobody):
+        (work / "experiments").mkdir(parents=True, exist_ok=True)
+        write_graph(work, {"id": "a", "cmd": "touch ran"})
+        (work / "locks" / "stages").mkdir(parents=True)
+        give_to_nobody(work)
+        os.chmod(work / "locks" / "stages", 0o555)
         for args in ([], ["--wait"]):
             r = subprocess.run([SCHED, *args, *FAST], cwd=work,
                                capture_output=True, text=True, timeout=20,
@@ -264,9 +278,25 @@ def test_stage_lock_that_cannot_be_created_is_an_error(tmp_path):
                    "denied" in r.stderr, r.stderr
             assert not (work / "ran").exists()
             assert read_graph(work)["stages"][0].get("status") is None
-    finally:
-        if os.geteuid() == 0:
-            shutil.rmtree(work)
+
+
+def test_a_graph_write_that_fails_names_its_temp_file(tmp_path):
+    # experiments/ not writable, the graph itself writable: the error named
+    # only the graph, not the temp file that could not be created.
+    with work_as_nobody(tmp_path) as (work, as_nobody):
+        (work / "experiments").mkdir(parents=True, exist_ok=True)
+        write_graph(work, {"id": "a", "cmd": "touch ran"})
+        give_to_nobody(work)
+        os.chmod(work / GRAPH, 0o666)
+        os.chmod(work / "experiments", 0o555)
+        r = subprocess.run([SCHED, *FAST], cwd=work, capture_output=True,
+                           text=True, timeout=20, preexec_fn=as_nobody)
+        assert r.returncode == 1, r.stderr
+        assert re.search(r"cannot create experiments/work_graph\.json\.tmp\."
+                         r"[^ ]+ \(the new graph goes there, then replaces "
+                         r"experiments/work_graph\.json\): Permission denied",
+                         r.stderr), r.stderr
+        assert not (work / "ran").exists()
 
 
 def test_dry_run_takes_nothing_and_writes_nothing(work):
