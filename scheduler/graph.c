@@ -724,44 +724,97 @@ void stage_set_null(struct json_object *st, const char *key)
 
 /* ---- the ready set ------------------------------------------------------ */
 
-/* Whether stage i can never run because a dependency failed, directly or
- * through a chain. memo: 0 unknown, 1 blocked, 2 not blocked, 3 visiting
- * (cannot happen on a validated graph, but never loop). */
-static int graph_blocked(const struct graph *g, int i, char *memo)
+/* id -> stage index for one pass over the graph (a json-c object is a
+ * hash table): a lookup per dependency must not walk every stage, or a
+ * 20,000-stage sweep takes seconds under the graph lock. NULL when out of
+ * memory (graph_find then). */
+static struct json_object *graph_index(const struct graph *g)
 {
-	struct json_object *st = graph_stage(g, i), *deps;
-	int j, n, d, r = 2;
+	struct json_object *idx = json_object_new_object();
+	int i, n = graph_nstages(g);
 
-	if (memo[i])
-		return memo[i] == 1;
-	memo[i] = 3;
-	if (stage_status(st) == STAGE_FAILED) {
-		r = 1;
-		goto out;
+	for (i = 0; idx && i < n; i++) {
+		const char *id = stage_id(graph_stage(g, i));
+
+		if (id && !json_object_object_get_ex(idx, id, NULL))
+			json_object_object_add(idx, id, json_object_new_int(i));
 	}
-	if (stage_status(st) == STAGE_DONE)
-		goto out;
-	if (!json_object_object_get_ex(st, "deps", &deps))
-		goto out;
-	n = json_object_array_length(deps);
-	for (j = 0; j < n; j++) {
-		d = graph_find(g, json_object_get_string(
-					  json_object_array_get_idx(deps, j)));
-		if (d >= 0 && memo[d] != 3 && graph_blocked(g, d, memo)) {
+	return idx;
+}
+
+static int index_find(const struct graph *g, struct json_object *idx,
+		      const char *id)
+{
+	struct json_object *v;
+
+	if (!idx)
+		return id ? graph_find(g, id) : -1;
+	return id && json_object_object_get_ex(idx, id, &v)
+		       ? json_object_get_int(v)
+		       : -1;
+}
+
+static int dep_index(const struct graph *g, struct json_object *idx,
+		     struct json_object *deps, int k)
+{
+	return index_find(
+		g, idx,
+		json_object_get_string(json_object_array_get_idx(deps, k)));
+}
+
+/* Whether stage root can never run because a dependency failed, directly
+ * or through a chain. memo: 0 unknown, 1 blocked, 2 not blocked, 3 on the
+ * way (cannot loop on a validated graph, but never does either). Depth
+ * first with its own stack (stk, pos: n entries each): a chain of 100,000
+ * stages must not overflow the C stack. A stage waits at its dependency
+ * pos[top] until that one is decided. */
+static int graph_blocked(const struct graph *g, struct json_object *idx,
+			 int root, char *memo, int *stk, int *pos)
+{
+	int top = 0;
+
+	if (memo[root])
+		return memo[root] == 1;
+	memo[root] = 3;
+	stk[0] = root;
+	pos[0] = 0;
+	while (top >= 0) {
+		struct json_object *st = graph_stage(g, stk[top]), *deps = NULL;
+		int r = 0, n = 0, d = -1;
+
+		if (stage_status(st) == STAGE_FAILED)
 			r = 1;
+		else if (stage_status(st) == STAGE_DONE)
+			r = 2;
+		else if (json_object_object_get_ex(st, "deps", &deps))
+			n = json_object_array_length(deps);
+		for (; !r && pos[top] < n; pos[top]++) {
+			d = dep_index(g, idx, deps, pos[top]);
+			if (d < 0 || memo[d] >= 2)
+				continue; /* fine, or on the way: no loop */
+			if (memo[d] == 1)
+				r = 1;
 			break;
 		}
+		if (!r && pos[top] < n) {
+			memo[d] = 3; /* its turn first */
+			stk[++top] = d;
+			pos[top] = 0;
+			continue;
+		}
+		memo[stk[top--]] = r ? r : 2;
 	}
-out:
-	memo[i] = r;
-	return r == 1;
+	return memo[root] == 1;
 }
 
 void graph_classify(const struct graph *g, stage_lock_probe probe, void *arg,
 		    enum stage_class *cls)
 {
 	int i, j, n = graph_nstages(g);
-	char *memo = calloc(n ? n : 1, 1);
+	size_t sz = n ? (size_t)n : 1;
+	struct json_object *idx = graph_index(g);
+	char *memo = calloc(sz, 1);
+	int *stk = calloc(sz, sizeof(int)), *pos = calloc(sz, sizeof(int));
 
 	for (i = 0; i < n; i++) {
 		struct json_object *st = graph_stage(g, i), *deps = NULL;
@@ -785,9 +838,7 @@ void graph_classify(const struct graph *g, stage_lock_probe probe, void *arg,
 		json_object_object_get_ex(st, "deps", &deps);
 		for (j = 0; deps && j < (int)json_object_array_length(deps);
 		     j++) {
-			int d = graph_find(
-				g, json_object_get_string(
-					   json_object_array_get_idx(deps, j)));
+			int d = dep_index(g, idx, deps, j);
 
 			if (d < 0 ||
 			    stage_status(graph_stage(g, d)) != STAGE_DONE)
@@ -795,12 +846,16 @@ void graph_classify(const struct graph *g, stage_lock_probe probe, void *arg,
 		}
 		if (all_done)
 			cls[i] = CLASS_READY;
-		else if (memo && graph_blocked(g, i, memo))
+		else if (memo && stk && pos &&
+			 graph_blocked(g, idx, i, memo, stk, pos))
 			cls[i] = CLASS_BLOCKED;
 		else
 			cls[i] = CLASS_WAITING;
 	}
 	free(memo);
+	free(stk);
+	free(pos);
+	json_object_put(idx);
 }
 
 enum graph_state graph_state_of(const struct graph *g,

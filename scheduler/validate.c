@@ -340,7 +340,8 @@ struct cycle_search {
 	int n;
 	int **adj;  /* per stage: dep indices, -1 terminated */
 	char *mark; /* 0 new, 1 on stack, 2 finished */
-	int *stack;
+	int *stack; /* the path being walked */
+	int *pos;   /* per depth: the next dep of stack[depth] to look at */
 	int depth;
 	struct sched_problems *p;
 };
@@ -391,26 +392,35 @@ static int dep_position(struct json_object *st, int target,
 	return 0;
 }
 
-static void cycle_dfs(struct cycle_search *c, int i)
+/* Depth first from root with its own stack: a chain of 100,000 stages
+ * must not overflow the C stack. */
+static void cycle_dfs(struct cycle_search *c, int root)
 {
-	int *row = c->adj[i];
-	int k;
+	c->mark[root] = 1;
+	c->stack[0] = root;
+	c->pos[0] = 0;
+	c->depth = 1;
+	while (c->depth > 0) {
+		int top = c->depth - 1, i = c->stack[top];
+		int d = c->adj[i][c->pos[top]];
 
-	c->mark[i] = 1;
-	c->stack[c->depth++] = i;
-	for (k = 0; row[k] >= 0; k++) {
-		int d = row[k];
-
-		if (c->mark[d] == 1)
+		if (d < 0) {
+			c->mark[i] = 2;
+			c->depth--;
+			continue;
+		}
+		c->pos[top]++;
+		if (c->mark[d] == 1) {
 			cycle_report(c, i, d,
 				     dep_position(json_object_array_get_idx(
 							  c->stages, i),
 						  d, c->stages));
-		else if (c->mark[d] == 0)
-			cycle_dfs(c, d);
+		} else if (c->mark[d] == 0) {
+			c->mark[d] = 1;
+			c->stack[c->depth] = d;
+			c->pos[c->depth++] = 0;
+		}
 	}
-	c->depth--;
-	c->mark[i] = 2;
 }
 
 static void v_cycles(struct json_object *stages, int n, int **adj,
@@ -422,7 +432,8 @@ static void v_cycles(struct json_object *stages, int n, int **adj,
 
 	c.mark = calloc(sz, 1);
 	c.stack = calloc(sz, sizeof(int));
-	if (!c.mark || !c.stack) {
+	c.pos = calloc(sz, sizeof(int));
+	if (!c.mark || !c.stack || !c.pos) {
 		problems_add(p, "stages: out of memory checking for cycles");
 		goto out;
 	}
@@ -432,6 +443,7 @@ static void v_cycles(struct json_object *stages, int n, int **adj,
 out:
 	free(c.mark);
 	free(c.stack);
+	free(c.pos);
 }
 
 int graph_validate(struct json_object *root, struct sched_problems *p)

@@ -297,6 +297,58 @@ static void test_running_stage_without_lock_is_lost(void)
 	graph_free(&g);
 }
 
+/* A chain of n stages, s0 <- s1 <- ... (each depends on the next), the last
+ * one `failed`, or depending on s0 (a cycle). */
+static char *chain_text(int n, bool cycle)
+{
+	size_t cap = (size_t)n * 80 + 64, off = 0;
+	char *t = malloc(cap);
+	int i;
+
+	off += snprintf(t + off, cap - off, "{\"stages\": [");
+	for (i = 0; i < n; i++) {
+		off += snprintf(t + off, cap - off,
+				"%s{\"id\": \"s%d\", "
+				"\"cmd\": \"x\"",
+				i ? "," : "", i);
+		if (i + 1 < n)
+			off += snprintf(t + off, cap - off,
+					", \"deps\": [\"s%d\"]}", i + 1);
+		else if (cycle)
+			off += snprintf(t + off, cap - off,
+					", \"deps\": [\"s0\"]}");
+		else
+			off += snprintf(t + off, cap - off,
+					", \"status\": \"failed\"}");
+	}
+	snprintf(t + off, cap - off, "]}");
+	return t;
+}
+
+/* A dependency chain of 200,000 stages: validate and classify walked it
+ * by recursion and died of a stack overflow (SIGSEGV at 100,000). */
+static void test_a_very_long_chain_is_walked_without_recursion(void)
+{
+	int n = 200000;
+	char *t = chain_text(n, false), *probs;
+	enum stage_class *cls = calloc(n, sizeof(*cls));
+	struct graph g = load(t);
+
+	CHECK(g.root != NULL);
+	graph_classify(&g, probe_live_L, NULL, cls);
+	CHECK_INT(cls[0], CLASS_BLOCKED);
+	CHECK_INT(cls[n - 2], CLASS_BLOCKED);
+	CHECK_INT(cls[n - 1], CLASS_FAILED);
+	graph_free(&g);
+	free(t);
+	t = chain_text(n, true);
+	probs = problems_of(t);
+	CHECK(has(probs, "dependency cycle: s0 -> s1 -> s2 -> "));
+	free(probs);
+	free(t);
+	free(cls);
+}
+
 static void test_graph_states(void)
 {
 	struct graph done = load("{\"stages\": [{\"id\": \"a\", \"cmd\": "
@@ -352,6 +404,7 @@ int main(void)
 	RUN(test_failed_dep_blocks_transitively);
 	RUN(test_running_stage_without_lock_is_lost);
 	RUN(test_graph_states);
+	RUN(test_a_very_long_chain_is_walked_without_recursion);
 	RUN(test_defaults);
 	return t_done();
 }
