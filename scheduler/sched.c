@@ -178,6 +178,11 @@ static int sched_take_stage_lock(struct sched *s, const char *id, int attempt,
 	snprintf(extra, sizeof(extra), "stage %s attempt %d", id, attempt);
 	for (tries = 0; tries < 2; tries++) {
 		rc = lock_try(path, &s->me, extra, l);
+		/* locks/stages gone meanwhile: on vectur-mount a folder under
+		 * locks/ is a lock too, which another instance may break
+		 * once its lease ran out and it held nothing. */
+		if (rc == -ENOENT && sched_mkdirs(s->stage_locks, 0755) == 0)
+			continue;
 		if (rc != -EEXIST)
 			break;
 		if (lock_break_if_stale(path, &s->me, s->o.lock_ttl) <= 0)

@@ -8,6 +8,7 @@ Binaries from $VECTUR_BIN (default <repo>/bin).
 """
 
 import contextlib
+import fcntl
 import json
 import os
 import pathlib
@@ -892,3 +893,39 @@ def test_a_result_that_cannot_be_recorded_is_named(work):
     assert re.search(r"stage a: its result \(attempt 1, exit code 0\) is not "
                      r"recorded: .* its log is runs/a/attempt-1.log", r.stderr), \
         r.stderr
+
+
+def test_a_stage_lock_dir_gone_meanwhile_is_made_again(work):
+    # On vectur-mount locks/stages is a folder lock that another instance
+    # may break once it expired empty: gone between the scheduler making it
+    # (before it waits for the graph lock) and its stage lock's create.
+    # That ENOENT made the worker exit 1; the folder is made again.
+    write_graph(work, {"id": "a", "cmd": "touch ran"})
+    (work / "locks").mkdir()
+    gl = work / "locks" / "work_graph.lock"
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        boot = f.read().strip()
+    fd = os.open(gl, os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(fd, json.dumps({
+        "host": socket.gethostname(), "pid": os.getpid(), "pid_start": 1,
+        "instance": "test", "boot_id": boot, "owner": "test",
+        "dev": os.stat(work / "locks").st_dev}).encode())
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a live holder
+    p = subprocess.Popen([SCHED, *FAST], cwd=work, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 10
+        while not (work / "locks" / "stages").exists():
+            assert time.time() < deadline
+            time.sleep(0.02)
+        time.sleep(0.3)  # waiting for the graph lock now
+        os.rmdir(work / "locks" / "stages")
+        os.unlink(gl)
+        os.close(fd)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    assert (work / "ran").exists()
