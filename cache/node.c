@@ -339,6 +339,18 @@ void node_apply_remote(struct cache *c, struct cnode *n,
 	if (f->modified_ms > 0 && !n->cur) {
 		n->mtime.tv_sec = f->modified_ms / 1000;
 		n->mtime.tv_nsec = (f->modified_ms % 1000) * 1000000;
+	} else if (f->modified_ms > 0 && n->cur->state == CV_CLEAN &&
+		   !n->mtime_dirty &&
+		   (int64_t)n->cur->mtime.tv_sec * 1000 +
+				   n->cur->mtime.tv_nsec / 1000000 !=
+			   f->modified_ms) {
+		/* Drive's copy is the one here (callers drop it when the
+		 * content differs): a touch elsewhere shows (stat reads the
+		 * version's time). */
+		n->cur->mtime.tv_sec = f->modified_ms / 1000;
+		n->cur->mtime.tv_nsec = (f->modified_ms % 1000) * 1000000;
+		n->mtime = n->cur->mtime;
+		store_save_version(c, n->cur);
 	}
 	n->remote_seq = ++c->remote_seq;
 }

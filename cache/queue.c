@@ -266,16 +266,36 @@ static int classify(struct cache *c, struct cnode *n, const char *what,
 }
 
 struct oldest_folder {
+	struct cache *c;
 	const char *name;
+	const char *self_id; /* the id the folder being made will have */
 	struct drive_file best;
 	bool found;
 };
+
+/* Whether Drive folder f is another folder of ours: one renamed or moved
+ * away here whose rename has not reached Drive yet (`mv runs/exp
+ * runs/exp.old; mkdir runs/exp`). Adopting it would put the new folder's
+ * files in the old one, moved away with it. */
+static bool folder_of_another_node(struct oldest_folder *o,
+				   const struct drive_file *f)
+{
+	bool other;
+
+	if (strcmp(f->id, o->self_id) == 0)
+		return false;
+	pthread_mutex_lock(&o->c->lock);
+	other = node_by_id(o->c, f->id) != NULL;
+	pthread_mutex_unlock(&o->c->lock);
+	return other;
+}
 
 static int pick_oldest_folder(const struct drive_file *f, void *ud)
 {
 	struct oldest_folder *o = ud;
 
-	if (!f->is_folder || strcmp(f->name, o->name) != 0)
+	if (!f->is_folder || strcmp(f->name, o->name) != 0 ||
+	    folder_of_another_node(o, f))
 		return 0;
 	if (!o->found || f->created_ms < o->best.created_ms ||
 	    (f->created_ms == o->best.created_ms &&
@@ -290,12 +310,15 @@ static int pick_oldest_folder(const struct drive_file *f, void *ud)
  * same order every instance computes. Lists by parent: name queries lag
  * behind creates. 1 = found, 0 = none, -1 = error. */
 static int oldest_folder(struct cache *c, const char *parent, const char *name,
-			 struct drive_file *out, struct drive_err *err)
+			 const char *self_id, struct drive_file *out,
+			 struct drive_err *err)
 {
 	struct oldest_folder o;
 
 	memset(&o, 0, sizeof(o));
+	o.c = c;
 	o.name = name;
+	o.self_id = self_id;
 	if (drive_list(c->dc, parent, NULL, pick_oldest_folder, &o, NULL, err) <
 	    0)
 		return -1;
@@ -318,13 +341,13 @@ static int mkdir_or_adopt(struct cache *c, const char *parent, const char *name,
 	struct drive_err ignored;
 	int rc;
 
-	rc = oldest_folder(c, parent, name, out, err);
+	rc = oldest_folder(c, parent, name, id, out, err);
 	if (rc != 0)
 		return rc < 0 ? -1 : 0;
 	rc = drive_mkdir_id(c->dc, parent, name, id[0] ? id : NULL, out, err);
 	if (rc < 0)
 		return -1;
-	if (oldest_folder(c, parent, name, &win, err) == 1 &&
+	if (oldest_folder(c, parent, name, id, &win, err) == 1 &&
 	    strcmp(win.id, out->id) != 0) {
 		drive_delete(c->dc, out->id, &ignored);
 		*out = win;

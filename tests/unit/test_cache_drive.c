@@ -321,6 +321,21 @@ static int put(struct cache *c, const char *path, const void *data, size_t len)
 	return rc;
 }
 
+/* The content of path (at most len - 1 bytes), or "" on error. */
+static const char *get_str(struct cache *c, const char *path, char *buf,
+			   size_t len)
+{
+	struct cache_handle *h;
+	ssize_t n = -1;
+
+	if (cache_open_file(c, path, O_RDONLY, 0, &h) == 0) {
+		n = cache_read(h, buf, len - 1, 0);
+		cache_release(h);
+	}
+	buf[n > 0 ? n : 0] = 0;
+	return buf;
+}
+
 /* The md5 Drive has for path under root, or "" if missing. */
 static void remote_md5(const char *root, const char *path, char out[33])
 {
@@ -1301,6 +1316,66 @@ static void test_a_lock_gone_on_drive_is_not_made_again_from_a_copy(void)
 	env_close(&e, true);
 }
 
+/* mv runs/exp runs/exp.old; mkdir runs/exp before the rename reached
+ * Drive: the new folder adopted the old one (same name, still there), so
+ * its files went into the folder then renamed away: runs/exp was gone and
+ * runs/exp.old/b held two files named f. */
+static void test_a_folder_made_again_after_a_rename_is_a_new_one(void)
+{
+	struct env e = {0};
+	struct drive_file b;
+	struct drive_err err;
+	char want[33], got[33];
+
+	CHECK_INT(env_open(&e, 1000, true), 0);
+	CHECK_INT(cache_mkdir(e.c, "runs", 0755), 0);
+	CHECK_INT(cache_mkdir(e.c, "runs/exp", 0755), 0);
+	CHECK_INT(cache_mkdir(e.c, "runs/exp/b", 0755), 0);
+	CHECK_INT(put(e.c, "runs/exp/b/f", "OLD", 3), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	CHECK_INT(cache_rename(e.c, "runs/exp", "runs/exp.old", 0), 0);
+	CHECK_INT(cache_mkdir(e.c, "runs/exp", 0755), 0); /* made at once */
+	CHECK_INT(cache_mkdir(e.c, "runs/exp/b", 0755), 0);
+	CHECK_INT(put(e.c, "runs/exp/b/f", "NEW", 3), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	md5_hex("NEW", 3, want);
+	remote_md5(e.root_id, "runs/exp/b/f", got);
+	CHECK_STR(got, want);
+	md5_hex("OLD", 3, want);
+	remote_md5(e.root_id, "runs/exp.old/b/f", got);
+	CHECK_STR(got, want);
+	CHECK_INT(drive_resolve_path(dc, e.root_id, "runs/exp.old/b", &b, &err),
+		  0);
+	CHECK_INT(count_named(b.id, "f"), 1);
+	env_close(&e, true);
+}
+
+/* Another instance touches a file (cp -p, os.utime, the same bytes
+ * written again): the feed brought the new time, but a copy cached here
+ * kept showing the old one (stat reads the version's time). */
+static void test_a_touch_elsewhere_shows_on_a_cached_file(void)
+{
+	struct env e = {0};
+	struct drive_file f, out;
+	struct drive_err err;
+	struct cache_attr a;
+	char buf[8];
+
+	CHECK_INT(env_open(&e, 0, true), 0);
+	CHECK_INT(put(e.c, "t.txt", "same", 4), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	CHECK_STR(get_str(e.c, "t.txt", buf, sizeof(buf)), "same");
+	CHECK_INT(drive_resolve_path(dc, e.root_id, "t.txt", &f, &err), 0);
+	CHECK_INT(drive_update_meta(dc, f.id, NULL, NULL, NULL, 1600000000000LL,
+				    &out, &err),
+		  0);
+	CHECK_INT(feed_poll(e.c), 0);
+	CHECK_INT(cache_getattr(e.c, "t.txt", &a), 0);
+	CHECK(a.mtime.tv_sec == 1600000000);
+	CHECK_STR(get_str(e.c, "t.txt", buf, sizeof(buf)), "same");
+	env_close(&e, true);
+}
+
 struct names_ud {
 	char s[4096];
 };
@@ -1718,6 +1793,8 @@ int main(void)
 	TRY(test_a_gone_folder_goes_when_its_held_file_is_removed);
 	TRY(test_a_rename_keeps_another_instance_s_newer_time);
 	TRY(test_a_lock_gone_on_drive_is_not_made_again_from_a_copy);
+	TRY(test_a_folder_made_again_after_a_rename_is_a_new_one);
+	TRY(test_a_touch_elsewhere_shows_on_a_cached_file);
 	TRY(test_a_trashed_create_forgets_only_the_folder_it_went_to);
 	TRY(test_a_touch_to_the_same_time_sends_nothing);
 	TRY(test_evicted_file_is_fetched_again);
