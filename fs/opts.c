@@ -366,6 +366,16 @@ static int opt_proc(void *data, const char *arg, int key,
 		}
 		if (v->type == VOPT_BOOL && v->offset == O(debug) && o->debug)
 			o->foreground = 1;
+		if (v->pass && eq) {
+			/* libfuse knows allow_other and debug only bare:
+			 * "name=1" becomes "name", "name=0" nothing. */
+			char bare[64];
+
+			if (!*(int *)((char *)o + v->offset))
+				return 0;
+			snprintf(bare, sizeof(bare), "-o%.*s", (int)len, arg);
+			return fuse_opt_add_arg(outargs, bare) < 0 ? -1 : 0;
+		}
 		return v->pass ? 1 : 0;
 	}
 	case FUSE_OPT_KEY_NONOPT:

@@ -676,3 +676,25 @@ def test_fstab_style_mount_through_mount_fuse(emulator, tmp_path):
             subprocess.run(["fusermount3", "-u", m.mnt])
         if pid is not None and os.path.exists("/proc/%d" % pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_allow_other_with_a_value_mounts(emulator, tmp_path):
+    # -o allow_other=1 as the man page writes it: libfuse refused it
+    # ("unknown option"); =0 leaves it off.
+    m = Mount(emulator, tmp_path)
+    try:
+        m.start(extra="allow_other=1,debug=0")
+        assert "allow_other" in super_options(m.mnt)
+        m.stop()
+        m.start(extra="allow_other=0")
+        assert "allow_other" not in super_options(m.mnt)
+    finally:
+        m.cleanup()
+
+
+def super_options(mnt):
+    """The mount's options as the kernel keeps them (mountinfo, after
+    " - ": type, source, options)."""
+    with open("/proc/self/mountinfo") as f:
+        line = [x for x in f if " %s " % mnt in x][0]
+    return line.split(" - ")[1].split()[2]

@@ -139,6 +139,32 @@ static void test_fstab_options_are_accepted_and_dropped(void)
 	opts_free(&o);
 }
 
+/* allow_other[=BOOL] and debug[=BOOL] as --help and the man page give
+ * them: libfuse knows only the bare names, and refused "allow_other=1". */
+static void test_fuse_bools_take_a_value(void)
+{
+	struct mount_opts o;
+	struct fuse_args fa;
+	char *on[] = {"vectur-mount", "gdrive:p",      "/w",
+		      "-o",	      "allow_other=1", NULL};
+	char *off[] = {"vectur-mount",		 "gdrive:p", "/w", "-o",
+		       "allow_other=0,debug=no", NULL};
+
+	CHECK_INT(parse(&o, &fa, on), 0);
+	CHECK_INT(o.allow_other, 1);
+	CHECK(has_arg(&fa, "allow_other"));
+	CHECK(!has_arg(&fa, "allow_other=1"));
+	fuse_opt_free_args(&fa);
+	opts_free(&o);
+	CHECK_INT(parse(&o, &fa, off), 0);
+	CHECK_INT(o.allow_other, 0);
+	CHECK_INT(o.debug, 0);
+	CHECK(!has_arg(&fa, "allow_other"));
+	CHECK(!has_arg(&fa, "debug"));
+	fuse_opt_free_args(&fa);
+	opts_free(&o);
+}
+
 /* Every option is judged here, before anything touches the network or the
  * disk: our own, the FUSE ones we hand on, the fstab ones we drop. */
 static void test_unknown_options_are_refused(void)
@@ -319,6 +345,7 @@ int main(void)
 	RUN(test_defaults_come_from_the_table);
 	RUN(test_options_parse_and_persist_repeats);
 	RUN(test_fstab_options_are_accepted_and_dropped);
+	RUN(test_fuse_bools_take_a_value);
 	RUN(test_unknown_options_are_refused);
 	RUN(test_every_passed_option_is_one_libfuse_accepts);
 	RUN(test_every_fstab_option_is_dropped);
