@@ -372,6 +372,18 @@ static bool config_exists(const char *path)
 	return stat(path, &st) == 0;
 }
 
+/* A relative path from the directory we started in: a daemon changes to
+ * "/" once mounted, and writes refreshed tokens back to this file later. */
+static void config_absolute(const char *path, char *out, size_t out_len)
+{
+	char cwd[PATH_MAX];
+
+	if (path[0] != '/' && getcwd(cwd, sizeof(cwd)))
+		snprintf(out, out_len, "%s/%s", cwd, path);
+	else
+		snprintf(out, out_len, "%s", path);
+}
+
 void drive_config_find(const char *explicit_path, char *out, size_t out_len)
 {
 	const char *env = getenv("RCLONE_CONFIG");
@@ -383,11 +395,11 @@ void drive_config_find(const char *explicit_path, char *out, size_t out_len)
 	/* An explicit file is used whether it exists or not, as rclone does:
 	 * falling back to another config would mount the wrong account. */
 	if (explicit_path && *explicit_path) {
-		snprintf(out, out_len, "%s", explicit_path);
+		config_absolute(explicit_path, out, out_len);
 		return;
 	}
 	if (env && *env) {
-		snprintf(out, out_len, "%s", env);
+		config_absolute(env, out, out_len);
 		return;
 	}
 	if (xdg && *xdg) {

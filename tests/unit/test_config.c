@@ -221,6 +221,24 @@ static void test_find_uses_explicit_path_even_if_missing(void)
 	CHECK_STR(out, path_in("nope.conf"));
 }
 
+/* --config rclone.conf from the directory the mount was started in: the
+ * daemon changes to "/" and then wrote refreshed tokens to /rclone.conf
+ * (ENOENT at every refresh), and could not re-read the file either. */
+static void test_find_makes_a_relative_path_absolute(void)
+{
+	char out[512], cwd[512], want[1100];
+
+	setup();
+	CHECK(getcwd(cwd, sizeof(cwd)) != NULL);
+	drive_config_find("rclone.conf", out, sizeof(out));
+	snprintf(want, sizeof(want), "%s/rclone.conf", cwd);
+	CHECK_STR(out, want);
+	setenv("RCLONE_CONFIG", "sub/env.conf", 1);
+	drive_config_find(NULL, out, sizeof(out));
+	snprintf(want, sizeof(want), "%s/sub/env.conf", cwd);
+	CHECK_STR(out, want);
+}
+
 static void test_find_uses_rclone_config_env_before_defaults(void)
 {
 	char out[512];
@@ -1060,6 +1078,7 @@ int main(void)
 	RUN(test_parse_remote_without_colon_fails);
 	RUN(test_parse_remote_empty_or_long_name_fails);
 	RUN(test_find_uses_explicit_path_even_if_missing);
+	RUN(test_find_makes_a_relative_path_absolute);
 	RUN(test_find_uses_rclone_config_env_before_defaults);
 	RUN(test_find_prefers_xdg_config_home);
 	RUN(test_find_uses_dot_config_when_xdg_has_none);
