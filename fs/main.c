@@ -369,57 +369,101 @@ static int setup_cache_dir(struct vfs *v, struct mount_opts *o)
 
 /* -o persist=… wins, else vectur.persist in the directory, else the
  * default set. */
+/* Reads the mount point's vectur.persist into *text (NUL-terminated).
+ * Returns 0, -ENOENT when there is none, or -errno with err said. */
+static int read_persist_file(struct vfs *v, char **text, char *err,
+			     size_t errlen)
+{
+	size_t len = 0, cap = 0;
+	ssize_t n = 0;
+	int fd;
+
+	*text = NULL;
+	fd = openat(v->dirfd, VFS_PERSIST_FILE, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT)
+		return -ENOENT;
+	for (; fd >= 0;) {
+		if (len + 4096 + 1 > cap) {
+			char *t = realloc(*text, cap = len + 65536);
+
+			if (!t) {
+				errno = ENOMEM;
+				n = -1;
+				break;
+			}
+			*text = t;
+		}
+		n = read(fd, *text + len, cap - len - 1);
+		if (n <= 0)
+			break;
+		len += n;
+	}
+	if (fd < 0 || n < 0) {
+		/* A directory, no permission, a dangling link: not "no
+		 * file", which would mount with the defaults unasked. */
+		snprintf(err, errlen, "cannot read it: %s", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -EINVAL;
+	}
+	close(fd);
+	if (!*text && !(*text = calloc(1, 1)))
+		return -ENOMEM;
+	(*text)[len] = '\0';
+	if (strlen(*text) != len) {
+		snprintf(err, errlen,
+			 "contains a NUL byte at offset %zu: save it as UTF-8 "
+			 "text (UTF-16 looks like this)",
+			 strlen(*text));
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static int setup_persist(struct vfs *v, struct mount_opts *o)
 {
-	char err[512];
-	int fd, rc = 0;
+	char err[512], *text = NULL;
+	int rc = 0;
 
 	v->ps = persist_new();
 	if (!v->ps)
 		return -ENOMEM;
+	err[0] = '\0';
 	if (o->npersist) {
 		v->persist_source = "-o persist";
 		for (int i = 0; i < o->npersist && rc == 0; i++)
 			rc = persist_add(v->ps, o->persist[i], err,
 					 sizeof(err));
-	} else if ((fd = openat(v->dirfd, VFS_PERSIST_FILE,
-				O_RDONLY | O_CLOEXEC)) >= 0) {
-		char *text = NULL;
-		size_t len = 0, cap = 0;
-		ssize_t n;
-
+	} else if ((rc = read_persist_file(v, &text, err, sizeof(err))) !=
+		   -ENOENT) {
 		v->persist_source = VFS_PERSIST_FILE;
-		for (;;) {
-			if (len + 4096 + 1 > cap) {
-				char *t = realloc(text, cap = len + 65536);
-
-				if (!t) {
-					rc = -ENOMEM;
-					break;
-				}
-				text = t;
-			}
-			n = read(fd, text + len, cap - len - 1);
-			if (n <= 0)
-				break;
-			len += n;
-		}
-		close(fd);
-		if (rc == 0 && text) {
-			text[len] = '\0';
+		if (rc == 0)
 			rc = persist_add_text(v->ps, text, err, sizeof(err));
-		}
 		free(text);
+		if (rc == 0 && persist_count(v->ps) == 0) {
+			snprintf(err, sizeof(err),
+				 "no pattern in it: nothing would be kept on "
+				 "Drive (remove the file for the defaults)");
+			rc = -EINVAL;
+		}
 		if (rc < 0) {
 			fprintf(stderr, "vectur-mount: %s/%s: %s\n",
-				v->mountpoint, VFS_PERSIST_FILE, err);
+				v->mountpoint, VFS_PERSIST_FILE,
+				err[0] ? err : strerror(-rc));
 			return rc;
 		}
 	} else {
+		rc = 0;
 		v->persist_source = "default";
 		for (int i = 0; persist_default_patterns[i] && rc == 0; i++)
 			rc = persist_add(v->ps, persist_default_patterns[i],
 					 err, sizeof(err));
+	}
+	if (rc == 0 && persist_count(v->ps) == 0) {
+		snprintf(err, sizeof(err),
+			 "-o persist= gives no pattern: nothing would be kept "
+			 "on Drive");
+		rc = -EINVAL;
 	}
 	if (rc < 0)
 		fprintf(stderr, "vectur-mount: %s\n", err);

@@ -561,3 +561,32 @@ def test_a_file_open_for_writing_when_the_mount_dies_never_reaches_drive(mounts)
         drive_lookup(m.emu, m.folder, "runs/o/half.pt").get("size") in ("0", 0, None)
     assert drive_lookup(m.emu, m.folder, "runs/o/done.pt")["md5Checksum"] == \
         hashlib.md5(b"complete").hexdigest()
+
+
+@pytest.mark.parametrize("kind", ["utf16", "directory", "comments", "empty_opt"])
+def test_a_persist_set_that_keeps_nothing_is_refused(mounts, kind):
+    # Each of these mounted: a UTF-16 vectur.persist became one garbage
+    # pattern (read up to its first NUL), a directory or a file of comments
+    # an empty set, `-o persist=` too: runs/ then stayed on the local disk
+    # with nothing said. Now the mount is refused, naming why.
+    m = mounts()
+    extra = ""
+    if kind == "utf16":
+        with open(m.p("vectur.persist"), "wb") as f:
+            f.write("runs/**\n".encode("utf-16"))
+        why = "contains a NUL byte"
+    elif kind == "directory":
+        os.mkdir(m.p("vectur.persist"))
+        why = "cannot read it: Is a directory"
+    elif kind == "comments":
+        with open(m.p("vectur.persist"), "w") as f:
+            f.write("# runs/**\n\n")
+        why = "no pattern in it"
+    else:
+        extra = "persist="
+        why = "gives no pattern"
+    r = subprocess.run(m.argv("-f", "gdrive:" + m.folder, m.mnt, extra=extra),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert why in r.stderr, r.stderr
+    assert not os.path.ismount(m.mnt)
