@@ -161,7 +161,10 @@ static int exec(struct cache *c, const char *sql)
 	char *msg = NULL;
 
 	if (sqlite3_exec(c->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-		cache_set_error(c, "sqlite: %s: %s", sql, msg ? msg : "?");
+		/* The reason first: a statement may be longer than the
+		 * error line ("database or disk is full" was cut off). */
+		cache_set_error(c, "sqlite: %s (in: %.60s%s)", msg ? msg : "?",
+				sql, strlen(sql) > 60 ? "..." : "");
 		sqlite3_free(msg);
 		return -EIO;
 	}

@@ -1226,21 +1226,64 @@ static int enospc_child(const char *dir)
 	return 0;
 }
 
-static void test_disk_full_gives_enospc_and_keeps_the_queue(void)
+/* Runs child(dir) in a forked child (it mounts a small tmpfs in its own
+ * mount namespace); 77 = not allowed here (not root): skipped. */
+static void in_child(const char *name, int (*child)(const char *))
 {
 	const char *dir = new_dir();
 	int st = 0;
 	pid_t pid = fork();
 
 	if (pid == 0)
-		_exit(enospc_child(dir));
+		_exit(child(dir));
 	waitpid(pid, &st, 0);
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 77)
-		printf("test_disk_full_gives_enospc_and_keeps_the_queue: "
-		       "skipped (no mount namespace)\n");
+		printf("%s: skipped (no mount namespace)\n", name);
 	else
 		CHECK_INT(WIFEXITED(st) ? WEXITSTATUS(st) : -1, 0);
 	rm_rf(dir);
+}
+
+static void test_disk_full_gives_enospc_and_keeps_the_queue(void)
+{
+	in_child(__func__, enospc_child);
+}
+
+/* A cache dir on a full disk: cache_open fails saying so, SQLite's reason
+ * first (after the statement, it was cut off when that was the schema). */
+static int full_at_open_child(const char *dir)
+{
+	struct cache_opts o = {0};
+	struct cache *c = NULL;
+	static char block[4096];
+	char err[512], path[4200];
+	int fd;
+
+	if (unshare(CLONE_NEWNS) < 0 ||
+	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount("tmpfs", dir, "tmpfs", 0, "size=256k") < 0)
+		return 77;
+	snprintf(path, sizeof(path), "%s/filler", dir);
+	fd = open(path, O_WRONLY | O_CREAT, 0600);
+	while (fd >= 0 && write(fd, block, sizeof(block)) > 0)
+		;
+	if (fd >= 0)
+		close(fd);
+	o.dir = dir;
+	err[0] = 0;
+	if (cache_open(&c, &o, NULL, "root", err, sizeof(err)) == 0)
+		return 1;
+	/* The reason first: a long statement cut the line before it. */
+	if (!strstr(err, "sqlite: database or disk is full")) {
+		fprintf(stderr, "cache_open said: %s\n", err);
+		return 2;
+	}
+	return 0;
+}
+
+static void test_a_full_cache_disk_at_open_says_so(void)
+{
+	in_child(__func__, full_at_open_child);
 }
 
 static void test_long_open_log_is_snapshotted_a_checkpoint_is_not(void)
@@ -1312,5 +1355,6 @@ int main(void)
 	RUN(test_cache_dir_of_an_older_release_opens_and_keeps_revisions);
 	RUN(test_long_open_log_is_snapshotted_a_checkpoint_is_not);
 	RUN(test_disk_full_gives_enospc_and_keeps_the_queue);
+	RUN(test_a_full_cache_disk_at_open_says_so);
 	return t_done();
 }
