@@ -354,8 +354,22 @@ int node_lookup_parent(struct cache *c, const char *path, struct cnode **dir,
 		       const char **name);
 int node_ensure_listed(struct cache *c, struct cnode *dir);
 char *node_path(struct cnode *n);
+/* Drive keeps times to the millisecond. */
+static inline int64_t cache_ms_of(struct timespec t)
+{
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static inline struct timespec cache_ts_of_ms(int64_t ms)
+{
+	struct timespec t = {ms / 1000, (ms % 1000) * 1000000};
+
+	return t;
+}
+
 bool node_dirty(struct cnode *n);
 void node_left(struct cache *c, struct cnode *dir);
+void lock_view_drop_node(struct cache *c, struct cnode *n);
 bool node_under_locks(struct cnode *n);
 void node_fill_attr(struct cnode *n, struct cache_attr *a);
 /* node_fill_attr as the kernel must be told it (getattr, readdir): while

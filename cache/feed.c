@@ -150,8 +150,7 @@ void feed_apply(struct cache *c, const struct drive_change *ch)
 		ver_drop(c, n->cur);
 	node_apply_remote(c, n, f);
 	if (f->modified_ms > 0) {
-		n->mtime.tv_sec = f->modified_ms / 1000;
-		n->mtime.tv_nsec = (f->modified_ms % 1000) * 1000000;
+		n->mtime = cache_ts_of_ms(f->modified_ms);
 	}
 	store_save_node(c, n);
 	cache_note_inval(c, n);

@@ -651,12 +651,10 @@ bool cache_lock_path(const char *path)
 	return strncmp(path, "locks/", 6) == 0 && path[6] && path[6] != '/';
 }
 
-/* Takes node `id` out of the view without touching Drive: the lock is no
- * longer ours (or no longer anyone's). c->lock held. */
-static void lock_view_drop(struct cache *c, const char *id)
+/* Takes lock node n out of the view without touching Drive: the lock is
+ * no longer ours (or no longer anyone's). c->lock held. */
+void lock_view_drop_node(struct cache *c, struct cnode *n)
 {
-	struct cnode *n = node_by_id(c, id);
-
 	if (!n || n->unlinked || !n->parent)
 		return;
 	cache_note_inval(c, n);
@@ -666,6 +664,11 @@ static void lock_view_drop(struct cache *c, const char *id)
 	else
 		node_detach(c, n);
 	pthread_cond_broadcast(&c->changed);
+}
+
+static void lock_view_drop(struct cache *c, const char *id)
+{
+	lock_view_drop_node(c, node_by_id(c, id));
 }
 
 static void lock_view_drop_unlocked(struct cache *c, const char *id)
@@ -759,8 +762,7 @@ static struct cnode *lock_view_adopt(struct cache *c, struct cnode *d,
 		 * cheap enough to do under c->lock. */
 		if (v && pwrite(v->fd, content, len, 0) == (ssize_t)len) {
 			v->size = (int64_t)len;
-			v->mtime.tv_sec = f->modified_ms / 1000;
-			v->mtime.tv_nsec = (f->modified_ms % 1000) * 1000000;
+			v->mtime = cache_ts_of_ms(f->modified_ms);
 			n->cur = v;
 			store_save_version(c, v);
 		} else if (v) {

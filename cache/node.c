@@ -337,18 +337,14 @@ void node_apply_remote(struct cache *c, struct cnode *n,
 	if (f->version > n->rversion)
 		n->rversion = f->version;
 	if (f->modified_ms > 0 && !n->cur) {
-		n->mtime.tv_sec = f->modified_ms / 1000;
-		n->mtime.tv_nsec = (f->modified_ms % 1000) * 1000000;
+		n->mtime = cache_ts_of_ms(f->modified_ms);
 	} else if (f->modified_ms > 0 && n->cur->state == CV_CLEAN &&
 		   !n->mtime_dirty &&
-		   (int64_t)n->cur->mtime.tv_sec * 1000 +
-				   n->cur->mtime.tv_nsec / 1000000 !=
-			   f->modified_ms) {
+		   cache_ms_of(n->cur->mtime) != f->modified_ms) {
 		/* Drive's copy is the one here (callers drop it when the
 		 * content differs): a touch elsewhere shows (stat reads the
 		 * version's time). */
-		n->cur->mtime.tv_sec = f->modified_ms / 1000;
-		n->cur->mtime.tv_nsec = (f->modified_ms % 1000) * 1000000;
+		n->cur->mtime = cache_ts_of_ms(f->modified_ms);
 		n->mtime = n->cur->mtime;
 		store_save_version(c, n->cur);
 	}
@@ -449,12 +445,18 @@ void node_caught_up(struct cache *c, struct cnode *n)
 /* n waits, clean, for Drive's word on it: a file or folder a reconcile
  * held when Drive removed it (its state is read again once that ends), or
  * a folder kept only for such. */
+/* n has something of ours Drive does not: a change of its own, or a
+ * version not clean (open, closed, uploading). */
+static bool node_has_ours(struct cnode *n)
+{
+	return node_dirty(n) || (n->cur && n->cur->state != CV_CLEAN);
+}
+
 static bool node_waits_word(struct cnode *n)
 {
 	struct cnode *k;
 
-	if (node_dirty(n) || (n->cur && n->cur->state != CV_CLEAN) ||
-	    !(n->remote_missed || n->gone_pending))
+	if (node_has_ours(n) || !(n->remote_missed || n->gone_pending))
 		return false;
 	for (k = n->kids; k; k = k->sib_next)
 		if (!node_waits_word(k))
@@ -489,8 +491,7 @@ void node_forget(struct cache *c, struct cnode *n)
 	cache_note_inval(c, n);
 	for (k = n->kids; k; k = k->sib_next)
 		kids_wait = kids_wait && node_waits_word(k);
-	if ((n->busy || n->kids) && kids_wait && !node_dirty(n) &&
-	    !(n->cur && n->cur->state != CV_CLEAN)) {
+	if ((n->busy || n->kids) && kids_wait && !node_has_ours(n)) {
 		/* Nothing of ours to make again, only a reconcile holding it
 		 * (or such files in it): it stays as it is until that ends,
 		 * when Drive's state, read again (node_caught_up), decides. */
@@ -500,8 +501,7 @@ void node_forget(struct cache *c, struct cnode *n)
 			n->gone_pending = true;
 		return;
 	}
-	if (n->kids || node_dirty(n) || n->busy ||
-	    (n->cur && n->cur->state != CV_CLEAN)) {
+	if (n->kids || n->busy || node_has_ours(n)) {
 		/* Made again from what is here: a file only renamed or
 		 * touched here sends its clean copy; one with no whole copy
 		 * here has nothing to make again. Not a lock (decided on
@@ -615,8 +615,7 @@ static void merge_listing(struct cache *c, struct cnode *dir, struct listing *l,
 		n->mark = true;
 		node_apply_remote(c, n, f);
 		if (f->modified_ms > 0) {
-			n->mtime.tv_sec = f->modified_ms / 1000;
-			n->mtime.tv_nsec = (f->modified_ms % 1000) * 1000000;
+			n->mtime = cache_ts_of_ms(f->modified_ms);
 			n->ctime = n->mtime;
 		}
 		store_save_node(c, n);
@@ -1133,8 +1132,7 @@ int cache_utimens(struct cache *c, const char *path,
 	m = tv[1].tv_nsec == UTIME_NOW ? now : tv[1];
 	/* The same time to Drive's millisecond (cp -p, rsync -t of an
 	 * unchanged file) is no change to send. */
-	same = m.tv_sec == n->mtime.tv_sec &&
-	       m.tv_nsec / 1000000 == n->mtime.tv_nsec / 1000000;
+	same = cache_ms_of(m) == cache_ms_of(n->mtime);
 	n->mtime = m;
 	n->ctime = now;
 	if (n->cur && n->cur->state != CV_CLEAN) {

@@ -202,11 +202,6 @@ bool upload_needs_work(struct cnode *n)
 	return meta_differs(n);
 }
 
-static int64_t ms_of(struct timespec t)
-{
-	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 /* Gives n a Drive id from the pool before its first create request, and
  * persists it, so the create can be retried without a duplicate. */
 static int assign_id(struct cache *c, struct cnode *n)
@@ -623,9 +618,7 @@ static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 			"vectur: lock %s is gone from Drive (broken or "
 			"released elsewhere): not made again\n",
 			n->name);
-		cache_note_inval(c, n);
-		cache_note_inval(c, n->parent);
-		node_detach(c, n);
+		lock_view_drop_node(c, n);
 		return 0;
 	}
 	if (create) {
@@ -654,7 +647,7 @@ static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 	}
 	/* Under locks/ Drive stamps the upload with its own clock: the
 	 * lock's modifiedTime is its lease (see cache_utimens). */
-	up.modified_ms = node_under_locks(n) ? 0 : ms_of(v->mtime);
+	up.modified_ms = node_under_locks(n) ? 0 : cache_ms_of(v->mtime);
 	up.fd = fd;
 	up.size = v->size;
 	up.chunk_size = c->o.chunk_size;
@@ -761,7 +754,7 @@ static int update_meta(struct cache *c, struct cnode *n)
 	 * where Drive's own stamp is the lease). */
 	bool keep = (rename || move) && !node_under_locks(n) &&
 		    !n->remote_missed; /* Drive's is newer than ours then */
-	int64_t mtime = n->mtime_dirty || keep ? ms_of(n->mtime) : 0;
+	int64_t mtime = n->mtime_dirty || keep ? cache_ms_of(n->mtime) : 0;
 	struct drive_file out;
 	struct drive_err err;
 	struct cver *v;
