@@ -256,7 +256,11 @@ static int sched_pick_stage(struct sched *s, struct graph *g,
 		}
 		rc = sched_take_stage_lock(s, stage_id(st),
 					   stage_attempt(st) + 1, l);
-		if (rc == -EEXIST) {
+		/* ENOENT even after making the folder again: on vectur-mount
+		 * its view of a locks/stages that another instance broke can
+		 * lag behind Drive for a moment. Busy for now, not an error
+		 * (the next pick looks again). */
+		if (rc == -EEXIST || rc == -ENOENT) {
 			rc = 0;
 			continue;
 		}
