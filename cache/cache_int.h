@@ -250,6 +250,15 @@ struct cache {
 	int64_t next_vid;
 	int64_t close_seq;
 	uint64_t remote_seq;
+	/* Crash-point tests (test_cache.c): the process _exits instead of
+	 * running its row write number crash_at (counted in steps). */
+	int64_t steps, crash_at;
+	/* Inside store_begin..store_commit: content files of versions
+	 * dropped meanwhile, deleted once the commit that forgets their
+	 * rows is done (a kill before it rolls the rows back). */
+	bool in_tx;
+	int64_t *tx_gone;
+	int ntx_gone, tx_gone_cap;
 	struct cver *vers;   /* every version */
 	struct cnode *queue; /* dirty nodes */
 	struct ctomb *tombs;
@@ -329,6 +338,7 @@ int store_save_tomb(struct cache *c, struct ctomb *t);
 int store_delete_tomb(struct cache *c, int64_t tid);
 int store_begin(struct cache *c);
 int store_commit(struct cache *c);
+void store_drop_data(struct cache *c, int64_t vid);
 /* Loads everything into memory (recover.c fixes it up afterwards). */
 int store_load(struct cache *c);
 void store_data_path(struct cache *c, int64_t vid, char *out, size_t len);

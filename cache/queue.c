@@ -679,8 +679,10 @@ static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 			pthread_mutex_lock(&c->lock);
 			if (!v->dropped) {
 				v->unsynced = false;
-				ver_drop_superseded(c, v);
+				/* synced in a commit before what it
+				 * supersedes goes (see ver_mark_closed) */
 				store_save_version_durably(c, v);
+				ver_drop_superseded(c, v);
 			}
 			pthread_mutex_unlock(&c->lock);
 		}

@@ -256,6 +256,8 @@ void store_close(struct cache *c)
 	if (c->db)
 		sqlite3_close(c->db);
 	c->db = NULL;
+	free(c->tx_gone);
+	c->tx_gone = NULL;
 	if (c->lock_fd >= 0)
 		close(c->lock_fd);
 	c->lock_fd = -1;
@@ -264,7 +266,11 @@ void store_close(struct cache *c)
 /* Runs a prepared statement to completion and resets it. */
 static int step(struct cache *c, sqlite3_stmt *st)
 {
-	int rc = sqlite3_step(st);
+	int rc;
+
+	if (c->crash_at && ++c->steps == c->crash_at)
+		_exit(99);
+	rc = sqlite3_step(st);
 
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
@@ -277,12 +283,50 @@ static int step(struct cache *c, sqlite3_stmt *st)
 
 int store_begin(struct cache *c)
 {
-	return exec(c, "BEGIN");
+	int rc = exec(c, "BEGIN");
+
+	c->in_tx = rc == 0;
+	return rc;
 }
 
 int store_commit(struct cache *c)
 {
-	return exec(c, "COMMIT");
+	char path[4096];
+	int rc = exec(c, "COMMIT"), i;
+
+	/* Not committed: the rows may still name the files, which stay (the
+	 * next mount's recovery deletes those no row knows). */
+	for (i = 0; rc == 0 && i < c->ntx_gone; i++) {
+		store_data_path(c, c->tx_gone[i], path, sizeof(path));
+		unlink(path);
+	}
+	c->ntx_gone = 0;
+	c->in_tx = false;
+	return rc;
+}
+
+/* Deletes the content file of a version whose row is gone, or, inside a
+ * transaction, once it is committed. */
+void store_drop_data(struct cache *c, int64_t vid)
+{
+	char path[4096];
+	int64_t *grown;
+	int cap;
+
+	if (c->in_tx) {
+		if (c->ntx_gone == c->tx_gone_cap) {
+			cap = c->tx_gone_cap ? 2 * c->tx_gone_cap : 8;
+			grown = realloc(c->tx_gone, cap * sizeof(*grown));
+			if (!grown)
+				return; /* left for the next recovery */
+			c->tx_gone = grown;
+			c->tx_gone_cap = cap;
+		}
+		c->tx_gone[c->ntx_gone++] = vid;
+		return;
+	}
+	store_data_path(c, vid, path, sizeof(path));
+	unlink(path);
 }
 
 int store_get_meta(struct cache *c, const char *k, char *out, size_t len)

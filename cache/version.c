@@ -109,7 +109,6 @@ void ver_drop(struct cache *c, struct cver *v)
 {
 	struct cnode *n = v->node;
 	struct cver **pp;
-	char path[4096];
 
 	if (v->dropped)
 		return;
@@ -134,8 +133,7 @@ void ver_drop(struct cache *c, struct cver *v)
 		fetch_free(c, v);
 	v->dropped = true;
 	store_delete_version(c, v->vid);
-	store_data_path(c, v->vid, path, sizeof(path));
-	unlink(path);
+	store_drop_data(c, v->vid);
 	pthread_cond_broadcast(&c->changed);
 	if (v->refs <= 0)
 		ver_free(v);
@@ -180,13 +178,16 @@ void ver_mark_closed(struct cache *c, struct cver *v)
 	v->close_seq = ++c->close_seq;
 	if (n->pend_seq <= n->landed_seq)
 		n->pend_seq = v->close_seq;
-	/* An unsynced version keeps what it supersedes until its bytes are
-	 * on disk: after a power loss recovery drops it and falls back. */
-	if (!v->unsynced)
-		ver_drop_superseded(c, v);
 	snprintf(buf, sizeof(buf), "%" PRId64, c->close_seq);
 	store_set_meta(c, "close_seq", buf);
 	store_save_version(c, v);
+	/* Only once v's row says CLOSED: a crash between the two leaves
+	 * both, and recovery keeps the newer. (Dropped first, a kill in
+	 * between lost v's predecessor and v: nothing closed was left.)
+	 * An unsynced version keeps what it supersedes until its bytes are
+	 * on disk: after a power loss recovery drops it and falls back. */
+	if (!v->unsynced)
+		ver_drop_superseded(c, v);
 	n->failed = false;
 	n->attempts = 0;
 	pthread_cond_broadcast(&c->changed);
