@@ -285,6 +285,8 @@ int cache_open(struct cache **out, const struct cache_opts *opts,
 		c->o.chunk_size = 8 << 20;
 	if (c->o.read_timeout_s <= 0)
 		c->o.read_timeout_s = 60;
+	if (c->o.settle_ms <= 0)
+		c->o.settle_ms = 10000;
 	if (c->o.write_back_ms < 0)
 		c->o.write_back_ms = 0;
 	c->dir = strdup(opts->dir);

@@ -85,6 +85,9 @@ struct cache_opts {
 	int long_open_upload_s; /* snapshot files open for writing this long */
 	int read_timeout_s;	/* an uncached read gives EIO after this */
 	bool use_trash;		/* unlink trashes instead of deleting */
+	/* After a crash, how long a file whose upload the dead mount had
+	 * under way waits for that request (0: 10 s; tests shorten it). */
+	int settle_ms;
 	/* Called (from a cache thread) with the path of every node whose
 	 * content or attributes changed on Drive, so fs/ can invalidate the
 	 * kernel's caches. May be NULL. */

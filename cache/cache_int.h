@@ -256,7 +256,7 @@ struct cache {
 	/* Inside store_begin..store_commit: content files of versions
 	 * dropped meanwhile, deleted once the commit that forgets their
 	 * rows is done (a kill before it rolls the rows back). */
-	bool in_tx;
+	int tx_depth;
 	int64_t *tx_gone;
 	int ntx_gone, tx_gone_cap;
 	struct cver *vers;   /* every version */

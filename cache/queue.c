@@ -707,12 +707,17 @@ static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 	}
 	if (rc == 0) {
 		count_bytes(c, v->size - u.counted);
+		/* One commit: a version saved CLEAN with its node's landed_seq
+		 * not yet saved made recovery think a rename over a file never
+		 * landed and show the replaced file's old name again. */
+		store_begin(c);
 		node_apply_remote(c, n, &out);
 		if (create)
 			n->created_here = true;
 		if (!v->dropped)
 			version_landed(c, n, v);
 		store_save_node(c, n);
+		store_commit(c);
 		ver_put(c, v);
 		pthread_cond_broadcast(&c->changed);
 		return 0;

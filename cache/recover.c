@@ -28,9 +28,8 @@
  * be applied by Drive after we start (the kernel delivers it after a kill
  * -9; only a dead machine takes it along). If we uploaded the newer
  * version first, Drive would end with the older one. So a file whose
- * upload was in flight waits this long before its next upload (fsync,
- * sync and drain respect it like an error backoff). */
-#define RECOVER_SETTLE_MS 10000
+ * upload was in flight waits c->o.settle_ms (10 s) before its next upload
+ * (fsync, sync and drain respect it like an error backoff). */
 
 /* True when the previous mount ran in this same boot, so the page cache
  * it wrote into survived (kill -9, preemption of the process). Records
@@ -220,9 +219,9 @@ static void recover_settle(struct cache *c, struct cnode *n)
 {
 	struct ctomb *t;
 
-	upload_settle(c, n->drive_id, RECOVER_SETTLE_MS);
+	upload_settle(c, n->drive_id, c->o.settle_ms);
 	for (t = c->tombs; t; t = t->next)
-		upload_settle(c, t->drive_id, RECOVER_SETTLE_MS);
+		upload_settle(c, t->drive_id, c->o.settle_ms);
 }
 
 int recover_run(struct cache *c)
@@ -266,7 +265,7 @@ int recover_run(struct cache *c)
 			if (n->attempts < 0) {
 				recover_settle(c, n);
 				n->attempts = 1;
-				upload_queue(c, n, now + RECOVER_SETTLE_MS);
+				upload_queue(c, n, now + c->o.settle_ms);
 				queued++;
 			} else if (upload_needs_work(n)) {
 				upload_queue(c, n, now);

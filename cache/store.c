@@ -281,18 +281,31 @@ static int step(struct cache *c, sqlite3_stmt *st)
 	return 0;
 }
 
+/* Transactions nest: only the outermost pair talks to SQLite. */
 int store_begin(struct cache *c)
 {
-	int rc = exec(c, "BEGIN");
+	int rc;
 
-	c->in_tx = rc == 0;
+	if (c->tx_depth > 0) {
+		c->tx_depth++;
+		return 0;
+	}
+	rc = exec(c, "BEGIN");
+	if (rc == 0)
+		c->tx_depth = 1;
 	return rc;
 }
 
 int store_commit(struct cache *c)
 {
 	char path[4096];
-	int rc = exec(c, "COMMIT"), i;
+	int rc, i;
+
+	if (c->tx_depth == 0)
+		return -EIO; /* its BEGIN failed */
+	if (--c->tx_depth > 0)
+		return 0;
+	rc = exec(c, "COMMIT");
 
 	/* Not committed: the rows may still name the files, which stay (the
 	 * next mount's recovery deletes those no row knows). */
@@ -301,7 +314,6 @@ int store_commit(struct cache *c)
 		unlink(path);
 	}
 	c->ntx_gone = 0;
-	c->in_tx = false;
 	return rc;
 }
 
@@ -313,7 +325,7 @@ void store_drop_data(struct cache *c, int64_t vid)
 	int64_t *grown;
 	int cap;
 
-	if (c->in_tx) {
+	if (c->tx_depth > 0) {
 		if (c->ntx_gone == c->tx_gone_cap) {
 			cap = c->tx_gone_cap ? 2 * c->tx_gone_cap : 8;
 			grown = realloc(c->tx_gone, cap * sizeof(*grown));
@@ -483,15 +495,94 @@ static const char *col_text(sqlite3_stmt *st, int i)
 	return t ? (const char *)t : "";
 }
 
+/* A row read by load_nodes, attached once its parent is. */
+struct loaded {
+	struct cnode *n;
+	uint64_t ino, pino;
+	int state; /* 0 waiting, 1 in the tree, 2 orphan, 3 being placed */
+};
+
+static struct loaded *loaded_find(struct loaded *l, int nl, uint64_t ino)
+{
+	int lo = 0, hi = nl - 1, mid;
+
+	while (lo <= hi) { /* l is in ino order */
+		mid = lo + (hi - lo) / 2;
+		if (l[mid].ino == ino)
+			return &l[mid];
+		if (l[mid].ino < ino)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return NULL;
+}
+
+static void loaded_attach(struct cache *c, struct cnode *p, struct cnode *n)
+{
+	char id[sizeof(n->drive_id)];
+
+	node_hash_add(c, n);
+	node_attach(c, p, n);
+	snprintf(id, sizeof(id), "%s", n->drive_id);
+	n->drive_id[0] = '\0';
+	node_set_drive_id(c, n, id);
+}
+
+/* Puts l[i] in the tree, its waiting ancestors first; a row whose parent
+ * is missing, not a folder, or its own descendant is an orphan, and so is
+ * everything under it. `up` has room for nl entries. */
+static void loaded_place(struct cache *c, struct loaded *l, int nl, int i,
+			 struct loaded **up)
+{
+	struct loaded *x = &l[i], *p;
+	struct cnode *pn;
+	int k = 0, state;
+
+	for (;;) {
+		up[k++] = x;
+		x->state = 3; /* on the way up: met again, a cycle */
+		if (x->pino == 1) {
+			pn = c->root;
+			state = 1;
+			break;
+		}
+		p = loaded_find(l, nl, x->pino);
+		if (!p || p->state >= 2 || !p->n->is_dir || k >= nl) {
+			pn = NULL;
+			state = 2;
+			break;
+		}
+		if (p->state == 1) {
+			pn = p->n;
+			state = 1;
+			break;
+		}
+		x = p;
+	}
+	while (k-- > 0) {
+		up[k]->state = state;
+		if (state == 1) {
+			loaded_attach(c, pn, up[k]->n);
+			pn = up[k]->n;
+		} else {
+			free(up[k]->n->name);
+			free(up[k]->n->remote_name);
+			free(up[k]->n);
+			up[k]->n = NULL;
+		}
+	}
+}
+
+/* Two passes: a file renamed into a folder made after it has a smaller
+ * ino than its parent, so rows cannot be attached in ino order. */
 static int load_nodes(struct cache *c)
 {
 	sqlite3_stmt *st = NULL;
-	struct cnode *n, *p;
-	int rc = 0;
+	struct loaded *l = NULL, *grown, **up = NULL;
+	struct cnode *n;
+	int rc = 0, nl = 0, cap = 0, i;
 
-	/* Parents before children: a parent's ino is always smaller, since
-	 * inos are handed out in creation order and a child is created after
-	 * its parent. */
 	if (sqlite3_prepare_v2(c->db,
 			       "SELECT ino,parent,name,is_dir,mode,mtime_ns,"
 			       "ctime_ns,drive_id,remote_exists,remote_parent,"
@@ -506,25 +597,35 @@ static int load_nodes(struct cache *c)
 		if (ino == 1) {
 			n = c->root;
 		} else {
-			p = node_by_ino(c, sqlite3_column_int64(st, 1));
-			if (!p || !p->is_dir)
-				continue; /* orphan: its parent went */
+			if (nl == cap) {
+				cap = cap ? 2 * cap : 256;
+				grown = realloc(l, cap * sizeof(*l));
+				if (!grown) {
+					rc = -ENOMEM;
+					goto out;
+				}
+				l = grown;
+			}
 			n = calloc(1, sizeof(*n));
 			if (!n) {
 				rc = -ENOMEM;
 				goto out;
 			}
+			l[nl].n = n;
+			l[nl].ino = ino;
+			l[nl].pino = sqlite3_column_int64(st, 1);
+			l[nl].state = 0;
+			nl++;
 			n->ino = ino;
 			n->name = strdup(col_text(st, 2));
 			n->is_dir = sqlite3_column_int(st, 3);
-			node_hash_add(c, n);
-			node_attach(c, p, n);
+			/* hashed when attached (loaded_attach) */
+			snprintf(n->drive_id, sizeof(n->drive_id), "%s",
+				 col_text(st, 7));
 		}
 		n->mode = sqlite3_column_int(st, 4);
 		n->mtime = ns_ts(sqlite3_column_int64(st, 5));
 		n->ctime = ns_ts(sqlite3_column_int64(st, 6));
-		if (ino != 1)
-			node_set_drive_id(c, n, col_text(st, 7));
 		n->remote_exists = sqlite3_column_int(st, 8);
 		snprintf(n->remote_parent, sizeof(n->remote_parent), "%s",
 			 col_text(st, 9));
@@ -544,7 +645,25 @@ static int load_nodes(struct cache *c)
 		if (ino >= c->next_ino)
 			c->next_ino = ino + 1;
 	}
+	up = calloc(nl ? nl : 1, sizeof(*up));
+	if (!up) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < nl; i++)
+		if (l[i].state == 0)
+			loaded_place(c, l, nl, i, up);
 out:
+	/* On an error, what was not placed yet goes. */
+	for (i = 0; i < nl; i++) {
+		if (l[i].state == 0) {
+			free(l[i].n->name);
+			free(l[i].n->remote_name);
+			free(l[i].n);
+		}
+	}
+	free(up);
+	free(l);
 	sqlite3_finalize(st);
 	return rc;
 }

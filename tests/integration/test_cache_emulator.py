@@ -10,6 +10,8 @@ import collections
 import os
 import subprocess
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("VECTUR_BIN", os.path.join(REPO, "bin"))
 BUILD = os.path.join(REPO, "build-san" if BIN.rstrip("/").endswith("-san") else "build")
@@ -25,11 +27,18 @@ def write_config(path):
     os.chmod(path, 0o600)
 
 
-def test_cache_against_emulator(emulator, tmp_path):
+# The binary's tests in SHARDS parallel runs, each on its own emulator
+# (make test runs pytest in several processes); every test is in one.
+SHARDS = 4
+
+
+@pytest.mark.parametrize("shard", range(SHARDS))
+def test_cache_against_emulator(emulator, tmp_path, shard):
     conf = tmp_path / "rclone.conf"
     write_config(conf)
     env = dict(os.environ, VECTUR_TEST_ENDPOINT=emulator.url,
-               VECTUR_TEST_RCLONE_CONFIG=str(conf))
+               VECTUR_TEST_RCLONE_CONFIG=str(conf),
+               VECTUR_TEST_SHARD="%d/%d" % (shard, SHARDS))
     r = subprocess.run([TEST], env=env, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, timeout=900)
     out = r.stdout.decode("utf-8", "replace")

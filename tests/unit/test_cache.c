@@ -1228,6 +1228,34 @@ static void test_status_json(void)
 	rm_rf(dir);
 }
 
+/* A file or folder renamed into a folder made after it has a smaller ino
+ * than its new parent: the store loaded rows in ino order and dropped such
+ * a row as an orphan at the next open, with its content (unlinked as no
+ * row's) and everything under it. */
+static void test_a_rename_into_a_newer_folder_survives_a_restart(void)
+{
+	const char *dir = new_dir();
+	struct cache *c = open_cache(dir, 0);
+
+	CHECK_INT(put(c, "f", "file", 0), 0);
+	CHECK_INT(cache_mkdir(c, "x", 0755), 0);
+	CHECK_INT(put(c, "x/g", "inner", 0), 0);
+	CHECK_INT(cache_mkdir(c, "new", 0755), 0);
+	CHECK_INT(cache_mkdir(c, "new/y", 0755), 0);
+	CHECK_INT(cache_rename(c, "f", "new/y/f", 0), 0);
+	CHECK_INT(cache_rename(c, "x", "new/y/x", 0), 0);
+	cache_close(c, 0);
+	c = open_cache(dir, 0);
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	CHECK_STR(get(c, "new/y/f"), "file");
+	CHECK_STR(get(c, "new/y/x/g"), "inner");
+	CHECK_INT(count_state(c, "new/y/x/g", CV_CLOSED), 1);
+	cache_close(c, 0);
+	rm_rf(dir);
+}
+
 static void test_state_survives_clean_restart(void)
 {
 	const char *dir = new_dir();
@@ -1497,6 +1525,7 @@ int main(void)
 	RUN(test_eviction_keeps_the_snapshot_of_an_open_file);
 	RUN(test_status_json);
 	RUN(test_state_survives_clean_restart);
+	RUN(test_a_rename_into_a_newer_folder_survives_a_restart);
 	RUN(test_cache_dir_of_an_older_release_opens_and_keeps_revisions);
 	RUN(test_long_open_log_is_snapshotted_a_checkpoint_is_not);
 	RUN(test_disk_full_gives_enospc_and_keeps_the_queue);

@@ -246,6 +246,8 @@ static int setup(void)
 }
 
 /* A fresh Drive folder and cache dir for one test. */
+static int env_settle_ms; /* 0: the default 10 s */
+
 struct env {
 	char root_id[128];
 	char dir[64];
@@ -277,6 +279,7 @@ static int env_open(struct env *e, int write_back_ms, bool fresh)
 	o.poll_interval_s = 0;
 	o.read_timeout_s = 30;
 	o.use_trash = false;
+	o.settle_ms = env_settle_ms;
 	rc = cache_open(&e->c, &o, dc, e->root_id, ebuf, sizeof(ebuf));
 	if (rc < 0)
 		fprintf(stderr, "cache_open: %s\n", ebuf);
@@ -1758,16 +1761,216 @@ static void test_kill9_torture_no_torn_version(void)
 	free(buf);
 }
 
-/* VECTUR_TEST_ONLY=substring runs the matching tests only. */
+/* Crash points against Drive: the mount dies before each row write of a
+ * script of writes, rewrites, renames (also over a file and into a new
+ * folder), an unlink and syncs, in turn. After the next mount's sync,
+ * Drive must hold what the last step that returned left, or what the one
+ * under way would have: no closed version lost, nothing left behind, no
+ * duplicate. */
+#define DCP_PATHS 3
+
+static const char *const dcp_path[DCP_PATHS] = {"a", "b", "d/b"};
+
+/* op: 'w' writes x with y, 's' syncs, 'r' renames x to y, 'u' unlinks x,
+ * 'm' makes folder x; want: a, b and d/b once it returned. */
+static const struct dcp_step {
+	char op;
+	const char *x, *y;
+	const char *want[DCP_PATHS];
+} dcp_steps[] = {
+	{'w', "a", "a0", {"a0", NULL, NULL}},
+	{'s', NULL, NULL, {"a0", NULL, NULL}},
+	{'w', "a", "a1", {"a1", NULL, NULL}},
+	{'s', NULL, NULL, {"a1", NULL, NULL}},
+	{'w', "b", "b0", {"a1", "b0", NULL}},
+	{'r', "b", "a", {"b0", NULL, NULL}},
+	{'s', NULL, NULL, {"b0", NULL, NULL}},
+	{'u', "a", NULL, {NULL, NULL, NULL}},
+	{'w', "b", "b1", {NULL, "b1", NULL}},
+	{'s', NULL, NULL, {NULL, "b1", NULL}},
+	{'m', "d", NULL, {NULL, "b1", NULL}},
+	{'r', "b", "d/b", {NULL, NULL, "b1"}},
+	{'s', NULL, NULL, {NULL, NULL, "b1"}},
+	{'w', "a", "a2", {"a2", NULL, "b1"}},
+	{'w', "a", "a3", {"a3", NULL, "b1"}},
+	{'s', NULL, NULL, {"a3", NULL, "b1"}},
+};
+#define DCP_STEPS ((int)(sizeof(dcp_steps) / sizeof(dcp_steps[0])))
+
+/* Runs the steps, writing each one's number to fd once it returned. */
+static void dcp_script(struct cache *c, int fd)
+{
+	const struct dcp_step *s;
+	int k;
+
+	for (k = 0; k < DCP_STEPS; k++) {
+		s = &dcp_steps[k];
+		if (s->op == 'w')
+			put(c, s->x, s->y, strlen(s->y));
+		else if (s->op == 's')
+			cache_sync(c, NULL, NULL);
+		else if (s->op == 'r')
+			cache_rename(c, s->x, s->y, 0);
+		else if (s->op == 'u')
+			cache_unlink(c, s->x);
+		else
+			cache_mkdir(c, s->x, 0755);
+		if (write(fd, &k, sizeof(k)) != sizeof(k))
+			_exit(4);
+	}
+}
+
+/* Whether Drive (and the mount) hold step k's files. */
+static bool dcp_is(struct env *e, int k)
+{
+	char got[33], want[33], buf[16];
+	const char *w;
+	int p;
+
+	if (k < 0 || k >= DCP_STEPS)
+		return false;
+	for (p = 0; p < DCP_PATHS; p++) {
+		w = dcp_steps[k].want[p];
+		remote_md5(e->root_id, dcp_path[p], got);
+		if (w)
+			md5_hex(w, strlen(w), want);
+		if (strcmp(got, w ? want : "") != 0 ||
+		    strcmp(get_str(e->c, dcp_path[p], buf, sizeof(buf)),
+			   w ? w : "") != 0)
+			return false;
+	}
+	return true;
+}
+
+/* Says what Drive and the mount hold, for a failure's message. */
+static void dcp_show(struct env *e)
+{
+	static const char *const seen[] = {"a0", "a1", "a2", "a3", "b0", "b1"};
+	char got[33], want[33], buf[16];
+	const char *is;
+	struct cnode *n;
+	size_t i;
+	int p;
+
+	for (p = 0; p < DCP_PATHS; p++) {
+		remote_md5(e->root_id, dcp_path[p], got);
+		is = got[0] ? "?" : "(absent)";
+		for (i = 0; i < sizeof(seen) / sizeof(seen[0]); i++) {
+			md5_hex(seen[i], 2, want);
+			if (strcmp(got, want) == 0)
+				is = seen[i];
+		}
+		fprintf(stderr, "  %s: Drive %s, mount '%s'\n", dcp_path[p], is,
+			get_str(e->c, dcp_path[p], buf, sizeof(buf)));
+	}
+	pthread_mutex_lock(&e->c->lock);
+	for (i = 0; i < CACHE_HASH; i++)
+		for (n = e->c->by_ino[i]; n; n = n->h_ino)
+			fprintf(stderr,
+				"  node %llu in %llu '%s' id %s%s, Drive's "
+				"parent %s\n",
+				(unsigned long long)n->ino,
+				n->parent ? (unsigned long long)n->parent->ino
+					  : 0ULL,
+				n->name, n->drive_id,
+				n->remote_exists ? "" : " (not on Drive)",
+				n->remote_parent);
+	pthread_mutex_unlock(&e->c->lock);
+	fprintf(stderr, "  a x%d, b x%d, d x%d on Drive\n",
+		count_named(e->root_id, "a"), count_named(e->root_id, "b"),
+		count_named(e->root_id, "d"));
+}
+
+static void test_a_crash_at_any_row_write_lands_what_returned(void)
+{
+	struct env e = {0};
+	struct drive_file f;
+	struct drive_err err;
+	int64_t at;
+	int p[2], k, last, st, bad = 0;
+	bool ok;
+	pid_t pid;
+
+	env_settle_ms = 300;
+	for (at = 1; at < 2000; at++) {
+		if (env_open(&e, 0, true) < 0 || pipe(p) < 0) {
+			CHECK(false);
+			break;
+		}
+		env_close(&e, false);
+		pid = fork();
+		if (pid == 0) {
+			close(p[0]);
+			child_client();
+			if (env_open(&e, 0, false) < 0)
+				_exit(2);
+			e.c->crash_at = at;
+			dcp_script(e.c, p[1]);
+			_exit(0);
+		}
+		close(p[1]);
+		last = -1;
+		while (read(p[0], &k, sizeof(k)) == sizeof(k))
+			last = k;
+		close(p[0]);
+		waitpid(pid, &st, 0);
+		if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+			CHECK_INT(last, DCP_STEPS - 1);
+			break;
+		}
+		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 99);
+		CHECK_INT(env_open(&e, 0, false), 0);
+		CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+		ok = (last < 0 && count_named(e.root_id, NULL) == 0) ||
+		     dcp_is(&e, last) || dcp_is(&e, last + 1);
+		ok = ok && count_named(e.root_id, "a") <= 1 &&
+		     count_named(e.root_id, "b") <= 1 &&
+		     count_named(e.root_id, "d") <= 1;
+		if (ok && drive_resolve_path(dc, e.root_id, "d", &f, &err) == 0)
+			ok = count_named(f.id, NULL) <= 1;
+		if (!ok && bad++ < 5) {
+			fprintf(stderr,
+				"crash at row write %lld after step %d\n",
+				(long long)at, last);
+			dcp_show(&e);
+		}
+		CHECK(ok);
+		env_close(&e, true);
+	}
+	env_settle_ms = 0;
+	CHECK(at > 20 && at < 2000); /* the script ran out of row writes */
+	env_close(&e, true);
+}
+
+/* VECTUR_TEST_ONLY=substring runs the matching tests only;
+ * VECTUR_TEST_SHARD=k/n runs every n-th test from the k-th (0-based), so
+ * that pytest can run the suite in n parallel processes. A test taking
+ * more than 5 s says how long. */
+static int shard_k, shard_n, shard_i;
+
 #define TRY(fn)                                                                \
 	do {                                                                   \
-		if (!only || strstr(#fn, only))                                \
+		double t_t0 = now_s();                                         \
+		if ((!only || strstr(#fn, only)) &&                            \
+		    (shard_n <= 0 || shard_i++ % shard_n == shard_k)) {        \
 			RUN(fn);                                               \
+			if (now_s() - t_t0 > 5)                                \
+				fprintf(stderr, "%s took %.1f s\n", #fn,       \
+					now_s() - t_t0);                       \
+		}                                                              \
 	} while (0)
 
 int main(void)
 {
 	const char *only = getenv("VECTUR_TEST_ONLY");
+	const char *shard = getenv("VECTUR_TEST_SHARD");
+
+	if (shard && (sscanf(shard, "%d/%d", &shard_k, &shard_n) != 2 ||
+		      shard_n < 1 || shard_k < 0 || shard_k >= shard_n)) {
+		fprintf(stderr, "VECTUR_TEST_SHARD=%s: want k/n, 0 <= k < n\n",
+			shard);
+		return 2;
+	}
 
 	endpoint = getenv("VECTUR_TEST_ENDPOINT");
 	if (!endpoint || !*endpoint) {
@@ -1809,6 +2012,7 @@ int main(void)
 	TRY(test_killed_upload_resumes_at_next_open);
 	TRY(test_a_synced_version_survives_a_reboot_mid_upload);
 	TRY(test_kill9_torture_no_torn_version);
+	TRY(test_a_crash_at_any_row_write_lands_what_returned);
 	TRY(test_faults_200_files_no_duplicates);
 	TRY(test_cold_read_of_file_created_on_drive);
 	TRY(test_a_partial_download_dropped_under_a_reader_reads_whole);
