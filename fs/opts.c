@@ -14,63 +14,67 @@
 #include "opts.h"
 
 #define O(field) offsetof(struct mount_opts, field)
+#define DAY_S	 86400.0
 
 const struct vopt vopt_table[] = {
 	{"cache_dir", VOPT_STR, O(cache_dir), NULL,
 	 "where cached content and the queue live (default "
 	 "$XDG_CACHE_HOME/vectur/<remote>-<hash>, mode 0700)",
-	 false, "DIR"},
+	 false, "DIR", 0, 0, NULL},
 	{"cache_max_size", VOPT_SIZE, O(cache_max_size), "10G",
 	 "clean content kept before LRU eviction (K/M/G/T suffixes)", false,
-	 NULL},
+	 NULL, 0, 0, NULL},
 	{"persist", VOPT_LIST, O(persist), NULL,
 	 "gitignore-like pattern of paths kept on Drive; repeatable; replaces "
 	 "vectur.persist and the default runs/**, "
 	 "experiments/work_graph.json, locks/**; persist=** = everything",
-	 false, NULL},
+	 false, NULL, 0, 0, NULL},
 	{"poll_interval", VOPT_SECS, O(poll_interval), "15",
 	 "seconds between reads of Drive's changes feed (0 = never)", false,
-	 NULL},
+	 NULL, 0, DAY_S, "0 to 1 day"},
 	{"lock_ttl", VOPT_SECS, O(lock_ttl), "60",
-	 "lease of files under locks/**, refreshed every ttl/3", false, NULL},
+	 "lease of files under locks/**, refreshed every ttl/3", false, NULL, 3,
+	 DAY_S, "3 s to 1 day"},
 	{"write_back", VOPT_SECS, O(write_back), "5",
 	 "seconds after the last close before an upload starts (0.5 ok)", false,
-	 NULL},
+	 NULL, 0, DAY_S, "0 to 1 day"},
 	{"transfers", VOPT_INT, O(transfers), "4", "parallel uploads/downloads",
-	 false, NULL},
+	 false, NULL, 1, 64, "1 to 64"},
 	{"tpslimit", VOPT_INT, O(tpslimit), "10",
 	 "Drive API requests per second, bursts of 100 (rclone's default; "
 	 "raise it for many small files if your quota allows)",
-	 false, NULL},
+	 false, NULL, 1, 100000, "1 to 100000"},
 	{"chunk_size", VOPT_SIZE, O(chunk_size), "8M",
-	 "resumable upload chunk size (multiple of 256K)", false, NULL},
+	 "resumable upload chunk size (multiple of 256K)", false, NULL,
+	 256 << 10, 1 << 30, "256K to 1G, a multiple of 256K"},
 	{"endpoint", VOPT_STR, O(endpoint), NULL,
 	 "base URL replacing https://www.googleapis.com (token URL becomes "
 	 "ENDPOINT/token unless token_url is set)",
-	 false, "URL"},
+	 false, "URL", 0, 0, NULL},
 	{"token_url", VOPT_STR, O(token_url), NULL,
 	 "OAuth token URL (default from the config or the endpoint)", false,
-	 "URL"},
+	 "URL", 0, 0, NULL},
 	{"config", VOPT_STR, O(config), NULL,
-	 "rclone config file (same as --config FILE)", false, "FILE"},
+	 "rclone config file (same as --config FILE)", false, "FILE", 0, 0,
+	 NULL},
 	{"allow_other", VOPT_BOOL, O(allow_other), "0",
 	 "let other users in (implies default_permissions; needs "
 	 "user_allow_other in /etc/fuse.conf for non-root)",
-	 true, NULL},
+	 true, NULL, 0, 0, NULL},
 	{"drain_timeout", VOPT_SECS, O(drain_timeout), "60",
 	 "at unmount, wait this long for queued uploads; the rest stays "
 	 "queued for the next mount",
-	 false, NULL},
+	 false, NULL, 0, DAY_S, "0 to 1 day"},
 	{"read_timeout", VOPT_SECS, O(read_timeout), "30",
 	 "an uncached read that gets nothing from Drive for this long fails "
-	 "with EIO (more than 0)",
-	 false, NULL},
+	 "with EIO",
+	 false, NULL, 0.001, DAY_S, "more than 0, up to 1 day"},
 	{"use_trash", VOPT_BOOL, O(use_trash), "1",
 	 "deleting a persisted file moves it to Drive's trash (0 = delete)",
-	 false, NULL},
+	 false, NULL, 0, 0, NULL},
 	{"debug", VOPT_BOOL, O(debug), "0",
-	 "log every FUSE request (implies -f)", true, NULL},
-	{NULL, 0, 0, NULL, NULL, false, NULL},
+	 "log every FUSE request (implies -f)", true, NULL, 0, 0, NULL},
+	{NULL, 0, 0, NULL, NULL, false, NULL, 0, 0, NULL},
 };
 
 #define WHY_CACHE                                                              \
@@ -295,6 +299,28 @@ static int set_option(struct mount_opts *o, const struct vopt *v,
 	return -EINVAL;
 }
 
+/* Whether the value just set for v is one vectur can use. */
+static bool in_range(const struct mount_opts *o, const struct vopt *v)
+{
+	const void *p = (const char *)o + v->offset;
+	double x;
+
+	if (v->min == 0 && v->max == 0)
+		return true;
+	if (v->type == VOPT_INT)
+		x = *(const int *)p;
+	else if (v->type == VOPT_SIZE)
+		x = (double)*(const int64_t *)p;
+	else if (v->type == VOPT_SECS)
+		x = *(const double *)p;
+	else
+		return true;
+	if (v->offset == O(chunk_size) &&
+	    *(const int64_t *)p % (256 << 10) != 0)
+		return false; /* Drive takes chunks of 256K multiples */
+	return x >= v->min && x <= v->max;
+}
+
 static const struct vopt *find_option(const char *name, size_t len)
 {
 	for (const struct vopt *v = vopt_table; v->name; v++)
@@ -362,6 +388,15 @@ static int opt_proc(void *data, const char *arg, int key,
 			fprintf(stderr,
 				"vectur-mount: bad value for option '%s'\n",
 				arg);
+			return -1;
+		}
+		if (!in_range(o, v)) {
+			/* A stand-in value (0 transfers ran 1) would
+			 * surprise; a huge one overflowed an int. */
+			fprintf(stderr,
+				"vectur-mount: option '%s' is out of range: "
+				"%s\n",
+				arg, v->range);
 			return -1;
 		}
 		if (v->type == VOPT_BOOL && v->offset == O(debug) && o->debug)
@@ -432,20 +467,6 @@ int opts_parse(int argc, char **argv, struct mount_opts *o,
 		}
 	}
 	rc = fuse_opt_parse(&tmp, o, cli_spec, opt_proc);
-	/* poll_interval=0 means "never"; a read cannot wait forever, and a
-	 * silent stand-in value would surprise: refused. */
-	if (rc == 0 && o->read_timeout <= 0) {
-		fprintf(stderr,
-			"vectur-mount: read_timeout must be more than 0 "
-			"(an uncached read cannot wait forever; e.g. "
-			"read_timeout=10m)\n");
-		rc = -1;
-	}
-	if (rc == 0 && o->tpslimit <= 0) {
-		fprintf(stderr, "vectur-mount: tpslimit must be at least 1 "
-				"(Drive API requests per second)\n");
-		rc = -1;
-	}
 	if (rc < 0) {
 		/* Nothing is left for the caller to free. */
 		fuse_opt_free_args(&tmp);
@@ -585,8 +606,9 @@ void opts_print_help(FILE *f, const char *prog)
 			col = 28;
 		}
 		if (v->def)
-			snprintf(help, sizeof(help), "%s (default: %s)",
-				 v->help, v->def);
+			snprintf(help, sizeof(help), "%s (default: %s%s%s)",
+				 v->help, v->def, v->range ? "; " : "",
+				 v->range ? v->range : "");
 		else
 			snprintf(help, sizeof(help), "%s", v->help);
 		print_wrapped(f, help, col, 28);

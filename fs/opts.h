@@ -64,6 +64,10 @@ struct vopt {
 	const char *help;
 	bool pass;	  /* also handed on to libfuse (allow_other, debug) */
 	const char *meta; /* --help's name for the value; NULL: the type's */
+	/* Numbers: the values taken (both 0: any the type takes), and how
+	 * --help and the error say it. */
+	double min, max;
+	const char *range;
 };
 
 extern const struct vopt vopt_table[];

@@ -314,8 +314,14 @@ REFUSED_OPTIONS = [
     (["-o", "umask=xyz"], "umask=xyz"),  # libfuse judges the value, up front
     # 0 is "never" for poll_interval, but a read cannot wait forever: refused
     # rather than quietly taken as 60 s.
-    (["-o", "read_timeout=0"], "read_timeout must be more than 0"),
-    (["-o", "tpslimit=0"], "tpslimit must be at least 1"),
+    (["-o", "read_timeout=0"], "'read_timeout=0' is out of range: more than 0"),
+    (["-o", "tpslimit=0"], "'tpslimit=0' is out of range: 1 to 100000"),
+    # Values that used to be replaced quietly (0 transfers ran 1, a lease
+    # of 0 was 60 s) or overflowed an int (write_back in ms).
+    (["-o", "transfers=0"], "'transfers=0' is out of range: 1 to 64"),
+    (["-o", "lock_ttl=0"], "'lock_ttl=0' is out of range: 3 s to 1 day"),
+    (["-o", "write_back=720h"], "'write_back=720h' is out of range"),
+    (["-o", "chunk_size=300K"], "a multiple of 256K"),
 ]
 
 

@@ -294,6 +294,53 @@ static void test_zero_read_timeout_is_refused(void)
 	opts_free(&o);
 }
 
+/* Numbers vectur cannot use are refused naming the option, where they were
+ * replaced quietly (transfers=0 ran 1, lock_ttl=0 was 60 s, write_back of a
+ * month overflowed an int of milliseconds, chunk_size=300K was 256K); the
+ * ends of each range are taken. */
+static void test_out_of_range_values_are_refused(void)
+{
+	static const char *const bad[] = {
+		"transfers=0",	     "transfers=65",
+		"lock_ttl=0",	     "lock_ttl=2.9",
+		"lock_ttl=25h",	     "write_back=720h",
+		"poll_interval=25h", "drain_timeout=25h",
+		"tpslimit=0",	     "chunk_size=128K",
+		"chunk_size=300K",   "chunk_size=2G",
+		"read_timeout=0",    NULL};
+	static const char *const good[] = {"transfers=1",
+					   "transfers=64",
+					   "lock_ttl=3",
+					   "lock_ttl=24h",
+					   "write_back=0",
+					   "write_back=24h",
+					   "poll_interval=0",
+					   "chunk_size=256K",
+					   "chunk_size=1G",
+					   "tpslimit=100000",
+					   NULL};
+	struct mount_opts o;
+	struct fuse_args fa;
+	char *argv[] = {"vectur-mount", "-o", NULL, "r:", "/m", NULL};
+	int i;
+
+	for (i = 0; bad[i]; i++) {
+		argv[2] = (char *)bad[i];
+		if (parse(&o, &fa, argv) == 0) {
+			fprintf(stderr, "taken: %s\n", bad[i]);
+			CHECK(false);
+			fuse_opt_free_args(&fa);
+			opts_free(&o);
+		}
+	}
+	for (i = 0; good[i]; i++) {
+		argv[2] = (char *)good[i];
+		CHECK_INT(parse(&o, &fa, argv), 0);
+		fuse_opt_free_args(&fa);
+		opts_free(&o);
+	}
+}
+
 static void test_modes(void)
 {
 	struct mount_opts o;
@@ -334,7 +381,7 @@ static void test_help_shows_every_option_with_its_default(void)
 	CHECK(strstr(buf, "-o config=FILE ") != NULL);
 	CHECK(strstr(buf, "=STR") == NULL);
 	CHECK(strstr(buf, "(default: 10G)") != NULL);
-	CHECK(strstr(buf, "(default: 15)") != NULL);
+	CHECK(strstr(buf, "(default: 15; 0 to 1 day)") != NULL);
 	free(buf);
 }
 
@@ -352,6 +399,7 @@ int main(void)
 	RUN(test_debug_implies_foreground_and_reaches_fuse);
 	RUN(test_bad_values_and_extra_arguments_fail);
 	RUN(test_zero_read_timeout_is_refused);
+	RUN(test_out_of_range_values_are_refused);
 	RUN(test_modes);
 	RUN(test_help_shows_every_option_with_its_default);
 	return t_done();
