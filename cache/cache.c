@@ -39,6 +39,12 @@ void cache_last_error(struct cache *c, char *out, size_t len)
 	pthread_mutex_unlock(&c->lock);
 }
 
+bool cache_drive_trouble(struct cache *c, char *out, size_t len,
+			 int64_t *for_ms)
+{
+	return c->dc && drive_trouble(c->dc, out, len, for_ms);
+}
+
 void cache_set_error(struct cache *c, const char *fmt, ...)
 {
 	va_list ap;
@@ -572,6 +578,20 @@ char *cache_status_json(struct cache *c)
 			       json_object_new_int64(c->o.max_size));
 	json_object_object_add(o, "dirty_files", json_object_new_int64(dirty));
 	json_object_object_add(o, "offline", json_object_new_boolean(!c->dc));
+	{
+		/* Requests failing and retried now: the mount is cut off
+		 * from Drive (or throttled) although not offline. */
+		char why[640];
+		int64_t ms;
+		bool trouble = cache_drive_trouble(c, why, sizeof(why), &ms);
+
+		json_object_object_add(o, "drive_trouble",
+				       trouble ? json_object_new_string(why)
+					       : NULL);
+		json_object_object_add(
+			o, "drive_trouble_s",
+			json_object_new_int64(trouble ? ms / 1000 : 0));
+	}
 	{
 		struct json_object *held = json_object_new_array();
 		char **paths;

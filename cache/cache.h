@@ -203,6 +203,10 @@ int cache_export(struct cache *c, const char *path, int dst_fd);
 
 /* The last error met (Drive's message, the path), "" if none. */
 void cache_last_error(struct cache *c, char *out, size_t len);
+/* Whether Drive requests are failing and retried right now (see
+ * drive_trouble): the error and for how many ms. False offline. */
+bool cache_drive_trouble(struct cache *c, char *out, size_t len,
+			 int64_t *for_ms);
 
 /* Blocks until every version CLOSED before the call is on Drive (or
  * failed permanently: -EIO; so does a delete Drive refuses for good, tried

@@ -653,8 +653,12 @@ int node_ensure_listed(struct cache *c, struct cnode *dir)
 	snprintf(id, sizeof(id), "%s", dir->drive_id);
 	pthread_mutex_unlock(&c->lock);
 	drive_err_clear(&err);
+	/* Someone waits (an open, a stat): with Drive unreachable, EIO after
+	 * read_timeout like an uncached read, not after minutes of retries. */
+	drive_deadline(drive_mono_ms() + c->o.read_timeout_s * 1000LL);
 	if (drive_list(c->dc, id, NULL, list_cb, &l, NULL, &err) < 0)
 		rc = -drive_err_errno(&err);
+	drive_deadline(0);
 	pthread_mutex_lock(&c->lock);
 	if (rc < 0) {
 		cache_set_error(c, "list %s: %s", id, err.message);

@@ -93,6 +93,7 @@ int drive_client_new(struct drive_client **out, const struct drive_config *cfg,
 		return -1;
 	}
 	pthread_mutex_init(&c->pool_lock, NULL);
+	pthread_mutex_init(&c->trouble_lock, NULL);
 	if (opts->endpoint && *opts->endpoint)
 		copy_endpoint(c->endpoint, sizeof(c->endpoint), opts->endpoint);
 	else if (cfg->endpoint[0])
@@ -141,6 +142,7 @@ void drive_client_free(struct drive_client *c)
 		curl_easy_cleanup(c->pool[i]);
 	free(c->pool);
 	pthread_mutex_destroy(&c->pool_lock);
+	pthread_mutex_destroy(&c->trouble_lock);
 	drive_auth_free(c->auth);
 	drive_pacer_free(c->pacer);
 	free(c);

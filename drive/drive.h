@@ -106,6 +106,19 @@ void drive_client_free(struct drive_client *c);
  * client works again). */
 void drive_client_give_up_in(struct drive_client *c, int64_t ms);
 
+/* Until drive_deadline(0): requests made by this thread stop retrying
+ * when the next try would start after `mono_ms` (drive_mono_ms() clock),
+ * failing with the last error. For calls a user waits on (a listing under
+ * an open(2)), bounded like an uncached read. */
+void drive_deadline(int64_t mono_ms);
+int64_t drive_mono_ms(void);
+
+/* Whether requests are failing and being retried now (Drive unreachable,
+ * 5xx, rate limits): the last such error in `out` and for how long, in ms,
+ * requests have failed. False once Drive answers again. */
+bool drive_trouble(struct drive_client *c, char *out, size_t len,
+		   int64_t *for_ms);
+
 /* Obtains a valid access token now (refreshing if needed): used by --check
  * to prove the credentials before mounting. */
 int drive_auth_check(struct drive_client *c, struct drive_err *err);

@@ -587,7 +587,15 @@ int drive_http_once(struct drive_client *c, const struct drive_req *rq,
 	parse_error_body(rs, err);
 	if (rs->status == 401)
 		drive_auth_invalidate(c->auth, token);
+	if (!drive_err_retryable(err))
+		rc = -2; /* an answer all the same (see below) */
 out:
+	if (rc == 0 || rc == -2) {
+		pthread_mutex_lock(&c->trouble_lock);
+		c->answered_ms = drive_mono_ms();
+		pthread_mutex_unlock(&c->trouble_lock);
+		rc = rc == -2 ? -1 : 0;
+	}
 	explicit_bzero(token, sizeof(token));
 	if (h) {
 		curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
@@ -603,6 +611,47 @@ static bool is_rate_limit(const struct drive_err *err)
 	       (err->status == 403 &&
 		(strcmp(err->reason, "userRateLimitExceeded") == 0 ||
 		 strcmp(err->reason, "rateLimitExceeded") == 0));
+}
+
+/* A retryable error a retry is about to wait on: what drive_trouble()
+ * says until Drive answers again. */
+static void note_trouble(struct drive_client *c, const struct drive_err *err)
+{
+	int64_t now = drive_mono_ms();
+
+	pthread_mutex_lock(&c->trouble_lock);
+	if (c->trouble_ms <= c->answered_ms)
+		c->trouble_since_ms = now;
+	c->trouble_ms = now;
+	if (err->status)
+		snprintf(c->trouble, sizeof(c->trouble), "HTTP %ld %s%s%s",
+			 err->status, err->message, err->reason[0] ? " " : "",
+			 err->reason);
+	else
+		snprintf(c->trouble, sizeof(c->trouble), "%s", err->message);
+	pthread_mutex_unlock(&c->trouble_lock);
+}
+
+bool drive_trouble(struct drive_client *c, char *out, size_t len,
+		   int64_t *for_ms)
+{
+	bool yes;
+
+	pthread_mutex_lock(&c->trouble_lock);
+	yes = c->trouble_ms > c->answered_ms;
+	if (yes) {
+		snprintf(out, len, "%s", c->trouble);
+		*for_ms = drive_mono_ms() - c->trouble_since_ms;
+	}
+	pthread_mutex_unlock(&c->trouble_lock);
+	return yes;
+}
+
+static __thread int64_t deadline_ms;
+
+void drive_deadline(int64_t mono_ms)
+{
+	deadline_ms = mono_ms;
 }
 
 bool drive_http_retry(struct drive_client *c, struct drive_retry *st,
@@ -621,7 +670,10 @@ bool drive_http_retry(struct drive_client *c, struct drive_retry *st,
 	}
 	if (!drive_err_retryable(err) || st->attempt >= c->max_retries)
 		return false;
+	note_trouble(c, err);
 	delay = drive_backoff_ms(c->backoff_base_ms, st->attempt);
+	if (deadline_ms && drive_mono_ms() + delay > deadline_ms)
+		return false;
 	st->attempt++;
 	atomic_fetch_add(&c->retries, 1);
 	if (is_rate_limit(err)) {

@@ -68,6 +68,13 @@ struct drive_client {
 
 	atomic_uint_least64_t requests, retries, bytes_up, bytes_down;
 	atomic_int_least64_t give_up_at; /* drive_mono_ms(); 0 = never */
+
+	/* drive_trouble(): the last error a retry waited on, and since when
+	 * requests fail, against the last answer that was not such an error
+	 * (drive_mono_ms(); guarded by trouble_lock). */
+	pthread_mutex_t trouble_lock;
+	char trouble[640];
+	int64_t trouble_ms, trouble_since_ms, answered_ms;
 };
 
 /* True once the time set by drive_client_give_up_in() has come. */

@@ -50,6 +50,8 @@ struct sync_session {
 	bool done;
 	int refs;
 	struct vfs *v;
+	char told[640];	 /* the Drive trouble last said ("" none) */
+	int64_t told_ms; /* when, on CLOCK_MONOTONIC */
 };
 
 struct ctl_handle {
@@ -229,10 +231,37 @@ static void session_put(struct sync_session *s)
 	free(s);
 }
 
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void sync_progress(int64_t files_left, int64_t bytes_left, void *ud)
 {
-	session_append(ud, "progress %lld %lld\n", (long long)files_left,
+	struct sync_session *s = ud;
+	char why[640];
+	int64_t ms, now = mono_ms();
+
+	session_append(s, "progress %lld %lld\n", (long long)files_left,
 		       (long long)bytes_left);
+	/* Drive unreachable or throttled: say so when it starts, changes,
+	 * and every 30 s, so that a sync that cannot end is not silent. */
+	if (!s->v->cache ||
+	    !cache_drive_trouble(s->v->cache, why, sizeof(why), &ms)) {
+		s->told[0] = '\0';
+		return;
+	}
+	for (char *p = why; *p; p++)
+		if (*p == '\n')
+			*p = ' ';
+	if (strcmp(why, s->told) == 0 && now - s->told_ms < 30000)
+		return;
+	snprintf(s->told, sizeof(s->told), "%s", why);
+	s->told_ms = now;
+	session_append(s, "waiting %lld %s\n", (long long)(ms / 1000), why);
 }
 
 static void *sync_thread(void *arg)
@@ -449,7 +478,8 @@ int ctl_sync_client(const char *mountpoint)
 {
 	char path[PATH_MAX], buf[4096], line[1024];
 	size_t llen = 0;
-	long long max_bytes = 0, max_files = 0;
+	long long max_bytes = 0, max_files = 0, last_files = 0, last_bytes = 0;
+	long long secs;
 	bool tty = isatty(2), drew = false, seen_header = false;
 	int fd, rc = 1;
 	ssize_t n;
@@ -478,6 +508,8 @@ int ctl_sync_client(const char *mountpoint)
 				seen_header = true;
 			} else if (sscanf(line, "progress %lld %lld", &files,
 					  &bytes) == 2) {
+				last_files = files;
+				last_bytes = bytes;
 				if (bytes > max_bytes)
 					max_bytes = bytes;
 				if (files > max_files)
@@ -493,6 +525,18 @@ int ctl_sync_client(const char *mountpoint)
 						files, files == 1 ? "" : "s",
 						bytes);
 				}
+			} else if (sscanf(line, "waiting %lld", &secs) == 1) {
+				const char *why = strchr(line + 8, ' ');
+
+				if (drew)
+					fputc('\n', stderr);
+				fprintf(stderr,
+					"sync: waiting for Drive, failing for "
+					"%lld s: %s\n",
+					secs, why ? why + 1 : "?");
+				if (drew)
+					draw_bar(last_files, last_bytes,
+						 max_bytes, max_files);
 			} else if (strcmp(line, "ok") == 0) {
 				if (drew) {
 					draw_bar(0, 0, max_bytes, max_files);

@@ -12,9 +12,11 @@ Drive reads the emulator's own records: /_emu/files for what is live and
 /_emu/versions for every content version it ever stored. Helpers are in
 mountlib.py; the long version of the torture is tests/soak/mount_torture.py."""
 
+import errno
 import json
 import os
 import random
+import select
 import subprocess
 import sys
 import threading
@@ -23,7 +25,7 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mountlib import (DriveView, Torture, PYTHON, md5,  # noqa: E402
+from mountlib import (DriveView, Torture, PYTHON, VM, md5,  # noqa: E402
                       can_run, mount_factory, wait_for)
 
 _ok, _why = can_run()
@@ -631,6 +633,69 @@ def test_with_drive_down_writes_queue_uncached_reads_fail_and_the_queue_drains(
         assert [f.get("md5Checksum") for f in live.get(rel, [])] == [digest], rel
     assert_no_duplicates(view)
     assert read_or_none(m.p("runs/remote.bin")) == remote
+
+
+def test_a_sync_while_drive_is_down_says_why_and_status_shows_it(mounts, emulator):
+    """--sync cannot end while Drive is unreachable; it used to print nothing
+    at all (status said offline: false and no error for minutes, while the
+    first upload's retries went on inside the Drive client). Now it says it
+    waits and why, status has drive_trouble, and both clear once Drive is
+    back and the sync ends."""
+    m = mounts(opts="write_back=0.2,poll_interval=1,drain_timeout=30").start()
+    os.makedirs(m.p("runs"), exist_ok=True)
+    sync_ok(m)
+    assert m.status()["drive_trouble"] is None
+    emulator.stop()                       # Drive unreachable
+    with open(m.p("runs/waits.bin"), "wb") as f:
+        f.write(os.urandom(100_000))
+    p = subprocess.Popen([VM, "--sync", m.mnt], stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "waiting for Drive" not in line:
+            r, _, _ = select.select([p.stderr], [], [], 1)
+            if r:
+                line = p.stderr.readline()
+        assert "sync: waiting for Drive, failing for" in line, (line, m.diag())
+        assert "onnect" in line, line   # curl's "Couldn't connect"/"Connection refused"
+        assert p.poll() is None
+        st = m.status()
+        assert st["drive_trouble"] and st["drive_trouble_s"] >= 0, st
+        emulator.start(emulator.port)     # Drive is back
+        rest = p.communicate(timeout=150)[1]
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, rest
+    assert "everything is on Drive" in rest, rest
+    assert m.status()["drive_trouble"] is None
+
+
+def test_a_lookup_never_listed_fails_in_bounded_time_when_drive_is_down(mounts, emulator):
+    """A create in a persisted folder this mount never listed needs Drive's
+    listing; with Drive unreachable it waited out every retry (over 3 min)
+    before EIO. It gives EIO after read_timeout, like an uncached read, and
+    works once Drive is back."""
+    m = mounts(opts="write_back=0.2,poll_interval=1,read_timeout=3,drain_timeout=5")
+    m.start()
+    emulator.stop()                       # Drive unreachable
+    t0 = time.monotonic()
+    try:
+        with open(m.p("runs/new.bin"), "wb") as f:
+            f.write(b"x")
+        got = "written"
+    except OSError as e:
+        got = e.errno
+    took = time.monotonic() - t0
+    print("create in an unlisted folder with Drive down: %r after %.1f s" % (got, took))
+    assert got == errno.EIO, got
+    assert took <= 3 + 7, took
+    emulator.start(emulator.port)         # Drive is back
+    os.makedirs(m.p("runs"), exist_ok=True)
+    with open(m.p("runs/new.bin"), "wb") as f:
+        f.write(b"x")
+    sync_ok(m)
 
 
 def test_an_uncached_read_fails_with_eio_in_bounded_time_when_drive_hangs(
