@@ -763,6 +763,13 @@ static int do_mount(struct mount_opts *o, struct fuse_args *args)
 	}
 	if (check_mountpoint(v, o->args[1]) < 0)
 		goto out;
+	/* The persist set is judged before Drive or the cache dir are
+	 * touched: a bad -o persist= is a usage error (2), a vectur.persist
+	 * that cannot be used a failure (1). */
+	if (setup_persist(v, o) < 0) {
+		rc = o->npersist ? 2 : 1;
+		goto out;
+	}
 	if (!o->foreground && daemon_fork(&notify_fd) < 0)
 		goto out;
 	/* Threads started from here on (cache/ workers, curl resolvers, our
@@ -793,7 +800,7 @@ static int do_mount(struct mount_opts *o, struct fuse_args *args)
 	if (drive_session_open(&ds, o, o->args[0], true) < 0)
 		goto out;
 	v->dc = ds.dc;
-	if (setup_cache_dir(v, o) < 0 || setup_persist(v, o) < 0)
+	if (setup_cache_dir(v, o) < 0)
 		goto out;
 
 	copts.dir = v->cache_dir;

@@ -73,6 +73,32 @@ static int split_components(char *s, char **comp, int max)
 	return n;
 }
 
+/* What is wrong with one component's glob syntax, or NULL: fnmatch()
+ * would take a '[' without its ']' or a trailing '\\' as a literal
+ * character, a pattern that silently matches nothing meant. */
+static const char *glob_problem(const char *c)
+{
+	for (; *c; c++) {
+		if (*c == '\\') {
+			if (!*++c)
+				return "it ends with a lone '\\'";
+		} else if (*c == '[') {
+			const char *e = c + 1;
+
+			if (*e == '!' || *e == '^')
+				e++;
+			if (*e == ']')
+				e++; /* a ']' first is one of the set */
+			while (*e && *e != ']')
+				e++;
+			if (!*e)
+				return "a '[' has no closing ']'";
+			c = e;
+		}
+	}
+	return NULL;
+}
+
 int persist_add(struct persist_set *ps, const char *line, char *errbuf,
 		size_t errlen)
 {
@@ -157,6 +183,13 @@ int persist_add(struct persist_set *ps, const char *line, char *errbuf,
 		n += m;
 	}
 	for (int i = 0; i < n; i++) {
+		const char *why = glob_problem(comp[i]);
+
+		if (why) {
+			snprintf(errbuf, errlen, "persist pattern '%s': %s",
+				 line, why);
+			return -EINVAL;
+		}
 		if (strcmp(comp[i], "..") == 0 || strcmp(comp[i], ".") == 0) {
 			snprintf(errbuf, errlen,
 				 "persist pattern '%s': '.' and '..' are not "

@@ -563,12 +563,16 @@ def test_a_file_open_for_writing_when_the_mount_dies_never_reaches_drive(mounts)
         hashlib.md5(b"complete").hexdigest()
 
 
-@pytest.mark.parametrize("kind", ["utf16", "directory", "comments", "empty_opt"])
+@pytest.mark.parametrize("kind", ["utf16", "directory", "comments", "empty_opt",
+                                  "bracket_opt", "bracket_file"])
 def test_a_persist_set_that_keeps_nothing_is_refused(mounts, kind):
     # Each of these mounted: a UTF-16 vectur.persist became one garbage
     # pattern (read up to its first NUL), a directory or a file of comments
     # an empty set, `-o persist=` too: runs/ then stayed on the local disk
-    # with nothing said. Now the mount is refused, naming why.
+    # with nothing said. Now the mount is refused, naming why, before Drive
+    # or the cache dir are touched (it used to be judged after both): exit
+    # 2 for a bad -o persist (usage), 1 for a vectur.persist that cannot be
+    # used. A '[' without its ']' matched nothing meant: refused too.
     m = mounts()
     extra = ""
     if kind == "utf16":
@@ -582,11 +586,21 @@ def test_a_persist_set_that_keeps_nothing_is_refused(mounts, kind):
         with open(m.p("vectur.persist"), "w") as f:
             f.write("# runs/**\n\n")
         why = "no pattern in it"
+    elif kind == "bracket_file":
+        with open(m.p("vectur.persist"), "w") as f:
+            f.write("runs/**\nckpt[12/*.pt\n")
+        why = "line 2: persist pattern 'ckpt[12/*.pt': a '[' has no closing ']'"
+    elif kind == "bracket_opt":
+        extra = "persist=runs/[ab"
+        why = "a '[' has no closing ']'"
     else:
         extra = "persist="
         why = "gives no pattern"
+    m.emu.reset_stats()
     r = subprocess.run(m.argv("-f", "gdrive:" + m.folder, m.mnt, extra=extra),
                        capture_output=True, text=True, timeout=60)
-    assert r.returncode != 0
+    assert r.returncode == (2 if kind.endswith("_opt") else 1), (r.returncode, r.stderr)
     assert why in r.stderr, r.stderr
     assert not os.path.ismount(m.mnt)
+    assert m.emu.stats()["total"] == 0, m.emu.stats()  # not even a token refresh
+    assert not os.path.exists(m.cache)

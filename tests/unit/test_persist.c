@@ -203,6 +203,30 @@ static void test_negation_and_dotdot_are_refused_with_the_line(void)
 	persist_free(ps);
 }
 
+/* fnmatch() takes a '[' without ']' (or a trailing '\\') literally: the
+ * pattern was accepted and kept nothing the user meant. Refused, naming
+ * the line; real sets and escapes still work. */
+static void test_a_bracket_without_its_end_is_refused(void)
+{
+	struct persist_set *ps = persist_new();
+	char err[256] = "";
+
+	CHECK_INT(persist_add_text(ps, "runs/**\nckpt/[ab\n", err, sizeof(err)),
+		  -EINVAL);
+	CHECK(strstr(err, "line 2") != NULL);
+	CHECK(strstr(err, "no closing ']'") != NULL);
+	CHECK_INT(persist_add(ps, "runs/x\\", err, sizeof(err)), -EINVAL);
+	CHECK(strstr(err, "lone") != NULL);
+	CHECK_INT(persist_add(ps, "data/[ab]*", err, sizeof(err)), 0);
+	CHECK_INT(persist_add(ps, "sets/[]x]", err, sizeof(err)), 0);
+	CHECK_INT(persist_add(ps, "lit/\\[x", err, sizeof(err)), 0);
+	CHECK(persist_is_persisted(ps, "data/b1"));
+	CHECK(persist_is_persisted(ps, "sets/]"));
+	CHECK(persist_is_persisted(ps, "lit/[x"));
+	CHECK(!persist_is_persisted(ps, "data/c1"));
+	persist_free(ps);
+}
+
 static void test_empty_set_persists_nothing(void)
 {
 	struct persist_set *ps = persist_new();
@@ -228,6 +252,7 @@ int main(void)
 	RUN(test_comments_blank_lines_and_escapes);
 	RUN(test_a_byte_order_mark_is_not_part_of_the_first_pattern);
 	RUN(test_negation_and_dotdot_are_refused_with_the_line);
+	RUN(test_a_bracket_without_its_end_is_refused);
 	RUN(test_empty_set_persists_nothing);
 	return t_done();
 }
