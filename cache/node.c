@@ -154,6 +154,10 @@ void node_detach(struct cache *c, struct cnode *n)
 
 	if (n->unlinked)
 		return;
+	/* One commit with its versions' rows: a file closed twice keeps the
+	 * older CLOSED version until the newer is synced, and a kill between
+	 * the two rows brought that older content back. */
+	store_begin(c);
 	while (n->kids)
 		node_detach(c, n->kids);
 	node_unparent(c, n);
@@ -177,6 +181,7 @@ void node_detach(struct cache *c, struct cnode *n)
 		n->queued = false;
 	}
 	store_delete_node(c, n->ino);
+	store_commit(c);
 	if (n->refs <= 0)
 		node_free(n);
 }
@@ -921,9 +926,13 @@ int cache_rmdir(struct cache *c, const char *path)
 		goto out;
 	}
 	p = n->parent;
+	/* The tomb with the rows it replaces (see cache_unlink). */
+	store_begin(c);
 	node_tomb(c, n);
 	node_detach(c, n);
 	node_left(c, p);
+	if (store_commit(c) < 0)
+		rc = -EIO;
 out:
 	pthread_mutex_unlock(&c->lock);
 	return rc;
@@ -945,9 +954,15 @@ int cache_unlink(struct cache *c, const char *path)
 		goto out;
 	}
 	p = n->parent;
+	/* One transaction: a kill after the tomb's row and before the node's
+	 * went left the file in view with its Drive file on its way to the
+	 * trash. */
+	store_begin(c);
 	node_tomb(c, n);
 	node_detach(c, n);
 	node_left(c, p);
+	if (store_commit(c) < 0)
+		rc = -EIO;
 	pthread_cond_broadcast(&c->changed);
 out:
 	pthread_mutex_unlock(&c->lock);

@@ -1141,6 +1141,87 @@ static void test_a_crash_at_any_row_write_keeps_what_returned(void)
 	CHECK(at > 10 && at < 1000); /* the script ran out of row writes */
 }
 
+/* As close(2) does it: FLUSH closes the version (unsynced, the uploader
+ * syncs it), RELEASE comes after. */
+static void put_closed(struct cache *c, const char *path, const char *data,
+		       int flags)
+{
+	struct cache_handle *h;
+
+	if (cache_open_file(c, path, O_WRONLY | O_CREAT | flags, 0644, &h) < 0)
+		_exit(5);
+	cache_write(h, data, strlen(data), 0);
+	cache_flush(h);
+	cache_release(h);
+}
+
+/* An unlink is one change: a file closed twice without an upload in
+ * between has two CLOSED versions (the older stays until the newer is
+ * synced), and a kill after the newer one's row went, before the older
+ * one's and the node's, brought the older content back. */
+static void test_a_crash_during_unlink_never_brings_back_older_content(void)
+{
+	struct cache *c;
+	const char *got;
+	char dir[64];
+	int p[2], k, last, st, bad = 0;
+	int64_t at;
+	pid_t pid;
+
+	for (at = 1; at < 100; at++) {
+		snprintf(dir, sizeof(dir), "%s", new_dir());
+		if (pipe(p) < 0)
+			abort();
+		pid = fork();
+		if (pid == 0) {
+			close(p[0]);
+			c = open_cache(dir, 0);
+			if (!c)
+				_exit(3);
+			cache_mkdir(c, "d", 0755);
+			put_closed(c, "d/a", "v1", 0);
+			put_closed(c, "d/a", "v2", O_TRUNC);
+			cp_report(p[1], 0);
+			c->crash_at = c->steps + at;
+			cache_unlink(c, "d/a");
+			cp_report(p[1], 1);
+			cache_rmdir(c, "d");
+			cp_report(p[1], 2);
+			_exit(0);
+		}
+		close(p[1]);
+		last = -1;
+		while (read(p[0], &k, sizeof(k)) == sizeof(k))
+			last = k;
+		close(p[0]);
+		waitpid(pid, &st, 0);
+		CHECK(WIFEXITED(st) &&
+		      (WEXITSTATUS(st) == 0 || WEXITSTATUS(st) == 99));
+		CHECK(last >= 0);
+		if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+			rm_rf(dir);
+			break;
+		}
+		c = open_cache(dir, 0);
+		CHECK(c != NULL);
+		if (c) {
+			got = get(c, "d/a");
+			if (!cp_same(got, last == 0 ? "v2" : NULL) &&
+			    !cp_same(got, NULL) && bad++ < 5)
+				fprintf(stderr,
+					"crash at row write %lld of the "
+					"unlink: "
+					"d/a is %s\n",
+					(long long)at, got ? got : "(absent)");
+			CHECK(cp_same(got, last == 0 ? "v2" : NULL) ||
+			      cp_same(got, NULL));
+			cache_close(c, 0);
+		}
+		rm_rf(dir);
+	}
+	CHECK(at > 1 && at < 100);
+}
+
 static void test_eviction_never_touches_dirty(void)
 {
 	const char *dir = new_dir();
@@ -1503,6 +1584,7 @@ int main(void)
 	RUN(test_recovery_drops_open_keeps_closed);
 	RUN(test_close_is_durable_at_flush_before_release);
 	RUN(test_a_crash_at_any_row_write_keeps_what_returned);
+	RUN(test_a_crash_during_unlink_never_brings_back_older_content);
 	RUN(test_write_after_flush_makes_a_new_version);
 	RUN(test_unsynced_close_dropped_after_a_reboot);
 	RUN(test_second_open_on_same_dir_is_busy);
