@@ -382,6 +382,11 @@ void node_retarget(struct cache *c, struct cnode *n, const struct drive_file *f,
 	int64_t after;
 	struct cver *v;
 
+	/* One transaction (nested in a rename's): the tomb of n's old file
+	 * saved before n's row names f, a kill in between left n on the old
+	 * file, whose upload then satisfied the tomb, which trashed it with
+	 * n's content. */
+	store_begin(c);
 	snprintf(old, sizeof(old), "%s", n->drive_id);
 	after = ver_reclose(c, n);
 	n->id_gen++;
@@ -410,6 +415,7 @@ void node_retarget(struct cache *c, struct cnode *n, const struct drive_file *f,
 	if (old[0] && strcmp(old, f->id) != 0)
 		upload_add_tomb(c, old, !c->o.use_trash, n, after);
 	store_save_node(c, n);
+	store_commit(c);
 	upload_queue(c, n, cache_now_ms() + c->o.write_back_ms);
 }
 

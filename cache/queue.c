@@ -865,17 +865,21 @@ static int settle_rival(struct cache *c, struct cnode *n)
 		return classify(c, n, "look at a file of the same name", &err);
 	if (n->unlinked || n->id_gen != gen || strcmp(n->rival_id, rid) != 0)
 		return 0; /* things moved meanwhile: the next pass sees */
+	/* Saved with the move onto the rival's file when n gives way
+	 * (node_retarget): saved alone first, a kill before that move
+	 * forgot the rival, and both files kept the name. */
 	n->rival_id[0] = '\0';
-	store_save_node(c, n);
+	if (need_own && rc == 0)
+		n->created_ms = own.created_ms;
 	if (rc < 0 || rival.trashed || rival.is_folder ||
 	    strcmp(rival.parent, n->parent->drive_id) != 0 ||
 	    drive_name_to_local(rival.name, local, sizeof(local)) < 0 ||
-	    strcmp(local, n->name) != 0)
-		return 0; /* gone, or no longer the same path */
-	if (need_own)
-		n->created_ms = own.created_ms;
-	if (n->remote_exists && !older_than(&rival, n->created_ms, oid))
-		return 0; /* ours is older: the other instance gives way */
+	    strcmp(local, n->name) != 0 ||
+	    /* ours is older: the other instance gives way */
+	    (n->remote_exists && !older_than(&rival, n->created_ms, oid))) {
+		store_save_node(c, n); /* gone, or no longer the same path */
+		return 0;
+	}
 	{
 		char *path = node_path(n);
 

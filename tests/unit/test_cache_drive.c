@@ -1942,6 +1942,100 @@ static void test_a_crash_at_any_row_write_lands_what_returned(void)
 	env_close(&e, true);
 }
 
+/* Whether a live file named `name` in `parent` holds `data`. */
+struct holds_ud {
+	const char *name;
+	char md5[33];
+	bool found;
+};
+
+static int holds_cb(const struct drive_file *x, void *ud)
+{
+	struct holds_ud *u = ud;
+
+	if (strcmp(x->name, u->name) == 0 && strcmp(x->md5, u->md5) == 0)
+		u->found = true;
+	return 0;
+}
+
+static bool drive_holds(const char *parent, const char *name, const char *data)
+{
+	struct holds_ud u = {name, "", false};
+	struct drive_err err;
+
+	md5_hex(data, strlen(data), u.md5);
+	if (drive_list(dc, parent, NULL, holds_cb, &u, NULL, &err) < 0)
+		return false;
+	return u.found;
+}
+
+/* Another instance made "a" first; ours, made after it, gives way: our
+ * content goes into its file, ours is trashed once that landed
+ * (node_retarget). A kill at any row write of that must not lose our
+ * content: the tomb of our file saved before the node moved onto the
+ * other one trashed the file the node still named, with our content. */
+static void test_a_crash_while_giving_way_to_a_rival_keeps_our_content(void)
+{
+	struct env e = {0};
+	struct drive_file f;
+	char buf[16];
+	int64_t at;
+	int st, bad = 0;
+	bool ok;
+	pid_t pid;
+
+	env_settle_ms = 300;
+	for (at = 1; at < 200; at++) {
+		if (env_open(&e, 0, true) < 0) {
+			CHECK(false);
+			break;
+		}
+		env_close(&e, false);
+		pid = fork();
+		if (pid == 0) {
+			child_client();
+			if (env_open(&e, 0, false) < 0)
+				_exit(2);
+			get_str(e.c, "x", buf,
+				sizeof(buf)); /* lists the root */
+			if (upload_bytes(e.root_id, "a", "theirs", 6, &f) < 0)
+				_exit(3);
+			sleep(1); /* a later createdTime for ours */
+			if (put(e.c, "a", "mine", 4) < 0 ||
+			    cache_sync(e.c, NULL, NULL) < 0)
+				_exit(4);
+			e.c->crash_at = e.c->steps + at;
+			feed_poll(e.c); /* notes the rival */
+			cache_sync(e.c, NULL, NULL);
+			_exit(0);
+		}
+		waitpid(pid, &st, 0);
+		CHECK(WIFEXITED(st) &&
+		      (WEXITSTATUS(st) == 0 || WEXITSTATUS(st) == 99));
+		if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+			CHECK(drive_holds(e.root_id, "a", "mine"));
+			CHECK_INT(count_named(e.root_id, "a"), 1);
+			env_close(&e, true);
+			break;
+		}
+		CHECK_INT(env_open(&e, 0, false), 0);
+		CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+		feed_poll(e.c);
+		CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+		ok = drive_holds(e.root_id, "a", "mine");
+		if (!ok && bad++ < 5)
+			fprintf(stderr,
+				"crash at row write %lld of giving way: ours "
+				"is gone from Drive (a x%d, mount '%s')\n",
+				(long long)at, count_named(e.root_id, "a"),
+				get_str(e.c, "a", buf, sizeof(buf)));
+		CHECK(ok);
+		env_close(&e, true);
+	}
+	env_settle_ms = 0;
+	CHECK(at > 1 && at < 200);
+}
+
 /* VECTUR_TEST_ONLY=substring runs the matching tests only;
  * VECTUR_TEST_SHARD=k/n runs every n-th test from the k-th (0-based), so
  * that pytest can run the suite in n parallel processes. A test taking
@@ -2013,6 +2107,7 @@ int main(void)
 	TRY(test_a_synced_version_survives_a_reboot_mid_upload);
 	TRY(test_kill9_torture_no_torn_version);
 	TRY(test_a_crash_at_any_row_write_lands_what_returned);
+	TRY(test_a_crash_while_giving_way_to_a_rival_keeps_our_content);
 	TRY(test_faults_200_files_no_duplicates);
 	TRY(test_cold_read_of_file_created_on_drive);
 	TRY(test_a_partial_download_dropped_under_a_reader_reads_whole);
