@@ -1072,8 +1072,8 @@ static void ver_last_close(struct cache *c, struct cnode *n, struct cver *v,
 		v->state = CV_CLEAN;
 		v->close_seq = y->close_seq;
 		v->complete = true;
+		store_save_version(c, v); /* before y goes: never neither */
 		ver_drop(c, y);
-		store_save_version(c, v);
 		return;
 	}
 	if (sync) {
