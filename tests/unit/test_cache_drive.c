@@ -1297,6 +1297,42 @@ static void test_a_rename_keeps_another_instance_s_newer_time(void)
  * still wrote it: the upload of the holder's write found it gone and
  * created it again through the queue, as a plain file without a lease,
  * which no mount can take or remove. A lock is made only with its lease. */
+/* A lock folder broken on Drive (another instance removed it once its
+ * lease ran out) while this mount still lists it: a lock create in it got
+ * ENOENT from Drive, and the folder stayed here, so making it again said
+ * EEXIST and every create failed until the feed caught up (vectur-sched
+ * called it busy). The create now forgets the folder, like an upload whose
+ * folder went: mkdir makes it again and the create works. */
+static void test_a_lock_folder_gone_on_drive_can_be_made_again(void)
+{
+	struct env e = {0};
+	struct cache_handle *h = NULL;
+	struct drive_file f;
+	struct drive_err err;
+
+	CHECK_INT(env_open(&e, 0, true), 0);
+	CHECK_INT(cache_mkdir(e.c, "locks", 0755), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	CHECK_INT(cache_mkdir(e.c, "locks/stages", 0755), 0);
+	CHECK_INT(drive_resolve_path(dc, e.root_id, "locks/stages", &f, &err),
+		  0);
+	CHECK_INT(drive_delete(dc, f.id, &err), 0); /* broken elsewhere */
+	CHECK_INT(cache_open_file(e.c, "locks/stages/s1.lock",
+				  O_WRONLY | O_CREAT | O_EXCL, 0644, &h),
+		  -ENOENT);
+	CHECK_INT(cache_mkdir(e.c, "locks/stages", 0755), 0);
+	h = NULL;
+	CHECK_INT(cache_open_file(e.c, "locks/stages/s1.lock",
+				  O_WRONLY | O_CREAT | O_EXCL, 0644, &h),
+		  0);
+	if (h)
+		cache_release(h);
+	CHECK_INT(drive_resolve_path(dc, e.root_id, "locks/stages/s1.lock", &f,
+				     &err),
+		  0);
+	env_close(&e, true);
+}
+
 static void test_a_lock_gone_on_drive_is_not_made_again_from_a_copy(void)
 {
 	struct env e = {0};
@@ -2096,6 +2132,7 @@ int main(void)
 	TRY(test_a_gone_folder_goes_when_its_held_file_is_removed);
 	TRY(test_a_rename_keeps_another_instance_s_newer_time);
 	TRY(test_a_lock_gone_on_drive_is_not_made_again_from_a_copy);
+	TRY(test_a_lock_folder_gone_on_drive_can_be_made_again);
 	TRY(test_a_folder_made_again_after_a_rename_is_a_new_one);
 	TRY(test_a_touch_elsewhere_shows_on_a_cached_file);
 	TRY(test_a_trashed_create_forgets_only_the_folder_it_went_to);
