@@ -1803,17 +1803,30 @@ static void test_kill9_torture_no_torn_version(void)
  * Drive must hold what the last step that returned left, or what the one
  * under way would have: no closed version lost, nothing left behind, no
  * duplicate. */
-#define DCP_PATHS 3
-
-static const char *const dcp_path[DCP_PATHS] = {"a", "b", "d/b"};
+#define DCP_PATHS 6
 
 /* op: 'w' writes x with y, 's' syncs, 'r' renames x to y, 'u' unlinks x,
- * 'm' makes folder x; want: a, b and d/b once it returned. */
-static const struct dcp_step {
+ * 'm' makes folder x, 'd' removes folder x, 'a' appends y to x (an
+ * O_APPEND open of its own), 'T' truncates x to one byte, 'c' chmods x,
+ * 't' touches x; a handle kept open across steps: 'o' opens x (O_CREAT,
+ * O_TRUNC, O_APPEND), 'W' writes y through it, 'F' fsyncs it, 'C' closes
+ * it; 'i' waits until x has a Drive id (its create is under way or done). want:
+ * what each path holds after a crash once the step returned (what is written
+ * through a handle still open is lost then). */
+struct dcp_step {
 	char op;
 	const char *x, *y;
 	const char *want[DCP_PATHS];
-} dcp_steps[] = {
+};
+
+struct dcp_script {
+	const struct dcp_step *steps;
+	int nsteps;
+	const char *path[DCP_PATHS]; /* NULL: not checked */
+	const char *dirs[4];	     /* folders checked for duplicates */
+};
+
+static const struct dcp_step dcp_steps[] = {
 	{'w', "a", "a0", {"a0", NULL, NULL}},
 	{'s', NULL, NULL, {"a0", NULL, NULL}},
 	{'w', "a", "a1", {"a1", NULL, NULL}},
@@ -1831,16 +1844,115 @@ static const struct dcp_step {
 	{'w', "a", "a3", {"a3", NULL, "b1"}},
 	{'s', NULL, NULL, {"a3", NULL, "b1"}},
 };
-#define DCP_STEPS ((int)(sizeof(dcp_steps) / sizeof(dcp_steps[0])))
+
+static const struct dcp_script dcp_first = {
+	dcp_steps,
+	sizeof(dcp_steps) / sizeof(dcp_steps[0]),
+	{"a", "b", "d/b"},
+	{"", "d"},
+};
+
+/* Folders renamed and removed, a log appended to across opens, a file
+ * unlinked once uploaded. */
+static const struct dcp_step dcp_dirs_steps[] = {
+	/* d/x, e/x, log, a */
+	{'m', "d", NULL, {NULL}},
+	{'w', "d/x", "x0", {"x0"}},
+	{'s', NULL, NULL, {"x0"}},
+	{'r', "d", "e", {NULL, "x0"}},
+	{'w', "e/x", "x1", {NULL, "x1"}},
+	{'s', NULL, NULL, {NULL, "x1"}},
+	{'a', "log", "l1", {NULL, "x1", "l1"}},
+	{'a', "log", "l2", {NULL, "x1", "l1l2"}},
+	{'s', NULL, NULL, {NULL, "x1", "l1l2"}},
+	{'a', "log", "l3", {NULL, "x1", "l1l2l3"}},
+	{'w', "a", "a0", {NULL, "x1", "l1l2l3", "a0"}},
+	{'s', NULL, NULL, {NULL, "x1", "l1l2l3", "a0"}},
+	{'u', "a", NULL, {NULL, "x1", "l1l2l3"}},
+	{'u', "e/x", NULL, {NULL, NULL, "l1l2l3"}},
+	{'d', "e", NULL, {NULL, NULL, "l1l2l3"}},
+	{'s', NULL, NULL, {NULL, NULL, "l1l2l3"}},
+};
+
+static const struct dcp_script dcp_dirs = {
+	dcp_dirs_steps,
+	sizeof(dcp_dirs_steps) / sizeof(dcp_dirs_steps[0]),
+	{"d/x", "e/x", "log", "a"},
+	{"", "d", "e"},
+};
+
+/* A file truncated once uploaded, renamed there and back, rewritten while
+ * its previous version uploads, chmod and touch, a file held open across
+ * fsyncs, and one unlinked while its upload may be under way. */
+static const struct dcp_step dcp_rewrites_steps[] = {
+	/* a, b, ck */
+	{'w', "b", "b0", {NULL, "b0"}},
+	{'s', NULL, NULL, {NULL, "b0"}},
+	{'T', "b", NULL, {NULL, "b"}},
+	{'r', "b", "a", {"b", NULL}},
+	{'r', "a", "b", {NULL, "b"}},
+	{'s', NULL, NULL, {NULL, "b"}},
+	{'w', "b", "b1", {NULL, "b1"}},
+	{'w', "b", "b2", {NULL, "b2"}},
+	{'c', "b", NULL, {NULL, "b2"}},
+	{'t', "b", NULL, {NULL, "b2"}},
+	{'o', "ck", NULL, {NULL, "b2"}},
+	{'W', NULL, "c1", {NULL, "b2"}},
+	{'F', NULL, NULL, {NULL, "b2", "c1"}},
+	{'W', NULL, "c2", {NULL, "b2", "c1"}},
+	{'F', NULL, NULL, {NULL, "b2", "c1c2"}},
+	{'C', NULL, NULL, {NULL, "b2", "c1c2"}},
+	{'w', "a", "a0", {"a0", "b2", "c1c2"}},
+	{'i', "a", NULL, {"a0", "b2", "c1c2"}},
+	{'u', "a", NULL, {NULL, "b2", "c1c2"}},
+	{'s', NULL, NULL, {NULL, "b2", "c1c2"}},
+};
+
+static const struct dcp_script dcp_rewrites = {
+	dcp_rewrites_steps,
+	sizeof(dcp_rewrites_steps) / sizeof(dcp_rewrites_steps[0]),
+	{"a", "b", "ck"},
+	{""},
+};
+
+static void dcp_wait_id(struct cache *c, const char *path)
+{
+	struct cnode *n;
+	int i;
+
+	for (i = 0; i < 500; i++) {
+		pthread_mutex_lock(&c->lock);
+		n = NULL;
+		node_lookup(c, path, &n);
+		if (n && n->drive_id[0])
+			i = 500;
+		pthread_mutex_unlock(&c->lock);
+		if (i < 500)
+			usleep(10000);
+	}
+}
+
+static void dcp_append(struct cache *c, const char *path, const char *s)
+{
+	struct cache_handle *h;
+
+	if (cache_open_file(c, path, O_WRONLY | O_CREAT | O_APPEND, 0644, &h) <
+	    0)
+		_exit(6);
+	cache_write(h, s, strlen(s), 0);
+	cache_release(h);
+}
 
 /* Runs the steps, writing each one's number to fd once it returned. */
-static void dcp_script(struct cache *c, int fd)
+static void dcp_run(struct cache *c, const struct dcp_script *sc, int fd)
 {
 	const struct dcp_step *s;
+	struct cache_handle *h = NULL;
+	struct timespec now[2] = {{0, UTIME_NOW}, {0, UTIME_NOW}};
 	int k;
 
-	for (k = 0; k < DCP_STEPS; k++) {
-		s = &dcp_steps[k];
+	for (k = 0; k < sc->nsteps; k++) {
+		s = &sc->steps[k];
 		if (s->op == 'w')
 			put(c, s->x, s->y, strlen(s->y));
 		else if (s->op == 's')
@@ -1849,55 +1961,109 @@ static void dcp_script(struct cache *c, int fd)
 			cache_rename(c, s->x, s->y, 0);
 		else if (s->op == 'u')
 			cache_unlink(c, s->x);
-		else
+		else if (s->op == 'm')
 			cache_mkdir(c, s->x, 0755);
+		else if (s->op == 'd')
+			cache_rmdir(c, s->x);
+		else if (s->op == 'a')
+			dcp_append(c, s->x, s->y);
+		else if (s->op == 'T')
+			cache_truncate(c, s->x, 1);
+		else if (s->op == 'c')
+			cache_chmod(c, s->x, 0600);
+		else if (s->op == 't')
+			cache_utimens(c, s->x, now);
+		else if (s->op == 'o')
+			cache_open_file(c, s->x,
+					O_WRONLY | O_CREAT | O_TRUNC | O_APPEND,
+					0644, &h);
+		else if (s->op == 'W')
+			cache_write(h, s->y, strlen(s->y), 0);
+		else if (s->op == 'F')
+			cache_fsync(h);
+		else if (s->op == 'C')
+			cache_release(h);
+		else if (s->op == 'i')
+			dcp_wait_id(c, s->x);
 		if (write(fd, &k, sizeof(k)) != sizeof(k))
 			_exit(4);
 	}
 }
 
 /* Whether Drive (and the mount) hold step k's files. */
-static bool dcp_is(struct env *e, int k)
+static bool dcp_is(struct env *e, const struct dcp_script *sc, int k)
 {
 	char got[33], want[33], buf[16];
 	const char *w;
 	int p;
 
-	if (k < 0 || k >= DCP_STEPS)
+	if (k < 0 || k >= sc->nsteps)
 		return false;
-	for (p = 0; p < DCP_PATHS; p++) {
-		w = dcp_steps[k].want[p];
-		remote_md5(e->root_id, dcp_path[p], got);
+	for (p = 0; p < DCP_PATHS && sc->path[p]; p++) {
+		w = sc->steps[k].want[p];
+		remote_md5(e->root_id, sc->path[p], got);
 		if (w)
 			md5_hex(w, strlen(w), want);
 		if (strcmp(got, w ? want : "") != 0 ||
-		    strcmp(get_str(e->c, dcp_path[p], buf, sizeof(buf)),
+		    strcmp(get_str(e->c, sc->path[p], buf, sizeof(buf)),
 			   w ? w : "") != 0)
 			return false;
 	}
 	return true;
 }
 
-/* Says what Drive and the mount hold, for a failure's message. */
-static void dcp_show(struct env *e)
+/* No folder of the script holds two entries of one name on Drive. */
+static bool dcp_no_dups(struct env *e, const struct dcp_script *sc)
 {
-	static const char *const seen[] = {"a0", "a1", "a2", "a3", "b0", "b1"};
-	char got[33], want[33], buf[16];
-	const char *is;
+	struct drive_file f;
+	struct drive_err err;
+	const char *id;
+	int i, p;
+
+	for (i = 0; i < 4 && sc->dirs[i]; i++) {
+		id = e->root_id;
+		if (sc->dirs[i][0]) {
+			if (count_named(e->root_id, sc->dirs[i]) > 1)
+				return false;
+			if (drive_resolve_path(dc, e->root_id, sc->dirs[i], &f,
+					       &err) < 0)
+				continue;
+			id = f.id;
+		}
+		for (p = 0; p < DCP_PATHS && sc->path[p]; p++) {
+			const char *base = strrchr(sc->path[p], '/');
+
+			if (count_named(id, base ? base + 1 : sc->path[p]) > 1)
+				return false;
+		}
+	}
+	return true;
+}
+
+/* Says what Drive and the mount hold, for a failure's message. */
+static void dcp_show(struct env *e, const struct dcp_script *sc)
+{
+	char got[33], want[33], buf[256];
+	const char *is, *w;
 	struct cnode *n;
 	size_t i;
-	int p;
+	int p, k, q;
 
-	for (p = 0; p < DCP_PATHS; p++) {
-		remote_md5(e->root_id, dcp_path[p], got);
+	for (p = 0; p < DCP_PATHS && sc->path[p]; p++) {
+		remote_md5(e->root_id, sc->path[p], got);
 		is = got[0] ? "?" : "(absent)";
-		for (i = 0; i < sizeof(seen) / sizeof(seen[0]); i++) {
-			md5_hex(seen[i], 2, want);
-			if (strcmp(got, want) == 0)
-				is = seen[i];
+		for (k = 0; k < sc->nsteps; k++) {
+			for (q = 0; q < DCP_PATHS; q++) {
+				w = sc->steps[k].want[q];
+				if (!w)
+					continue;
+				md5_hex(w, strlen(w), want);
+				if (strcmp(got, want) == 0)
+					is = w;
+			}
 		}
-		fprintf(stderr, "  %s: Drive %s, mount '%s'\n", dcp_path[p], is,
-			get_str(e->c, dcp_path[p], buf, sizeof(buf)));
+		fprintf(stderr, "  %s: Drive %s, mount '%s'\n", sc->path[p], is,
+			get_str(e->c, sc->path[p], buf, sizeof(buf)));
 	}
 	pthread_mutex_lock(&e->c->lock);
 	for (i = 0; i < CACHE_HASH; i++)
@@ -1912,16 +2078,16 @@ static void dcp_show(struct env *e)
 				n->remote_exists ? "" : " (not on Drive)",
 				n->remote_parent);
 	pthread_mutex_unlock(&e->c->lock);
-	fprintf(stderr, "  a x%d, b x%d, d x%d on Drive\n",
-		count_named(e->root_id, "a"), count_named(e->root_id, "b"),
-		count_named(e->root_id, "d"));
+	cache_last_error(e->c, buf, sizeof(buf));
+	fprintf(stderr, "  %d entries in the root on Drive; last error: %s\n",
+		count_named(e->root_id, NULL), buf);
 }
 
-static void test_a_crash_at_any_row_write_lands_what_returned(void)
+/* Kills the mount before row write 1, 2, ... of the script in turn;
+ * checks after the next mount's sync. */
+static void dcp_test(const struct dcp_script *sc)
 {
 	struct env e = {0};
-	struct drive_file f;
-	struct drive_err err;
 	int64_t at;
 	int p[2], k, last, st, bad = 0;
 	bool ok;
@@ -1941,7 +2107,7 @@ static void test_a_crash_at_any_row_write_lands_what_returned(void)
 			if (env_open(&e, 0, false) < 0)
 				_exit(2);
 			e.c->crash_at = at;
-			dcp_script(e.c, p[1]);
+			dcp_run(e.c, sc, p[1]);
 			_exit(0);
 		}
 		close(p[1]);
@@ -1951,24 +2117,20 @@ static void test_a_crash_at_any_row_write_lands_what_returned(void)
 		close(p[0]);
 		waitpid(pid, &st, 0);
 		if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
-			CHECK_INT(last, DCP_STEPS - 1);
+			CHECK_INT(last, sc->nsteps - 1);
 			break;
 		}
 		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 99);
 		CHECK_INT(env_open(&e, 0, false), 0);
 		CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
 		ok = (last < 0 && count_named(e.root_id, NULL) == 0) ||
-		     dcp_is(&e, last) || dcp_is(&e, last + 1);
-		ok = ok && count_named(e.root_id, "a") <= 1 &&
-		     count_named(e.root_id, "b") <= 1 &&
-		     count_named(e.root_id, "d") <= 1;
-		if (ok && drive_resolve_path(dc, e.root_id, "d", &f, &err) == 0)
-			ok = count_named(f.id, NULL) <= 1;
+		     dcp_is(&e, sc, last) || dcp_is(&e, sc, last + 1);
+		ok = ok && dcp_no_dups(&e, sc);
 		if (!ok && bad++ < 5) {
 			fprintf(stderr,
 				"crash at row write %lld after step %d\n",
 				(long long)at, last);
-			dcp_show(&e);
+			dcp_show(&e, sc);
 		}
 		CHECK(ok);
 		env_close(&e, true);
@@ -2072,6 +2234,21 @@ static void test_a_crash_while_giving_way_to_a_rival_keeps_our_content(void)
 	CHECK(at > 1 && at < 200);
 }
 
+static void test_a_crash_at_any_row_write_lands_what_returned(void)
+{
+	dcp_test(&dcp_first);
+}
+
+static void test_a_crash_at_any_row_write_of_folders_and_logs_lands(void)
+{
+	dcp_test(&dcp_dirs);
+}
+
+static void test_a_crash_at_any_row_write_of_rewrites_lands(void)
+{
+	dcp_test(&dcp_rewrites);
+}
+
 /* VECTUR_TEST_ONLY=substring runs the matching tests only;
  * VECTUR_TEST_SHARD=k/n runs every n-th test from the k-th (0-based), so
  * that pytest can run the suite in n parallel processes. A test taking
@@ -2145,6 +2322,8 @@ int main(void)
 	TRY(test_kill9_torture_no_torn_version);
 	TRY(test_a_crash_at_any_row_write_lands_what_returned);
 	TRY(test_a_crash_while_giving_way_to_a_rival_keeps_our_content);
+	TRY(test_a_crash_at_any_row_write_of_folders_and_logs_lands);
+	TRY(test_a_crash_at_any_row_write_of_rewrites_lands);
 	TRY(test_faults_200_files_no_duplicates);
 	TRY(test_cold_read_of_file_created_on_drive);
 	TRY(test_a_partial_download_dropped_under_a_reader_reads_whole);
