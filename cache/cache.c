@@ -298,6 +298,7 @@ int cache_open(struct cache **out, const struct cache_opts *opts,
 	c->dir = strdup(opts->dir);
 	c->root_id = strdup(root_id ? root_id : "");
 	c->dc = dc;
+	c->crash_at = opts->crash_at;
 	c->lock_fd = -1;
 	c->next_ino = 2;
 	c->next_vid = 1;

@@ -88,6 +88,10 @@ struct cache_opts {
 	/* After a crash, how long a file whose upload the dead mount had
 	 * under way waits for that request (0: 10 s; tests shorten it). */
 	int settle_ms;
+	/* Tests only: the process _exits (status 99) instead of running its
+	 * row write number crash_at counted from cache_open, recovery's
+	 * included (0: never; store.c). */
+	int64_t crash_at;
 	/* Called (from a cache thread) with the path of every node whose
 	 * content or attributes changed on Drive, so fs/ can invalidate the
 	 * kernel's caches. May be NULL. */

@@ -80,10 +80,12 @@ static void fix_versions(struct cache *c)
 			ver_drop(c, v);
 			continue;
 		}
+		/* Not saved: the row stays UPLOADING until the version is
+		 * saved again (its upload starts, it lands, a newer close
+		 * drops it), so a mount killed before that waits again. */
 		if (v->state == CV_UPLOADING) {
 			v->state = CV_CLOSED;
 			v->node->attempts = -1; /* marks: settle first */
-			store_save_version(c, v);
 		}
 	}
 	if (lost)
@@ -231,6 +233,13 @@ int recover_run(struct cache *c)
 	struct ctomb *t;
 	int i, queued = 0;
 
+	/* One transaction: recovery is not idempotent. A kill halfway
+	 * (this mount dies too) must leave the store as the dead mount left
+	 * it, not half recovered: the new boot id saved before the unsynced
+	 * versions it condemns were dropped, an UPLOADING version saved
+	 * CLOSED (nothing then says to wait for the dead mount's request),
+	 * a tombstone lifted without its folder set to be listed again. */
+	store_begin(c);
 	fix_versions(c);
 	for (i = 0; i < CACHE_HASH; i++)
 		for (n = c->by_ino[i]; n; n = n->h_ino)
@@ -238,7 +247,6 @@ int recover_run(struct cache *c)
 				drop_lock_writes(c, n);
 				fix_node(c, n);
 			}
-	clean_data_dir(c);
 	/* Collect first: detaching while walking a hash chain is unsafe. */
 	for (i = 0; i < CACHE_HASH; i++) {
 		for (n = c->by_ino[i]; n; n = n->h_ino) {
@@ -257,10 +265,12 @@ int recover_run(struct cache *c)
 		for (n = c->by_ino[i]; n; n = n->h_ino) {
 			if (n->settle) {
 				/* It took over a Drive file an upload of the
-				 * dead mount was sending to. */
+				 * dead mount was sending to. The row keeps
+				 * settle until n is saved again (as its upload
+				 * lands): killed before, the next mount waits
+				 * too. */
 				n->settle = false;
 				n->attempts = -1;
-				store_save_node(c, n);
 			}
 			if (n->attempts < 0) {
 				recover_settle(c, n);
@@ -274,6 +284,15 @@ int recover_run(struct cache *c)
 		}
 	}
 	recover_untomb(c);
+	/* Then the files no row knows: those of versions dropped above only
+	 * once the rows are gone. Not committed (a full disk), the mount goes
+	 * on from memory, as it did with each write on its own, and the next
+	 * start recovers again. */
+	if (store_commit(c) == 0)
+		clean_data_dir(c);
+	else
+		fprintf(stderr, "vectur: recovery not saved: %s\n",
+			c->last_error);
 	for (t = c->tombs; t; t = t->next)
 		t->due_ms = now;
 	if (queued)

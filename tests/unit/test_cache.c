@@ -1222,6 +1222,124 @@ static void test_a_crash_during_unlink_never_brings_back_older_content(void)
 	CHECK(at > 1 && at < 100);
 }
 
+/* What a mount killed mid-upload leaves (built white-box, offline): "up",
+ * whose version was UPLOADING to its Drive file, and "d/moved", which
+ * took another Drive file over by a rename and lost the content it was to
+ * send there (its old file's tombstone waits for that content); and
+ * "torn", closed without fdatasync before a power loss. Ends like a kill
+ * -9: no close. */
+static void rcp_setup(const char *dir)
+{
+	struct cache *c;
+	struct cnode *n, *d;
+
+	if (fork() == 0) {
+		c = open_cache(dir, 0);
+		if (!c || put(c, "up", "u0", 0) < 0 ||
+		    cache_mkdir(c, "d", 0755) < 0 ||
+		    put(c, "d/moved", "m0", 0) < 0)
+			_exit(3);
+		pthread_mutex_lock(&c->lock);
+		n = node_child(c, c->root, "up");
+		node_set_drive_id(c, n, "id-up");
+		n->remote_exists = true;
+		store_save_node(c, n);
+		n->cur->state = CV_UPLOADING;
+		store_save_version(c, n->cur);
+		d = node_child(c, c->root, "d");
+		d->listed = true;
+		store_save_node(c, d);
+		n = node_child(c, d, "moved");
+		node_set_drive_id(c, n, "id-taken-over");
+		n->remote_exists = true;
+		ver_drop(c, n->cur);
+		store_save_node(c, n);
+		upload_add_tomb(c, "id-own", false, n, c->close_seq + 1);
+		/* Closed unsynced, and the machine went down since. */
+		pthread_mutex_unlock(&c->lock);
+		if (put(c, "torn", "t0", 0) < 0)
+			_exit(3);
+		pthread_mutex_lock(&c->lock);
+		n = node_child(c, c->root, "torn");
+		n->cur->unsynced = true;
+		store_save_version(c, n->cur);
+		store_set_meta(c, "boot_id", "a boot before this one");
+		_exit(0);
+	}
+	wait(NULL);
+}
+
+/* Crash points in recovery itself: the next mount dies before each row
+ * write of its recovery in turn, and the one after must still recover
+ * as if the first had not begun: "up" waits settle_ms before it is sent
+ * again (the dead mount's request may still reach Drive), the file
+ * "d/moved" left keeps its Drive file, so d is listed again to show it,
+ * and "torn" (never on Drive) is gone, not uploaded as if whole. */
+static void test_a_crash_in_recovery_loses_none_of_its_steps(void)
+{
+	struct cache_opts o = {0};
+	struct cache *c;
+	struct cnode *n;
+	char dir[64], err[256];
+	int64_t at;
+	int st, bad = 0;
+	bool ok;
+
+	for (at = 1; at < 100; at++) {
+		snprintf(dir, sizeof(dir), "%s", new_dir());
+		rcp_setup(dir);
+		if (fork() == 0) {
+			o.dir = dir;
+			o.crash_at = at;
+			if (cache_open(&c, &o, NULL, "root", err, sizeof(err)) <
+			    0)
+				_exit(3);
+			_exit(0);
+		}
+		wait(&st);
+		CHECK(WIFEXITED(st) &&
+		      (WEXITSTATUS(st) == 99 || WEXITSTATUS(st) == 0));
+		c = open_cache(dir, 0);
+		CHECK(c != NULL);
+		if (!c)
+			break;
+		pthread_mutex_lock(&c->lock);
+		n = node_child(c, c->root, "up");
+		ok = n && n->queued &&
+		     n->due_ms > cache_now_ms() + c->o.settle_ms / 2 &&
+		     upload_settling(c, "id-up");
+		if (!ok && bad++ < 5)
+			fprintf(stderr,
+				"crash at recovery row write %lld: up is sent "
+				"without waiting\n",
+				(long long)at);
+		CHECK(ok);
+		n = node_child(c, c->root, "d");
+		ok = n && !n->listed && !upload_tombed(c, "id-own");
+		if (!ok && bad++ < 5)
+			fprintf(stderr,
+				"crash at recovery row write %lld: d/moved's "
+				"own file %s\n",
+				(long long)at,
+				upload_tombed(c, "id-own") ? "is deleted"
+							   : "stays hidden");
+		CHECK(ok);
+		ok = node_child(c, c->root, "torn") == NULL;
+		if (!ok && bad++ < 5)
+			fprintf(stderr,
+				"crash at recovery row write %lld: torn is "
+				"kept\n",
+				(long long)at);
+		CHECK(ok);
+		pthread_mutex_unlock(&c->lock);
+		cache_close(c, 0);
+		rm_rf(dir);
+		if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+			break; /* recovery ran out of row writes */
+	}
+	CHECK(at > 2 && at < 100);
+}
+
 static void test_eviction_never_touches_dirty(void)
 {
 	const char *dir = new_dir();
@@ -1585,6 +1703,7 @@ int main(void)
 	RUN(test_close_is_durable_at_flush_before_release);
 	RUN(test_a_crash_at_any_row_write_keeps_what_returned);
 	RUN(test_a_crash_during_unlink_never_brings_back_older_content);
+	RUN(test_a_crash_in_recovery_loses_none_of_its_steps);
 	RUN(test_write_after_flush_makes_a_new_version);
 	RUN(test_unsynced_close_dropped_after_a_reboot);
 	RUN(test_second_open_on_same_dir_is_busy);
