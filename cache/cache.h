@@ -88,9 +88,10 @@ struct cache_opts {
 	/* After a crash, how long a file whose upload the dead mount had
 	 * under way waits for that request (0: 10 s; tests shorten it). */
 	int settle_ms;
-	/* Tests only: the process _exits (status 99) instead of running its
-	 * row write number crash_at counted from cache_open, recovery's
-	 * included (0: never; store.c). */
+	/* Tests only (test_cache.c; fs/main.c's VECTUR_TEST_CRASH_AT): the
+	 * process _exit(99)s instead of running its row write number
+	 * crash_at, counted from cache_open, recovery's included. 0: never
+	 * (store.c). */
 	int64_t crash_at;
 	/* Called (from a cache thread) with the path of every node whose
 	 * content or attributes changed on Drive, so fs/ can invalidate the

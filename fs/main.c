@@ -813,6 +813,16 @@ static int do_mount(struct mount_opts *o, struct fuse_args *args)
 	copts.long_open_upload_s = VFS_LONG_OPEN_UPLOAD_S;
 	copts.read_timeout_s = (int)ceil(o->read_timeout);
 	copts.use_trash = o->use_trash;
+	/* Tests only (test_mount_crashpoints.py, fs/README.md):
+	 * VECTUR_TEST_CRASH_AT=N has the mount _exit(99) instead of running
+	 * its cache's row write N, a kill at an exact point between two
+	 * SQLite writes; VECTUR_TEST_SETTLE_MS shortens the 10 s a restarted
+	 * mount waits for the dead one's requests (the emulator is on
+	 * loopback, they have landed long before). */
+	if (getenv("VECTUR_TEST_CRASH_AT"))
+		copts.crash_at = atoll(getenv("VECTUR_TEST_CRASH_AT"));
+	if (getenv("VECTUR_TEST_SETTLE_MS"))
+		copts.settle_ms = atoi(getenv("VECTUR_TEST_SETTLE_MS"));
 	copts.invalidate = vfs_inval_cb;
 	copts.ud = v;
 	rc = cache_open(&v->cache, &copts, v->dc, ds.root_id, errbuf,
