@@ -131,6 +131,8 @@ soak: deps all
 	  -p no:cacheprovider tests/integration/test_sched_mounts.py -k soak
 	VECTUR_MOUNT_REPRO=1 VECTUR_BIN=$(CURDIR)/$(BIN) $(PYTHON) -m pytest -q -s -rxX \
 	  -p no:cacheprovider tests/integration/test_sched_mounts.py -k replaced
+	VECTUR_CRASHPOINTS_ALL=1 VECTUR_BIN=$(CURDIR)/$(BIN) $(PYTHON) -m pytest -q -s \
+	  -p no:cacheprovider tests/integration/test_mount_crashpoints.py
 
 demo: deps all
 	@if [ -x demo/run.sh ]; then bash demo/run.sh; else \

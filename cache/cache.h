@@ -186,9 +186,10 @@ int cache_release(struct cache_handle *h);
 
 /* rename(local → persisted): the content of src_fd (read from offset 0 to
  * EOF) becomes a new CLOSED version of `path` (created if absent, replacing
- * a file there), with `st`'s mode and mtime. The caller then unlinks the
- * local file; the result is atomic from the application's view because the
- * caller holds fs/'s rename lock.
+ * a file there), with `st`'s mode and mtime, in one commit with `note` (see
+ * cache_move_note). The caller then unlinks the local file; the result is
+ * atomic from the application's view because the caller holds fs/'s
+ * rename lock.
  *
  * With nw > 0 the file is still open for writing there: the version stays
  * OPEN, with nw writers whose handles (opened with flags[i]: the access
@@ -196,13 +197,23 @@ int cache_release(struct cache_handle *h);
  * file written here. */
 int cache_import(struct cache *c, const char *path, int src_fd,
 		 const struct stat *st, int nw, const int *flags,
-		 struct cache_handle **out);
+		 struct cache_handle **out, const char *note);
 /* Whether h still writes the file at its path: not a version another
  * replaced or a file unlinked since. */
 bool cache_handle_current(struct cache_handle *h);
 /* rename(persisted → local): writes the current content of `path` into
  * dst_fd (fetching it if needed). The caller then calls cache_unlink. */
 int cache_export(struct cache *c, const char *path, int dst_fd);
+/* A rename across the boundary changes two stores, this cache and the
+ * directory underneath, and a kill between the two halves left both names
+ * (or a stray temp file). So fs/ keeps a note of the rename under way (one
+ * at a time: its rename lock) in the cache's meta table, and the next
+ * mount finishes or undoes it before serving. The note is fs/'s, opaque
+ * here. cache_move_note sets it in a commit of its own ("" clears it);
+ * cache_import commits `note` (if not NULL) together with the new version;
+ * cache_move_pending reads it ("" if none). */
+int cache_move_note(struct cache *c, const char *note);
+int cache_move_pending(struct cache *c, char *out, size_t len);
 
 /* ---- control ---------------------------------------------------------- */
 

@@ -1197,7 +1197,7 @@ int cache_release(struct cache_handle *h)
 
 int cache_import(struct cache *c, const char *path, int src_fd,
 		 const struct stat *st, int nw, const int *flags,
-		 struct cache_handle **out)
+		 struct cache_handle **out, const char *note)
 {
 	struct cache_handle **hs = NULL;
 	struct cnode *d, *n;
@@ -1265,6 +1265,10 @@ int cache_import(struct cache *c, const char *path, int src_fd,
 			node_detach(c, n);
 		goto out_put;
 	}
+	/* One commit for the version, the node and fs/'s note: a kill
+	 * between them left the content here with no note saying that the
+	 * local file is to go, and both names stayed. */
+	store_begin(c);
 	n->mode = st->st_mode & 07777;
 	v->size = got;
 	v->mtime = st->st_mtim;
@@ -1307,6 +1311,10 @@ int cache_import(struct cache *c, const char *path, int src_fd,
 		}
 	}
 	store_save_node(c, n);
+	if (note)
+		store_set_meta(c, "move", note);
+	if (store_commit(c) < 0)
+		rc = -EIO;
 	ver_put(c, v);
 out_put:
 	node_put(c, n);
@@ -1316,6 +1324,25 @@ out:
 		free(hs[i]);
 	free(hs);
 	return rc;
+}
+
+int cache_move_note(struct cache *c, const char *note)
+{
+	int rc;
+
+	pthread_mutex_lock(&c->lock);
+	rc = store_set_meta(c, "move", note);
+	pthread_mutex_unlock(&c->lock);
+	return rc < 0 ? rc : 0;
+}
+
+int cache_move_pending(struct cache *c, char *out, size_t len)
+{
+	pthread_mutex_lock(&c->lock);
+	if (store_get_meta(c, "move", out, len) < 0 && len)
+		out[0] = '\0';
+	pthread_mutex_unlock(&c->lock);
+	return 0;
 }
 
 bool cache_handle_current(struct cache_handle *h)

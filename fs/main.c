@@ -835,6 +835,7 @@ static int do_mount(struct mount_opts *o, struct fuse_args *args)
 	}
 	cache_locks_start(v->cache, (int)ceil(o->lock_ttl), v->mount_id);
 	rc = 1;
+	vfs_finish_move(v);
 	vfs_scan_shadows(v);
 
 	if (fuse_mount(f, v->mountpoint) < 0) {

@@ -32,6 +32,8 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include <json-c/json.h>
+
 #include "kernel.h"
 #include "vfs.h"
 
@@ -1208,6 +1210,99 @@ static int fh_hold_writers(struct vfs *v, dev_t dev, uint64_t ino,
 	return kept;
 }
 
+/* The note of a rename across the boundary (cache_move_note): JSON, as
+ * paths may hold any byte but NUL. "import": once the content is in the
+ * cache, the local file `from` (dev/ino) is to go. "export": `tmp` is being
+ * made; with `from` set, it is filled and about to be renamed into place,
+ * and `from` is to go once it has been. Returns the text to free, or
+ * NULL. */
+static char *move_note(const char *op, const char *from, const char *tmp,
+		       const struct stat *st)
+{
+	struct json_object *o = json_object_new_object();
+	char *s;
+
+	if (!o)
+		return NULL;
+	json_object_object_add(o, "op", json_object_new_string(op));
+	if (from)
+		json_object_object_add(o, "from", json_object_new_string(from));
+	if (tmp)
+		json_object_object_add(o, "tmp", json_object_new_string(tmp));
+	if (st) {
+		json_object_object_add(
+			o, "dev", json_object_new_int64((int64_t)st->st_dev));
+		json_object_object_add(
+			o, "ino", json_object_new_int64((int64_t)st->st_ino));
+	}
+	s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	json_object_put(o);
+	return s;
+}
+
+static const char *note_str(struct json_object *o, const char *k)
+{
+	struct json_object *x;
+
+	return json_object_object_get_ex(o, k, &x) ? json_object_get_string(x)
+						   : NULL;
+}
+
+static int64_t note_int(struct json_object *o, const char *k)
+{
+	struct json_object *x;
+
+	return json_object_object_get_ex(o, k, &x) ? json_object_get_int64(x)
+						   : -1;
+}
+
+void vfs_finish_move(struct vfs *v)
+{
+	char note[3 * PATH_MAX];
+	struct json_object *o;
+	const char *op, *from, *tmp;
+	struct stat st;
+
+	cache_move_pending(v->cache, note, sizeof(note));
+	if (!note[0])
+		return;
+	o = json_tokener_parse(note);
+	op = o ? note_str(o, "op") : NULL;
+	from = o ? note_str(o, "from") : NULL;
+	tmp = o ? note_str(o, "tmp") : NULL;
+	if (op && strcmp(op, "import") == 0 && from) {
+		/* The content is in the cache (the note came with it): the
+		 * local file goes, if it is still the one renamed. */
+		if (fstatat(v->dirfd, from, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    (int64_t)st.st_dev == note_int(o, "dev") &&
+		    (int64_t)st.st_ino == note_int(o, "ino") &&
+		    unlinkat(v->dirfd, from, 0) == 0)
+			vfs_log(LOG_INFO,
+				"rename cut short by a crash: removed local "
+				"'%s', now on Drive",
+				from);
+	} else if (op && strcmp(op, "export") == 0 && tmp) {
+		/* tmp still there: the rename into place never happened,
+		 * the file stays on Drive. Gone with `from` noted: it did,
+		 * and the Drive side goes as the rename meant. */
+		if (unlinkat(v->dirfd, tmp, 0) == 0)
+			vfs_log(LOG_INFO,
+				"rename cut short by a crash: removed local "
+				"temp file '%s'",
+				tmp);
+		else if (errno == ENOENT && from &&
+			 cache_unlink(v->cache, from) == 0)
+			vfs_log(LOG_INFO,
+				"rename cut short by a crash: removed '%s' "
+				"from Drive, now local",
+				from);
+	} else {
+		vfs_log(LOG_WARNING, "ignoring a bad rename note: %s", note);
+	}
+	json_object_put(o);
+	cache_move_note(v->cache, "");
+}
+
 /* rename(local → persisted): the content becomes a new version of the
  * persisted file, then the local file goes. Handles still writing it move
  * with it (above): the version stays open until they close. */
@@ -1219,6 +1314,7 @@ static int rename_import(struct vfs *v, const char *from, const char *to,
 	struct stat st;
 	struct fh **held = NULL, *fh;
 	int fd = -1, rc, nheld = 0, *wflags = NULL;
+	char *note = NULL;
 
 	if (flags & RENAME_EXCHANGE)
 		return -EINVAL;
@@ -1276,7 +1372,13 @@ static int rename_import(struct vfs *v, const char *from, const char *to,
 		rc = -errno;
 		goto out;
 	}
-	rc = cache_import(v->cache, to, fd, &st, nheld, wflags, chs);
+	/* Still written there: the version stays open, and a crash drops
+	 * it, so a crash keeps the local file (no note). */
+	if (nheld == 0 && !(note = move_note("import", from, NULL, &st))) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = cache_import(v->cache, to, fd, &st, nheld, wflags, chs, note);
 	if (rc < 0)
 		goto out;
 	for (int i = 0; i < nheld; i++) {
@@ -1296,8 +1398,11 @@ static int rename_import(struct vfs *v, const char *from, const char *to,
 			"rename: '%s' is now on Drive as '%s' but the local "
 			"file could not be removed: %s",
 			from, to, strerror(errno));
+	if (note)
+		cache_move_note(v->cache, "");
 	rc = 0;
 out:
+	free(note);
 	fh_unhold(v, held, nheld);
 	free(chs);
 	free(wflags);
@@ -1323,6 +1428,8 @@ static int rename_export(struct vfs *v, const char *from, const char *to,
 	struct fh **held = NULL, *fh;
 	uint32_t rnd = 0;
 	int fd = -1, rc, nheld = 0, *nfd = NULL;
+	char *note = NULL;
+	bool noted = false;
 
 	if (flags & RENAME_EXCHANGE)
 		return -EINVAL;
@@ -1372,6 +1479,12 @@ static int rename_export(struct vfs *v, const char *from, const char *to,
 		rc = -ENAMETOOLONG;
 		goto out;
 	}
+	/* Noted before it exists: a crash leaves no stray temp file. */
+	note = move_note("export", NULL, tmp, NULL);
+	rc = note ? cache_move_note(v->cache, note) : -ENOMEM;
+	if (rc < 0)
+		goto out;
+	noted = true;
 	/* 0600 until filled: the movers' descriptors are opened first. */
 	fd = openat(v->dirfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
@@ -1391,12 +1504,26 @@ static int rename_export(struct vfs *v, const char *from, const char *to,
 		struct timespec t[2] = {a.mtime, a.mtime};
 
 		futimens(fd, t);
-		if (fchmod(fd, a.mode & 07777) < 0 ||
-		    renameat(v->dirfd, tmp, v->dirfd, to) < 0)
+		if (fchmod(fd, a.mode & 07777) < 0)
 			rc = -errno;
 	}
+	/* The local rename is the step that decides: a crash after it
+	 * (tmp gone) has the next mount unlink `from`, before it (tmp
+	 * there) remove tmp. A crash between it and cache_unlink left the
+	 * file under both names. */
+	if (rc == 0) {
+		free(note);
+		note = move_note("export", from, tmp, NULL);
+		rc = note ? cache_move_note(v->cache, note) : -ENOMEM;
+	}
+	if (rc == 0 && renameat(v->dirfd, tmp, v->dirfd, to) < 0)
+		rc = -errno;
 	if (rc < 0) {
-		unlinkat(v->dirfd, tmp, 0);
+		/* The note first: tmp gone under a note naming `from` says
+		 * the rename happened. */
+		if (cache_move_note(v->cache, "") == 0)
+			unlinkat(v->dirfd, tmp, 0);
+		noted = false;
 		goto out;
 	}
 	for (int i = 0; i < nheld; i++) {
@@ -1418,6 +1545,9 @@ static int rename_export(struct vfs *v, const char *from, const char *to,
 	for (int i = 0; i < nheld; i++)
 		cache_release(olds[i]);
 out:
+	if (noted)
+		cache_move_note(v->cache, "");
+	free(note);
 	fh_unhold(v, held, nheld);
 	for (int i = 0; nfd && i < nheld; i++)
 		if (nfd[i] >= 0)

@@ -120,6 +120,9 @@ extern const struct fuse_operations vfs_ops;
 void vfs_report_shadow(struct vfs *v, const char *path, const char *why);
 /* Walks the merged directories once at mount time to report shadowing. */
 void vfs_scan_shadows(struct vfs *v);
+/* At mount, before serving: finishes or undoes the rename across the
+ * local/persisted boundary a crash cut short (cache_move_note). */
+void vfs_finish_move(struct vfs *v);
 
 /* inval.c */
 void vfs_inval_cb(const char *path, void *ud); /* cache_opts.invalidate */

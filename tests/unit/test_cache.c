@@ -727,7 +727,7 @@ static void test_an_import_during_a_snapshot_is_kept(void)
 	fd = open(src, O_RDWR | O_CREAT | O_TRUNC, 0644);
 	CHECK_INT(write(fd, "IMPORTED", 8), 8);
 	fstat(fd, &st);
-	CHECK_INT(cache_import(c, "log", fd, &st, 0, NULL, NULL), 0);
+	CHECK_INT(cache_import(c, "log", fd, &st, 0, NULL, NULL, NULL), 0);
 	close(fd);
 	pthread_rwlock_unlock(&race_h->v->rw);
 	pthread_join(th, NULL);
@@ -983,7 +983,8 @@ static void test_import_and_export(void)
 	fd = open(src, O_RDWR | O_CREAT, 0640);
 	CHECK_INT(write(fd, "imported", 8), 8);
 	fstat(fd, &st);
-	CHECK_INT(cache_import(c, "work_graph.json", fd, &st, 0, NULL, NULL),
+	CHECK_INT(cache_import(c, "work_graph.json", fd, &st, 0, NULL, NULL,
+			       NULL),
 		  0);
 	close(fd);
 	CHECK_STR(get(c, "work_graph.json"), "imported");
@@ -1052,7 +1053,7 @@ static void cp_script(struct cache *c, const char *dir, int fd)
 	sfd = open(src, O_RDWR | O_CREAT | O_TRUNC, 0640);
 	if (sfd < 0 || write(sfd, "imp", 3) != 3 || fstat(sfd, &st) < 0)
 		_exit(5);
-	cache_import(c, "a", sfd, &st, 0, NULL, NULL);
+	cache_import(c, "a", sfd, &st, 0, NULL, NULL, NULL);
 	close(sfd);
 	cp_report(fd, 9);
 	cache_truncate(c, "b", 2);
@@ -1587,7 +1588,7 @@ static int enospc_child(const char *dir)
 	src = memfd_create("src", MFD_CLOEXEC);
 	if (src < 0 || ftruncate(src, 4 << 20) < 0 || fstat(src, &st) < 0)
 		return 8;
-	w = cache_import(c, "imported.bin", src, &st, 0, NULL, NULL);
+	w = cache_import(c, "imported.bin", src, &st, 0, NULL, NULL, NULL);
 	close(src);
 	if (w != -ENOSPC)
 		return 9;
