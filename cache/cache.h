@@ -214,6 +214,11 @@ int cache_export(struct cache *c, const char *path, int dst_fd);
  * cache_move_pending reads it ("" if none). */
 int cache_move_note(struct cache *c, const char *note);
 int cache_move_pending(struct cache *c, char *out, size_t len);
+/* The order number the next close gets is above this one. */
+int64_t cache_close_seq(struct cache *c);
+/* Whether `path` has content closed after cache_close_seq() said `seq`
+ * (kept here or already on Drive). */
+bool cache_closed_since(struct cache *c, const char *path, int64_t seq);
 
 /* ---- control ---------------------------------------------------------- */
 

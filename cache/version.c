@@ -1336,6 +1336,32 @@ int cache_move_note(struct cache *c, const char *note)
 	return rc < 0 ? rc : 0;
 }
 
+int64_t cache_close_seq(struct cache *c)
+{
+	int64_t seq;
+
+	pthread_mutex_lock(&c->lock);
+	seq = c->close_seq;
+	pthread_mutex_unlock(&c->lock);
+	return seq;
+}
+
+bool cache_closed_since(struct cache *c, const char *path, int64_t seq)
+{
+	struct cnode *n;
+	struct cver *v;
+	bool yes = false;
+
+	pthread_mutex_lock(&c->lock);
+	if (node_lookup(c, path, &n) == 0) {
+		yes = n->landed_seq > seq;
+		for (v = n->vers; v && !yes; v = v->nnext)
+			yes = v->state != CV_OPEN && v->close_seq > seq;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return yes;
+}
+
 int cache_move_pending(struct cache *c, char *out, size_t len)
 {
 	pthread_mutex_lock(&c->lock);

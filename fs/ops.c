@@ -1217,7 +1217,7 @@ static int fh_hold_writers(struct vfs *v, dev_t dev, uint64_t ino,
  * and `from` is to go once it has been. Returns the text to free, or
  * NULL. */
 static char *move_note(const char *op, const char *from, const char *tmp,
-		       const struct stat *st)
+		       const struct stat *st, const char *to, int64_t seq)
 {
 	struct json_object *o = json_object_new_object();
 	char *s;
@@ -1229,6 +1229,10 @@ static char *move_note(const char *op, const char *from, const char *tmp,
 		json_object_object_add(o, "from", json_object_new_string(from));
 	if (tmp)
 		json_object_object_add(o, "tmp", json_object_new_string(tmp));
+	if (to) {
+		json_object_object_add(o, "to", json_object_new_string(to));
+		json_object_object_add(o, "seq", json_object_new_int64(seq));
+	}
 	if (st) {
 		json_object_object_add(
 			o, "dev", json_object_new_int64((int64_t)st->st_dev));
@@ -1271,9 +1275,16 @@ void vfs_finish_move(struct vfs *v)
 	from = o ? note_str(o, "from") : NULL;
 	tmp = o ? note_str(o, "tmp") : NULL;
 	if (op && strcmp(op, "import") == 0 && from) {
-		/* The content is in the cache (the note came with it): the
-		 * local file goes, if it is still the one renamed. */
-		if (fstatat(v->dirfd, from, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		/* The content is in the cache if `to` has a version closed
+		 * after the note (one written there still had to close: it
+		 * may have, from a release racing the rename, or been
+		 * dropped as never closed): then the local file goes, if it
+		 * is still the one renamed. */
+		const char *to = note_str(o, "to");
+
+		if ((!to ||
+		     cache_closed_since(v->cache, to, note_int(o, "seq"))) &&
+		    fstatat(v->dirfd, from, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 		    (int64_t)st.st_dev == note_int(o, "dev") &&
 		    (int64_t)st.st_ino == note_int(o, "ino") &&
 		    unlinkat(v->dirfd, from, 0) == 0)
@@ -1372,9 +1383,15 @@ static int rename_import(struct vfs *v, const char *from, const char *to,
 		rc = -errno;
 		goto out;
 	}
-	/* Still written there: the version stays open, and a crash drops
-	 * it, so a crash keeps the local file (no note). */
-	if (nheld == 0 && !(note = move_note("import", from, NULL, &st))) {
+	/* Also with writers (the version stays open): a handle the app
+	 * closed already may be released, and its version closed, before
+	 * the local file goes below; then a crash left both names. The next
+	 * mount removes the local file only once `to` has a version closed
+	 * since this note (a version still open is dropped by a crash, and
+	 * the content is then only in the local file, which stays). */
+	note = move_note("import", from, NULL, &st, to,
+			 cache_close_seq(v->cache));
+	if (!note) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -1480,7 +1497,7 @@ static int rename_export(struct vfs *v, const char *from, const char *to,
 		goto out;
 	}
 	/* Noted before it exists: a crash leaves no stray temp file. */
-	note = move_note("export", NULL, tmp, NULL);
+	note = move_note("export", NULL, tmp, NULL, NULL, 0);
 	rc = note ? cache_move_note(v->cache, note) : -ENOMEM;
 	if (rc < 0)
 		goto out;
@@ -1513,7 +1530,7 @@ static int rename_export(struct vfs *v, const char *from, const char *to,
 	 * file under both names. */
 	if (rc == 0) {
 		free(note);
-		note = move_note("export", from, tmp, NULL);
+		note = move_note("export", from, tmp, NULL, NULL, 0);
 		rc = note ? cache_move_note(v->cache, note) : -ENOMEM;
 	}
 	if (rc == 0 && renameat(v->dirfd, tmp, v->dirfd, to) < 0)
