@@ -1210,14 +1210,26 @@ static int fh_hold_writers(struct vfs *v, dev_t dev, uint64_t ino,
 	return kept;
 }
 
+static int64_t ts_ns(struct timespec t)
+{
+	return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
 /* The note of a rename across the boundary (cache_move_note): JSON, as
  * paths may hold any byte but NUL. "import": once the content is in the
- * cache, the local file `from` (dev/ino) is to go. "export": `tmp` is being
- * made; with `from` set, it is filled and about to be renamed into place,
- * and `from` is to go once it has been. Returns the text to free, or
- * NULL. */
+ * cache, the local file `from` is to go. "export": `tmp` is being made;
+ * with `from` set, it is filled and about to be renamed to `to`, and
+ * `from` is to go once it has been.
+ *
+ * A note may outlive its rename (a kill, or a clear that failed) while the
+ * files it names change: the next mount acts only on the very files the
+ * rename was moving. So it names them: `st`, the local file (dev/ino, and
+ * for an import its size, mtime and ctime: a file rewritten in place keeps
+ * its inode), `node`, the cache's node of an export's `from` (0: none).
+ * Returns the text to free, or NULL. */
 static char *move_note(const char *op, const char *from, const char *tmp,
-		       const struct stat *st, const char *to, int64_t seq)
+		       const struct stat *st, const char *to, int64_t seq,
+		       uint64_t node)
 {
 	struct json_object *o = json_object_new_object();
 	char *s;
@@ -1233,11 +1245,20 @@ static char *move_note(const char *op, const char *from, const char *tmp,
 		json_object_object_add(o, "to", json_object_new_string(to));
 		json_object_object_add(o, "seq", json_object_new_int64(seq));
 	}
+	if (node)
+		json_object_object_add(o, "node",
+				       json_object_new_int64((int64_t)node));
 	if (st) {
 		json_object_object_add(
 			o, "dev", json_object_new_int64((int64_t)st->st_dev));
 		json_object_object_add(
 			o, "ino", json_object_new_int64((int64_t)st->st_ino));
+		json_object_object_add(
+			o, "size", json_object_new_int64((int64_t)st->st_size));
+		json_object_object_add(
+			o, "mtime", json_object_new_int64(ts_ns(st->st_mtim)));
+		json_object_object_add(
+			o, "ctime", json_object_new_int64(ts_ns(st->st_ctim)));
 	}
 	s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
@@ -1260,12 +1281,40 @@ static int64_t note_int(struct json_object *o, const char *k)
 						   : -1;
 }
 
+/* Whether local `path` is still the file the note names: same inode and,
+ * with `unchanged`, same size, mtime and ctime (not rewritten in place). A
+ * note without them names nothing. */
+static bool note_names_local(struct vfs *v, struct json_object *o,
+			     const char *path, bool unchanged)
+{
+	struct stat st;
+
+	if (!path || fstatat(v->dirfd, path, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return false;
+	if ((int64_t)st.st_dev != note_int(o, "dev") ||
+	    (int64_t)st.st_ino != note_int(o, "ino"))
+		return false;
+	return !unchanged || ((int64_t)st.st_size == note_int(o, "size") &&
+			      ts_ns(st.st_mtim) == note_int(o, "mtime") &&
+			      ts_ns(st.st_ctim) == note_int(o, "ctime"));
+}
+
+/* Whether persisted `path` is still the node the note names (not a file
+ * made at that path since). */
+static bool note_names_node(struct vfs *v, struct json_object *o,
+			    const char *path)
+{
+	struct cache_attr a;
+
+	return path && cache_getattr(v->cache, path, &a) == 0 &&
+	       (int64_t)a.ino == note_int(o, "node");
+}
+
 void vfs_finish_move(struct vfs *v)
 {
 	char note[3 * PATH_MAX];
 	struct json_object *o;
-	const char *op, *from, *tmp;
-	struct stat st;
+	const char *op, *from, *tmp, *to;
 
 	cache_move_pending(v->cache, note, sizeof(note));
 	if (!note[0])
@@ -1274,35 +1323,46 @@ void vfs_finish_move(struct vfs *v)
 	op = o ? note_str(o, "op") : NULL;
 	from = o ? note_str(o, "from") : NULL;
 	tmp = o ? note_str(o, "tmp") : NULL;
+	to = o ? note_str(o, "to") : NULL;
 	if (op && strcmp(op, "import") == 0 && from) {
 		/* The content is in the cache if `to` has a version closed
 		 * after the note (one written there still had to close: it
 		 * may have, from a release racing the rename, or been
 		 * dropped as never closed): then the local file goes, if it
-		 * is still the one renamed. */
-		const char *to = note_str(o, "to");
-
-		if ((!to ||
-		     cache_closed_since(v->cache, to, note_int(o, "seq"))) &&
-		    fstatat(v->dirfd, from, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    (int64_t)st.st_dev == note_int(o, "dev") &&
-		    (int64_t)st.st_ino == note_int(o, "ino") &&
-		    unlinkat(v->dirfd, from, 0) == 0)
+		 * is still the one renamed, as it was. */
+		if (!note_names_local(v, o, from, true))
+			vfs_log(LOG_INFO,
+				"rename note: local '%s' is not the file the "
+				"rename cut short by a crash was moving; kept",
+				from);
+		else if ((!to || cache_closed_since(v->cache, to,
+						    note_int(o, "seq"))) &&
+			 unlinkat(v->dirfd, from, 0) == 0)
 			vfs_log(LOG_INFO,
 				"rename cut short by a crash: removed local "
 				"'%s', now on Drive",
 				from);
 	} else if (op && strcmp(op, "export") == 0 && tmp) {
 		/* tmp still there: the rename into place never happened,
-		 * the file stays on Drive. Gone with `from` noted: it did,
-		 * and the Drive side goes as the rename meant. */
+		 * the file stays on Drive. Gone, with `to` being it and
+		 * `from` the node it was made from: it did, and the Drive
+		 * side goes as the rename meant. Else (the target removed
+		 * since, a new file at `from`) both stay. */
 		if (unlinkat(v->dirfd, tmp, 0) == 0)
 			vfs_log(LOG_INFO,
 				"rename cut short by a crash: removed local "
 				"temp file '%s'",
 				tmp);
-		else if (errno == ENOENT && from &&
-			 cache_unlink(v->cache, from) == 0)
+		else if (errno != ENOENT || !from)
+			;
+		else if (!note_names_local(v, o, to, false) ||
+			 !note_names_node(v, o, from))
+			vfs_log(LOG_WARNING,
+				"rename note: '%s' or '%s' is not the file the "
+				"rename cut short by a crash was moving; both "
+				"kept",
+				to ? to : "?", from);
+		else if (cache_unlink(v->cache, from) == 0)
 			vfs_log(LOG_INFO,
 				"rename cut short by a crash: removed '%s' "
 				"from Drive, now local",
@@ -1322,7 +1382,7 @@ static int rename_import(struct vfs *v, const char *from, const char *to,
 {
 	struct cache_handle **chs = NULL;
 	struct cache_attr a;
-	struct stat st;
+	struct stat st, now;
 	struct fh **held = NULL, *fh;
 	int fd = -1, rc, nheld = 0, *wflags = NULL;
 	char *note = NULL;
@@ -1388,9 +1448,15 @@ static int rename_import(struct vfs *v, const char *from, const char *to,
 	 * the local file goes below; then a crash left both names. The next
 	 * mount removes the local file only once `to` has a version closed
 	 * since this note (a version still open is dropped by a crash, and
-	 * the content is then only in the local file, which stays). */
-	note = move_note("import", from, NULL, &st, to,
-			 cache_close_seq(v->cache));
+	 * the content is then only in the local file, which stays). It
+	 * names the file as it is now, its writers held: one changed since
+	 * is not removed. */
+	if (fstat(fd, &now) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	note = move_note("import", from, NULL, &now, to,
+			 cache_close_seq(v->cache), 0);
 	if (!note) {
 		rc = -ENOMEM;
 		goto out;
@@ -1497,7 +1563,7 @@ static int rename_export(struct vfs *v, const char *from, const char *to,
 		goto out;
 	}
 	/* Noted before it exists: a crash leaves no stray temp file. */
-	note = move_note("export", NULL, tmp, NULL, NULL, 0);
+	note = move_note("export", NULL, tmp, NULL, NULL, 0, 0);
 	rc = note ? cache_move_note(v->cache, note) : -ENOMEM;
 	if (rc < 0)
 		goto out;
@@ -1528,9 +1594,11 @@ static int rename_export(struct vfs *v, const char *from, const char *to,
 	 * (tmp gone) has the next mount unlink `from`, before it (tmp
 	 * there) remove tmp. A crash between it and cache_unlink left the
 	 * file under both names. */
+	if (rc == 0 && fstat(fd, &st) < 0)
+		rc = -errno;
 	if (rc == 0) {
 		free(note);
-		note = move_note("export", from, tmp, NULL, NULL, 0);
+		note = move_note("export", from, tmp, &st, to, 0, a.ino);
 		rc = note ? cache_move_note(v->cache, note) : -ENOMEM;
 	}
 	if (rc == 0 && renameat(v->dirfd, tmp, v->dirfd, to) < 0)
