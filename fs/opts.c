@@ -222,7 +222,8 @@ int opts_parse_size(const char *s, int64_t *out)
 	if (*end != '\0')
 		return -EINVAL;
 	v = ldexp(v, shift);
-	if (v > (double)INT64_MAX)
+	/* (double)INT64_MAX rounds up to 2^63, itself one past the range. */
+	if (v >= (double)INT64_MAX)
 		return -EINVAL;
 	*out = (int64_t)v;
 	return 0;

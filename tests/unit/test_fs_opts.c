@@ -42,6 +42,18 @@ static void test_sizes_accept_suffixes(void)
 	CHECK_INT(opts_parse_size("-1G", &v), -EINVAL);
 }
 
+/* 2^63 bytes is one past INT64_MAX: it was taken, and converted to a
+ * negative size (cache_max_size has no range of its own to catch it). */
+static void test_a_size_past_int64_is_refused_not_wrapped(void)
+{
+	int64_t v = 0;
+
+	CHECK_INT(opts_parse_size("8388608T", &v), -EINVAL);
+	CHECK_INT(opts_parse_size("9223372036854775808", &v), -EINVAL);
+	CHECK_INT(opts_parse_size("8388607T", &v), 0);
+	CHECK_INT(v, 8388607LL << 40);
+}
+
 static void test_durations_accept_fractions_and_units(void)
 {
 	double d = 0;
@@ -388,6 +400,7 @@ static void test_help_shows_every_option_with_its_default(void)
 int main(void)
 {
 	RUN(test_sizes_accept_suffixes);
+	RUN(test_a_size_past_int64_is_refused_not_wrapped);
 	RUN(test_durations_accept_fractions_and_units);
 	RUN(test_defaults_come_from_the_table);
 	RUN(test_options_parse_and_persist_repeats);
