@@ -623,7 +623,9 @@ static void note_trouble(struct drive_client *c, const struct drive_err *err)
 	if (c->trouble_ms <= c->answered_ms)
 		c->trouble_since_ms = now;
 	c->trouble_ms = now;
-	if (err->status)
+	/* Drive's own errors (parse_error_body) say "HTTP 503 reason: ..."
+	 * already; others set here with a status do not. */
+	if (err->status && strncmp(err->message, "HTTP ", 5) != 0)
 		snprintf(c->trouble, sizeof(c->trouble), "HTTP %ld %s%s%s",
 			 err->status, err->message, err->reason[0] ? " " : "",
 			 err->reason);

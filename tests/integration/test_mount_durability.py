@@ -672,6 +672,26 @@ def test_a_sync_while_drive_is_down_says_why_and_status_shows_it(mounts, emulato
     assert m.status()["drive_trouble"] is None
 
 
+def test_drive_trouble_names_an_http_error_once(mounts, emulator):
+    """With Drive answering 503, status's drive_trouble (and --sync's
+    'waiting' line, the same text) said 'HTTP 503 HTTP 503 backendError:
+    ... backendError': the Drive client's message already holds the status
+    and the reason."""
+    m = mounts(opts="write_back=0.2,poll_interval=1,drain_timeout=5").start()
+    os.makedirs(m.p("runs"), exist_ok=True)
+    sync_ok(m)
+    emulator.set_faults({"fail_rate": 1.0, "fail_status": 503})
+    with open(m.p("runs/503.bin"), "wb") as f:
+        f.write(b"x" * 1000)
+    why = wait_for(lambda: m.status()["drive_trouble"], 30, "drive_trouble")
+    emulator.clear_faults()
+    assert why.startswith("HTTP 503 "), why
+    assert why.count("HTTP 503") == 1, why
+    assert why.count("backendError") == 1, why
+    sync_ok(m)
+    assert m.status()["drive_trouble"] is None
+
+
 def test_a_lookup_never_listed_fails_in_bounded_time_when_drive_is_down(mounts, emulator):
     """A create in a persisted folder this mount never listed needs Drive's
     listing; with Drive unreachable it waited out every retry (over 3 min)
