@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int t_passed, t_failed, t_cur_failed;
 
@@ -55,6 +56,19 @@ static int t_passed, t_failed, t_cur_failed;
 			t_passed++;                                            \
 		}                                                              \
 	} while (0)
+
+/* The last int a child wrote into pipe end fd before it exited or was
+ * killed (`dflt` if none), for tests that kill a child at some point and
+ * need how far it got. Closes fd. */
+static inline int t_last_int(int fd, int dflt)
+{
+	int k;
+
+	while (read(fd, &k, sizeof(k)) == sizeof(k))
+		dflt = k;
+	close(fd);
+	return dflt;
+}
 
 static inline int t_done(void)
 {

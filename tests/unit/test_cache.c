@@ -1073,7 +1073,7 @@ static bool cp_same(const char *got, const char *want)
  * step reported, -2 if the script ran to its end. */
 static int cp_run(const char *dir, int64_t at)
 {
-	int p[2], k, last = -1, st;
+	int p[2], last, st;
 	pid_t pid;
 
 	if (pipe(p) < 0)
@@ -1090,9 +1090,7 @@ static int cp_run(const char *dir, int64_t at)
 		_exit(0);
 	}
 	close(p[1]);
-	while (read(p[0], &k, sizeof(k)) == sizeof(k))
-		last = k;
-	close(p[0]);
+	last = t_last_int(p[0], -1);
 	waitpid(pid, &st, 0);
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
 		return -2;
@@ -1165,7 +1163,7 @@ static void test_a_crash_during_unlink_never_brings_back_older_content(void)
 	struct cache *c;
 	const char *got;
 	char dir[64];
-	int p[2], k, last, st, bad = 0;
+	int p[2], last, st, bad = 0;
 	int64_t at;
 	pid_t pid;
 
@@ -1191,10 +1189,7 @@ static void test_a_crash_during_unlink_never_brings_back_older_content(void)
 			_exit(0);
 		}
 		close(p[1]);
-		last = -1;
-		while (read(p[0], &k, sizeof(k)) == sizeof(k))
-			last = k;
-		close(p[0]);
+		last = t_last_int(p[0], -1);
 		waitpid(pid, &st, 0);
 		CHECK(WIFEXITED(st) &&
 		      (WEXITSTATUS(st) == 0 || WEXITSTATUS(st) == 99));

@@ -1761,9 +1761,7 @@ static void test_kill9_torture_no_torn_version(void)
 		usleep(300000 + rand() % 700000);
 		kill(pid, SIGKILL);
 		waitpid(pid, &st, 0);
-		while (read(p[0], &i, sizeof(i)) == sizeof(i))
-			last = i;
-		close(p[0]);
+		last = t_last_int(p[0], last);
 		if (getenv("VECTUR_TEST_VERBOSE"))
 			fprintf(stderr, "round %d: last %d\n", round, last);
 		next = last + 2; /* last+1 may have closed unreported */
@@ -2089,7 +2087,7 @@ static void dcp_test(const struct dcp_script *sc)
 {
 	struct env e = {0};
 	int64_t at;
-	int p[2], k, last, st, bad = 0;
+	int p[2], last, st, bad = 0;
 	bool ok;
 	pid_t pid;
 
@@ -2111,10 +2109,7 @@ static void dcp_test(const struct dcp_script *sc)
 			_exit(0);
 		}
 		close(p[1]);
-		last = -1;
-		while (read(p[0], &k, sizeof(k)) == sizeof(k))
-			last = k;
-		close(p[0]);
+		last = t_last_int(p[0], -1);
 		waitpid(pid, &st, 0);
 		if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
 			CHECK_INT(last, sc->nsteps - 1);
