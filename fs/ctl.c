@@ -51,7 +51,7 @@ struct sync_session {
 	int refs;
 	struct vfs *v;
 	char told[640];	 /* the Drive trouble last said ("" none) */
-	int64_t told_ms; /* when, on CLOCK_MONOTONIC */
+	int64_t told_ms; /* when (drive_mono_ms) */
 };
 
 struct ctl_handle {
@@ -231,19 +231,11 @@ static void session_put(struct sync_session *s)
 	free(s);
 }
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void sync_progress(int64_t files_left, int64_t bytes_left, void *ud)
 {
 	struct sync_session *s = ud;
 	char why[640];
-	int64_t ms, now = mono_ms();
+	int64_t ms, now = drive_mono_ms();
 
 	session_append(s, "progress %lld %lld\n", (long long)files_left,
 		       (long long)bytes_left);
