@@ -356,6 +356,8 @@ struct cnode *node_by_ino(struct cache *c, uint64_t ino);
 struct cnode *node_by_id(struct cache *c, const char *drive_id);
 struct cnode *node_child(struct cache *c, struct cnode *dir, const char *name);
 void node_put(struct cache *c, struct cnode *n);
+/* Frees a node no table or tree holds (store_load's orphans). */
+void node_free(struct cnode *n);
 /* Resolves a path (c->lock held), listing directories from Drive on the
  * way when needed (drops and retakes the lock). */
 int node_lookup(struct cache *c, const char *path, struct cnode **out);
@@ -462,6 +464,8 @@ bool upload_inflight(struct cache *c, const char *drive_id);
  * node that took it over, wait. */
 void upload_settle(struct cache *c, const char *drive_id, int64_t ms);
 bool upload_settling(struct cache *c, const char *drive_id);
+/* Whether a create's error says folder `parent` is gone from Drive. */
+bool upload_parent_404(const struct drive_err *err, const char *parent);
 bool upload_needs_work(struct cnode *n);
 /* Drive has n's version close_seq `seq` (or newer) under its name. */
 bool upload_synced(struct cnode *n, int64_t seq);

@@ -818,9 +818,8 @@ static int lock_view_acquire(struct cache *c, const char *path, struct cnode *d,
 	if (rc < 0) {
 		rc = -drive_err_errno(&err);
 		cache_set_error(c, "lock %s: %s", path, err.message);
-		if (err.status == 404 && strstr(err.message, parent) &&
-		    !d->unlinked && d->parent &&
-		    strcmp(d->drive_id, parent) == 0) {
+		if (upload_parent_404(&err, parent) && !d->unlinked &&
+		    d->parent && strcmp(d->drive_id, parent) == 0) {
 			/* The folder went on Drive (a folder lock broken
 			 * once it expired): forgotten as the feed would, so
 			 * that mkdir makes it again instead of EEXIST. */

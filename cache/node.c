@@ -132,7 +132,7 @@ void node_unparent(struct cache *c, struct cnode *n)
 	n->sib_next = n->sib_prev = NULL;
 }
 
-static void node_free(struct cnode *n)
+void node_free(struct cnode *n)
 {
 	free(n->name);
 	free(n->remote_name);

@@ -352,7 +352,7 @@ static int mkdir_or_adopt(struct cache *c, const char *parent, const char *name,
 
 /* Whether a create's error says its parent folder (Drive id `parent`) is
  * not on Drive. */
-static bool parent_404(const struct drive_err *err, const char *parent)
+bool upload_parent_404(const struct drive_err *err, const char *parent)
 {
 	return err->status == 404 && parent[0] && strstr(err->message, parent);
 }
@@ -416,7 +416,7 @@ static int create_dir(struct cache *c, struct cnode *n)
 	rc = mkdir_or_adopt(c, parent, name, id, &out, &err);
 	pthread_mutex_lock(&c->lock);
 	if (rc < 0)
-		return parent_404(&err, parent)
+		return upload_parent_404(&err, parent)
 			       ? parent_gone(c, n, parent, NULL)
 			       : classify(c, n, "mkdir", &err);
 	if (out.trashed) /* made in a trashed folder */
@@ -735,7 +735,7 @@ static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 		return 0; /* aborted: nothing left to do for it */
 	if (c->abort_uploads)
 		return -EAGAIN;
-	if (create && parent_404(&err, parent))
+	if (create && upload_parent_404(&err, parent))
 		return parent_gone(c, n, parent, NULL);
 	if (create && trashed)
 		return parent_gone(c, n, parent, &out);

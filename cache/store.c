@@ -566,9 +566,7 @@ static void loaded_place(struct cache *c, struct loaded *l, int nl, int i,
 			loaded_attach(c, pn, up[k]->n);
 			pn = up[k]->n;
 		} else {
-			free(up[k]->n->name);
-			free(up[k]->n->remote_name);
-			free(up[k]->n);
+			node_free(up[k]->n);
 			up[k]->n = NULL;
 		}
 	}
@@ -656,11 +654,8 @@ static int load_nodes(struct cache *c)
 out:
 	/* On an error, what was not placed yet goes. */
 	for (i = 0; i < nl; i++) {
-		if (l[i].state == 0) {
-			free(l[i].n->name);
-			free(l[i].n->remote_name);
-			free(l[i].n);
-		}
+		if (l[i].state == 0)
+			node_free(l[i].n);
 	}
 	free(up);
 	free(l);
@@ -689,8 +684,7 @@ static int load_versions(struct cache *c)
 			c->next_vid = vid + 1;
 		n = node_by_ino(c, sqlite3_column_int64(st, 1));
 		if (!n || n->is_dir) {
-			store_data_path(c, vid, path, sizeof(path));
-			unlink(path);
+			store_drop_data(c, vid);
 			continue;
 		}
 		v = calloc(1, sizeof(*v));
