@@ -130,11 +130,12 @@ def test_an_export_note_whose_target_is_gone_keeps_the_drive_file(mounts):
     assert get_note(m) == ""
 
 
-def test_an_import_note_does_not_delete_a_local_file_rewritten_since(mounts):
-    """os.replace(experiments/tmp, experiments/work_graph.json) killed after
-    the import's commit and before the local unlink; while the mount was
-    down the script ran again without it and rewrote experiments/tmp in
-    place (same inode). The next mount must keep that content."""
+def import_cut_before_the_local_unlink(mounts):
+    """A mount, stopped, as an os.replace(experiments/tmp,
+    experiments/work_graph.json) killed after the import's commit and
+    before the local unlink leaves it: the content is in the cache
+    (work_graph.json has a version closed since seq 0), the local file is
+    still there, and the note names it. Returns (mount, local path)."""
     m = mounts().start()
     os.makedirs(m.p("experiments"))
     with open(m.p("experiments/tmp"), "w") as f:
@@ -142,9 +143,6 @@ def test_an_import_note_does_not_delete_a_local_file_rewritten_since(mounts):
     os.replace(m.p("experiments/tmp"), m.p("experiments/work_graph.json"))
     sync_ok(m)
     m.stop()
-    # The import of a second tmp, killed before its local unlink: the
-    # content is in the cache (work_graph.json has a version closed since
-    # seq 0) and the local file is still there.
     local = os.path.join(m.mnt, "experiments", "tmp")
     with open(local, "w") as f:
         f.write('{"stages": 1}')
@@ -153,6 +151,16 @@ def test_an_import_note_does_not_delete_a_local_file_rewritten_since(mounts):
                  "to": "experiments/work_graph.json", "seq": 0,
                  "dev": st.st_dev, "ino": st.st_ino, "size": st.st_size,
                  "mtime": st.st_mtime_ns, "ctime": st.st_ctime_ns})
+    return m, local
+
+
+def test_an_import_note_does_not_delete_a_local_file_rewritten_since(mounts):
+    """os.replace(experiments/tmp, experiments/work_graph.json) killed after
+    the import's commit and before the local unlink; while the mount was
+    down the script ran again without it and rewrote experiments/tmp in
+    place (same inode). The next mount must keep that content."""
+    m, local = import_cut_before_the_local_unlink(mounts)
+    st = os.stat(local)
     time.sleep(0.05)
     with open(local, "r+") as f:  # rewritten in place: same dev/ino
         f.truncate()
@@ -168,21 +176,7 @@ def test_an_import_note_still_removes_the_local_file_it_names(mounts):
     """The case the note exists for: killed after the import's commit and
     before the local unlink, nothing changed since. The next mount removes
     the local file (one name left)."""
-    m = mounts().start()
-    os.makedirs(m.p("experiments"))
-    with open(m.p("experiments/tmp"), "w") as f:
-        f.write('{"stages": 1}')
-    os.replace(m.p("experiments/tmp"), m.p("experiments/work_graph.json"))
-    sync_ok(m)
-    m.stop()
-    local = os.path.join(m.mnt, "experiments", "tmp")
-    with open(local, "w") as f:
-        f.write('{"stages": 1}')
-    st = os.stat(local)
-    set_note(m, {"op": "import", "from": "experiments/tmp",
-                 "to": "experiments/work_graph.json", "seq": 0,
-                 "dev": st.st_dev, "ino": st.st_ino, "size": st.st_size,
-                 "mtime": st.st_mtime_ns, "ctime": st.st_ctime_ns})
+    m, local = import_cut_before_the_local_unlink(mounts)
     m.start()
     assert not os.path.exists(m.p("experiments/tmp"))
     assert not os.path.exists(local)
