@@ -225,7 +225,8 @@ struct cache_handle {
 	bool kernel_stale; /* the kernel's cache holds another version */
 };
 
-#define CACHE_HASH 4096
+#define CACHE_HASH	4096
+#define CLOSE_SEQ_BATCH 4096 /* close_seq numbers reserved per meta write */
 
 struct cache {
 	struct cache_opts o;
@@ -249,6 +250,9 @@ struct cache {
 	uint64_t next_ino;
 	int64_t next_vid;
 	int64_t close_seq;
+	/* meta's "close_seq": no close_seq above it was given out. Saved
+	 * CLOSE_SEQ_BATCH ahead, so most closes write no meta row. */
+	int64_t close_seq_saved;
 	uint64_t remote_seq;
 	/* Crash-point tests (test_cache.c): the process _exits instead of
 	 * running its row write number crash_at (counted in steps). */

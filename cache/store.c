@@ -635,6 +635,8 @@ static int load_nodes(struct cache *c)
 		n->listed = sqlite3_column_int(st, 14);
 		n->mtime_dirty = sqlite3_column_int(st, 15);
 		n->landed_seq = sqlite3_column_int64(st, 16);
+		if (n->landed_seq > c->close_seq)
+			c->close_seq = n->landed_seq;
 		n->created_here = sqlite3_column_int(st, 17);
 		n->settle = sqlite3_column_int(st, 18);
 		snprintf(n->rival_id, sizeof(n->rival_id), "%s",
@@ -741,6 +743,8 @@ static int load_tombs(struct cache *c)
 		t->hard = sqlite3_column_int(st, 2);
 		t->ino = sqlite3_column_int64(st, 3);
 		t->after_seq = sqlite3_column_int64(st, 4);
+		if (t->after_seq > c->close_seq)
+			c->close_seq = t->after_seq;
 		/* The node it waits for (nodes are loaded first). */
 		t->n = t->after_seq ? node_by_ino(c, t->ino) : NULL;
 		if (t->n)
@@ -769,5 +773,6 @@ int store_load(struct cache *c)
 		rc = load_versions(c);
 	if (rc == 0)
 		rc = load_tombs(c);
+	c->close_seq_saved = c->close_seq;
 	return rc;
 }

@@ -178,8 +178,15 @@ void ver_mark_closed(struct cache *c, struct cver *v)
 	v->close_seq = ++c->close_seq;
 	if (n->pend_seq <= n->landed_seq)
 		n->pend_seq = v->close_seq;
-	snprintf(buf, sizeof(buf), "%" PRId64, c->close_seq);
-	store_set_meta(c, "close_seq", buf);
+	/* Numbers are reserved in batches, before any row uses them: the
+	 * next mount starts above every number given out, even if the rows
+	 * that had the highest ones are gone by then. */
+	if (c->close_seq > c->close_seq_saved) {
+		snprintf(buf, sizeof(buf), "%" PRId64,
+			 c->close_seq + CLOSE_SEQ_BATCH);
+		if (store_set_meta(c, "close_seq", buf) == 0)
+			c->close_seq_saved = c->close_seq + CLOSE_SEQ_BATCH;
+	}
 	store_save_version(c, v);
 	/* Only once v's row says CLOSED: a crash between the two leaves
 	 * both, and recovery keeps the newer. (Dropped first, a kill in
@@ -1086,6 +1093,9 @@ static void ver_last_close(struct cache *c, struct cnode *n, struct cver *v,
 			return; /* a writer came back meanwhile */
 	}
 	v->unsynced = !sync;
+	/* One commit for the version, what it supersedes and the node's
+	 * mtime: a close costs one WAL commit, not four. */
+	store_begin(c);
 	ver_mark_closed(c, v);
 	for (y = n->vers; y; y = y->nnext)
 		if (y != v && y->state == CV_UPLOADING &&
@@ -1094,6 +1104,7 @@ static void ver_last_close(struct cache *c, struct cnode *n, struct cver *v,
 			v->same_as = y->vid;
 	n->mtime = v->mtime;
 	store_save_node(c, n);
+	store_commit(c);
 	upload_queue(c, n, cache_now_ms() + c->o.write_back_ms);
 }
 

@@ -310,6 +310,112 @@ static void test_close_is_durable_at_flush_before_release(void)
 	rm_rf(dir);
 }
 
+static int64_t newest_seq(struct cache *c, const char *path)
+{
+	struct cnode *n;
+	struct cver *v;
+	int64_t seq = -1;
+
+	pthread_mutex_lock(&c->lock);
+	if (node_lookup(c, path, &n) == 0 && (v = ver_newest_closed(n)))
+		seq = v->close_seq;
+	pthread_mutex_unlock(&c->lock);
+	return seq;
+}
+
+/* Closes as close(2) makes them: flush, then release. */
+static void put_flushed(struct cache *c, const char *path, const char *data)
+{
+	struct cache_handle *h;
+
+	if (cache_open_file(c, path, O_WRONLY | O_CREAT | O_TRUNC, 0644, &h) <
+	    0)
+		return;
+	cache_write(h, data, strlen(data), 0);
+	cache_flush(h);
+	cache_release(h);
+}
+
+static int count_commit(void *ud)
+{
+	(*(int *)ud)++;
+	return 0;
+}
+
+/* A close is one commit, and close numbers are reserved in batches (no
+ * meta row per close). The next mount still numbers its closes above
+ * every one given out before, after a clean close or a kill, even once
+ * the rows that had the highest are gone. */
+static void test_a_close_is_one_commit_and_close_numbers_only_grow(void)
+{
+	const char *dir = new_dir();
+	struct cache *c = open_cache(dir, 0);
+	struct cache_handle *h;
+	int64_t top;
+	int commits = 0, fds[2], st, i, k;
+	char name[32];
+	pid_t pid;
+
+	if (!c)
+		return;
+	put_flushed(c, "a", "1");
+	CHECK_INT(cache_open_file(c, "a", O_WRONLY | O_TRUNC, 0, &h), 0);
+	cache_write(h, "22", 2, 0);
+	sqlite3_commit_hook(c->db, count_commit, &commits);
+	CHECK_INT(cache_flush(h), 0);
+	sqlite3_commit_hook(c->db, NULL, NULL);
+	CHECK_INT(commits, 1);
+	cache_release(h);
+	put_flushed(c, "b", "3");
+	top = newest_seq(c, "b");
+	CHECK(top > newest_seq(c, "a"));
+	CHECK_INT(cache_unlink(c, "a"), 0);
+	CHECK_INT(cache_unlink(c, "b"), 0);
+	cache_close(c, 0);
+
+	c = open_cache(dir, 0);
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	put_flushed(c, "c", "4");
+	CHECK(newest_seq(c, "c") > top);
+	cache_close(c, 0);
+
+	/* Past a batch, then killed with the newest rows gone. */
+	CHECK_INT(pipe(fds), 0);
+	pid = fork();
+	if (pid == 0) {
+		close(fds[0]);
+		c = open_cache(dir, 0);
+		for (i = 0; c && i < CLOSE_SEQ_BATCH + 10; i++) {
+			snprintf(name, sizeof(name), "f%d", i % 4);
+			put_flushed(c, name, "x");
+			k = (int)newest_seq(c, name);
+			if (write(fds[1], &k, sizeof(k)) != sizeof(k))
+				_exit(1);
+		}
+		for (i = 0; c && i < 4; i++) {
+			snprintf(name, sizeof(name), "f%d", i);
+			cache_unlink(c, name);
+		}
+		kill(getpid(), SIGKILL);
+		_exit(0);
+	}
+	close(fds[1]);
+	k = t_last_int(fds[0], -1);
+	waitpid(pid, &st, 0);
+	CHECK(WIFSIGNALED(st));
+	CHECK(k > top + CLOSE_SEQ_BATCH);
+	c = open_cache(dir, 0);
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	put_flushed(c, "d", "5");
+	CHECK(newest_seq(c, "d") > k);
+	cache_close(c, 0);
+	rm_rf(dir);
+}
+
 /* A write through a handle after its flush (a dup'd fd) must not modify
  * the version that flush closed: it gets a new one. */
 static void test_write_after_flush_makes_a_new_version(void)
@@ -1697,6 +1803,7 @@ int main(void)
 	RUN(test_clean_version_modified_in_place);
 	RUN(test_recovery_drops_open_keeps_closed);
 	RUN(test_close_is_durable_at_flush_before_release);
+	RUN(test_a_close_is_one_commit_and_close_numbers_only_grow);
 	RUN(test_a_crash_at_any_row_write_keeps_what_returned);
 	RUN(test_a_crash_during_unlink_never_brings_back_older_content);
 	RUN(test_a_crash_in_recovery_loses_none_of_its_steps);
