@@ -646,6 +646,7 @@ int node_ensure_listed(struct cache *c, struct cnode *dir)
 	struct drive_err err;
 	char id[128];
 	uint64_t seq0;
+	int64_t outer;
 	int rc = 0;
 
 	while (dir->listing)
@@ -666,10 +667,10 @@ int node_ensure_listed(struct cache *c, struct cnode *dir)
 	drive_err_clear(&err);
 	/* Someone waits (an open, a stat): with Drive unreachable, EIO after
 	 * read_timeout like an uncached read, not after minutes of retries. */
-	drive_deadline(drive_mono_ms() + c->o.read_timeout_s * 1000LL);
+	outer = drive_deadline(drive_mono_ms() + c->o.read_timeout_s * 1000LL);
 	if (drive_list(c->dc, id, NULL, list_cb, &l, NULL, &err) < 0)
 		rc = -drive_err_errno(&err);
-	drive_deadline(0);
+	drive_deadline_restore(outer);
 	pthread_mutex_lock(&c->lock);
 	if (rc < 0) {
 		cache_set_error(c, "list %s: %s", id, err.message);

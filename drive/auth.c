@@ -9,6 +9,7 @@
  * No token, refresh token, client secret, assertion or key ever enters a
  * struct drive_err or stderr: messages name the remote, the file and the
  * endpoint instead. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@
 #define AUTH_CONNECT_S	15
 #define AUTH_TIMEOUT_S	60
 #define AUTH_BACKOFF_MS 1000
+#define AUTH_MIN_TRY_MS 1000 /* an attempt's least time under a deadline */
 #define AUTH_DESC_MAX	160
 
 #ifndef VECTUR_VERSION
@@ -294,6 +296,17 @@ static int auth_init_service_account(struct drive_auth *a,
 				      &a->sa, err);
 }
 
+/* On drive_mono_ms()'s clock, which auth_wait's deadline is on. */
+static void auth_cond_init(pthread_cond_t *cv)
+{
+	pthread_condattr_t ca;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(cv, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
 int drive_auth_new(struct drive_auth **out, const struct drive_config *cfg,
 		   const char *token_url, struct drive_err *err)
 {
@@ -317,7 +330,7 @@ int drive_auth_new(struct drive_auth **out, const struct drive_config *cfg,
 	a->margin = AUTH_MARGIN;
 	pthread_mutex_init(&a->mu, NULL);
 	pthread_mutex_init(&a->save_mu, NULL);
-	pthread_cond_init(&a->done, NULL);
+	auth_cond_init(&a->done);
 
 	if (cfg->service_account_credentials || cfg->service_account_file[0]) {
 		rc = auth_init_service_account(a, cfg, err);
@@ -388,10 +401,14 @@ static size_t auth_on_data(char *data, size_t size, size_t n, void *ud)
 
 /* What drive_curl_common() does for API handles, kept here so auth.c does
  * not depend on http.c: HTTP/1.1, timeouts, and the CA bundle from the
- * environment (libcurl ignores SSL_CERT_FILE; tests rely on it). */
+ * environment (libcurl ignores SSL_CERT_FILE; tests rely on it). Under a
+ * drive_deadline() an attempt ends with it (given AUTH_MIN_TRY_MS at
+ * least): a token endpoint that accepts and never answers would
+ * otherwise hold a bounded listing for AUTH_TIMEOUT_S. */
 static void auth_curl_setup(CURL *h)
 {
 	const char *ca = getenv("SSL_CERT_FILE");
+	int64_t left = drive_deadline_left_ms();
 
 	if (!ca || !*ca)
 		ca = getenv("CURL_CA_BUNDLE");
@@ -401,6 +418,15 @@ static void auth_curl_setup(CURL *h)
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, (long)AUTH_CONNECT_S);
 	curl_easy_setopt(h, CURLOPT_TIMEOUT, (long)AUTH_TIMEOUT_S);
+	if (left >= 0) {
+		if (left < AUTH_MIN_TRY_MS)
+			left = AUTH_MIN_TRY_MS;
+		if (left < AUTH_CONNECT_S * 1000L)
+			curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+					 (long)left);
+		if (left < AUTH_TIMEOUT_S * 1000L)
+			curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)left);
+	}
 	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(h, CURLOPT_USERAGENT, "vectur/" VECTUR_VERSION);
 #if LIBCURL_VERSION_NUM >= 0x075500
@@ -685,14 +711,20 @@ static long auth_backoff_base_ms(void)
 	return *end || n < 0 || n > 3600 * 1000 ? AUTH_BACKOFF_MS : n;
 }
 
-static void auth_backoff(int attempt)
+static long auth_backoff_ms(int attempt)
 {
-	long base = auth_backoff_base_ms(), ms;
-	struct timespec now, ts;
+	long base = auth_backoff_base_ms();
+	struct timespec now;
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	ms = base << attempt;
-	ms += base ? now.tv_nsec / 1000000 % base : 0; /* jitter */
+	return (base << attempt) +
+	       (base ? now.tv_nsec / 1000000 % base : 0); /* jitter */
+}
+
+static void auth_sleep(long ms)
+{
+	struct timespec ts;
+
 	ts.tv_sec = ms / 1000;
 	ts.tv_nsec = ms % 1000 * 1000000L;
 	while (nanosleep(&ts, &ts) < 0)
@@ -700,10 +732,13 @@ static void auth_backoff(int attempt)
 }
 
 /* The grant, retried with backoff on 5xx and transport errors; a refusal
- * (4xx) is final. */
+ * (4xx) is final, and so is the last error once the next try would start
+ * after this thread's drive_deadline(). */
 static int auth_fetch(const struct drive_auth *a, const char *rt,
 		      struct auth_grant *g, struct drive_err *err)
 {
+	int64_t left;
+	long ms;
 	int attempt, rc;
 
 	for (attempt = 0;; attempt++) {
@@ -713,7 +748,11 @@ static int auth_fetch(const struct drive_auth *a, const char *rt,
 		if (rc == 0 || attempt + 1 >= AUTH_TRIES ||
 		    !drive_err_retryable(err))
 			return rc;
-		auth_backoff(attempt);
+		ms = auth_backoff_ms(attempt);
+		left = drive_deadline_left_ms();
+		if (left >= 0 && ms >= left)
+			return rc;
+		auth_sleep(ms);
 	}
 }
 
@@ -850,15 +889,38 @@ static void auth_save(struct drive_auth *a, uint64_t gen, const char *json)
 	pthread_mutex_unlock(&a->save_mu);
 }
 
-/* Waits for the refresh in progress. Returns 1 with the token copied if
- * it produced one, -1 with its error if it failed, 0 to look again. */
+/* Waits for the refresh in progress, until this thread's drive_deadline()
+ * if one is set (a refresh another thread began without one may take
+ * minutes against a stalling endpoint). Returns 1 with the token copied if
+ * it produced one, -1 with its error if it failed or the deadline came
+ * first, 0 to look again. */
 static int auth_wait(struct drive_auth *a, char *buf, size_t len,
 		     struct drive_err *err)
 {
 	uint64_t gen = a->gen;
+	int64_t left = drive_deadline_left_ms();
+	struct timespec until;
 
-	while (a->refreshing)
-		pthread_cond_wait(&a->done, &a->mu);
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += left / 1000;
+	until.tv_nsec += left % 1000 * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	while (a->refreshing) {
+		if (left < 0) {
+			pthread_cond_wait(&a->done, &a->mu);
+		} else if (pthread_cond_timedwait(&a->done, &a->mu, &until) ==
+			   ETIMEDOUT) {
+			drive_err_set(err, 0, "transport",
+				      "remote \"%s\": no answer from the token "
+				      "endpoint %s in time",
+				      a->name, a->token_url);
+			err->curl_code = CURLE_OPERATION_TIMEDOUT;
+			return -1;
+		}
+	}
 	if (a->gen == gen)
 		return 0;
 	if (a->last_rc < 0) {

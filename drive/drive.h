@@ -106,11 +106,16 @@ void drive_client_free(struct drive_client *c);
  * client works again). */
 void drive_client_give_up_in(struct drive_client *c, int64_t ms);
 
-/* Until drive_deadline(0): requests made by this thread stop retrying
- * when the next try would start after `mono_ms` (drive_mono_ms() clock),
- * failing with the last error. For calls a user waits on (a listing under
- * an open(2)), bounded like an uncached read. */
-void drive_deadline(int64_t mono_ms);
+/* Until drive_deadline_restore(): requests made by this thread stop
+ * retrying when the next try would start after `mono_ms` (drive_mono_ms()
+ * clock), failing with the last error, and a token refresh they need
+ * (its own retries, or waiting for another thread's) gives up at
+ * `mono_ms` too. For calls a user waits on (a listing under an open(2)),
+ * bounded like an uncached read. Bounds nest: a sooner deadline already
+ * set stays (0 sets none). Returns the deadline it replaced (0: none),
+ * for drive_deadline_restore() once the bounded call is done. */
+int64_t drive_deadline(int64_t mono_ms);
+void drive_deadline_restore(int64_t saved);
 int64_t drive_mono_ms(void);
 
 /* Whether requests are failing and being retried now (Drive unreachable,

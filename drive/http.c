@@ -651,9 +651,28 @@ bool drive_trouble(struct drive_client *c, char *out, size_t len,
 
 static __thread int64_t deadline_ms;
 
-void drive_deadline(int64_t mono_ms)
+int64_t drive_deadline(int64_t mono_ms)
 {
-	deadline_ms = mono_ms;
+	int64_t was = deadline_ms;
+
+	if (mono_ms && (!was || mono_ms < was))
+		deadline_ms = mono_ms;
+	return was;
+}
+
+void drive_deadline_restore(int64_t saved)
+{
+	deadline_ms = saved;
+}
+
+int64_t drive_deadline_left_ms(void)
+{
+	int64_t left;
+
+	if (!deadline_ms)
+		return -1;
+	left = deadline_ms - drive_mono_ms();
+	return left > 0 ? left : 0;
 }
 
 bool drive_http_retry(struct drive_client *c, struct drive_retry *st,

@@ -19,6 +19,10 @@
  * the curl tool does not; tests rely on them). */
 void drive_curl_common(CURL *h, int connect_timeout_s, int stall_timeout_s);
 
+/* The time left before this thread's drive_deadline(), in ms (0 once it
+ * has passed), or -1 when none is set. */
+int64_t drive_deadline_left_ms(void);
+
 /* ---- auth.c ---------------------------------------------------------- */
 
 struct drive_auth;

@@ -6,6 +6,7 @@
  * tests at the end talk to the Drive emulator when VECTUR_TEST_ENDPOINT
  * names one (tests/integration/test_drive_auth.py starts it). */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <netinet/in.h>
@@ -63,7 +64,9 @@ static void fake_answer(int fd, int status, const char *body)
 		     "HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
 		     "Content-Length: %zu\r\nConnection: close\r\n\r\n",
 		     status, strlen(body));
-	if (write(fd, head, n) < 0 || write(fd, body, strlen(body)) < 0)
+	/* MSG_NOSIGNAL: a client that gave up has closed its end. */
+	if (send(fd, head, n, MSG_NOSIGNAL) < 0 ||
+	    send(fd, body, strlen(body), MSG_NOSIGNAL) < 0)
 		return;
 }
 
@@ -1086,6 +1089,104 @@ static void test_invalidate_same_token_refreshes_once(void)
 	fake_stop(f);
 }
 
+/* ---- deadlines -------------------------------------------------------- */
+
+static void test_deadlines_nest_and_restore(void)
+{
+	int64_t now = drive_mono_ms(), outer, inner;
+
+	outer = drive_deadline(now + 1000);
+	CHECK_INT(outer, 0);
+	/* A later inner deadline does not stretch the outer one. */
+	inner = drive_deadline(now + 60000);
+	CHECK_INT(inner, now + 1000);
+	CHECK(drive_deadline_left_ms() <= 1000);
+	drive_deadline_restore(inner);
+	inner = drive_deadline(now + 200);
+	CHECK(drive_deadline_left_ms() <= 200);
+	drive_deadline_restore(inner);
+	CHECK(drive_deadline_left_ms() > 200);
+	CHECK(drive_deadline_left_ms() <= 1000);
+	drive_deadline_restore(outer);
+	CHECK_INT(drive_deadline_left_ms(), -1);
+}
+
+/* A listing under open(2) is bounded by read_timeout (cache/node.c); the
+ * token refresh it needed was not: against a token endpoint that takes
+ * seconds to say 503, its four tries held the listing ~4x as long. */
+static void test_a_bounded_listing_gives_up_in_a_stalling_token_refresh(void)
+{
+	struct drive_client_opts o = {.endpoint = "http://127.0.0.1:9"};
+	struct drive_config cfg;
+	struct drive_client *dc = NULL;
+	struct fake *f = fake_start();
+	struct drive_err err;
+	int64_t t0, saved;
+	int rc;
+
+	f->delay_ms = 2000;
+	f->status = 503;
+	strcpy(f->body, "{\"error\":\"backendError\"}");
+	token_cfg(&cfg, AT, "2000-01-01T00:00:00Z", NULL);
+	snprintf(cfg.token_url, sizeof(cfg.token_url), "%s", f->url);
+	CHECK_INT(drive_client_new(&dc, &cfg, &o, &err), 0);
+	t0 = drive_mono_ms();
+	saved = drive_deadline(t0 + 500);
+	rc = dc ? drive_list(dc, "root", NULL, NULL, NULL, NULL, &err) : 0;
+	drive_deadline_restore(saved);
+	CHECK_INT(rc, -1);
+	CHECK(drive_mono_ms() - t0 < 1800); /* one try, cut at 1 s */
+	CHECK_INT(drive_err_errno(&err), EIO);
+	CHECK_INT(fake_requests(f), 1);
+	check_no_secret(&err);
+	drive_client_free(dc);
+	drive_config_free(&cfg);
+	fake_stop(f);
+}
+
+static void *refresh_main(void *ud)
+{
+	struct worker *w = ud;
+
+	w->rc = drive_auth_token(w->a, w->tok, sizeof(w->tok), &w->err);
+	return NULL;
+}
+
+/* A bounded call that finds another thread (an upload, no deadline) at
+ * the token endpoint waited for that refresh however long it took. */
+static void test_a_deadline_bounds_the_wait_for_another_refresh(void)
+{
+	struct drive_config cfg;
+	struct fake *f = fake_start();
+	struct drive_auth *a;
+	struct drive_err err;
+	struct worker w = {0};
+	pthread_t th;
+	int64_t t0, saved;
+	char tok[256];
+
+	f->delay_ms = 2000;
+	token_cfg(&cfg, AT, "2000-01-01T00:00:00Z", NULL);
+	a = new_auth(&cfg, f->url);
+	w.a = a;
+	pthread_create(&th, NULL, refresh_main, &w);
+	while (fake_requests(f) == 0)
+		usleep(10 * 1000);
+	t0 = drive_mono_ms();
+	saved = drive_deadline(t0 + 300);
+	CHECK_INT(drive_auth_token(a, tok, sizeof(tok), &err), -1);
+	drive_deadline_restore(saved);
+	CHECK(drive_mono_ms() - t0 < 1000);
+	CHECK(drive_err_retryable(&err));
+	CHECK(has(err.message, f->url));
+	pthread_join(th, NULL);
+	CHECK_INT(w.rc, 0); /* the refresh itself was not cut short */
+	CHECK_STR(w.tok, "fake-at-1");
+	drive_auth_free(a);
+	drive_config_free(&cfg);
+	fake_stop(f);
+}
+
 /* ---- service accounts ------------------------------------------------- */
 
 static void sa_cfg(struct drive_config *cfg, const char *scope)
@@ -1487,6 +1588,9 @@ int main(void)
 	RUN(test_many_threads_share_one_refresh);
 	RUN(test_many_threads_share_one_failure);
 	RUN(test_invalidate_same_token_refreshes_once);
+	RUN(test_deadlines_nest_and_restore);
+	RUN(test_a_bounded_listing_gives_up_in_a_stalling_token_refresh);
+	RUN(test_a_deadline_bounds_the_wait_for_another_refresh);
 	RUN(test_service_account_posts_signed_jwt);
 	RUN(test_service_account_refusal_says_check_key);
 	RUN(test_service_account_bad_file_fails_at_new);
