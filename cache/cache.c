@@ -1,7 +1,8 @@
 /* cache.c — the life of a struct cache: cache_open (lock, store, recovery,
  * threads), cache_close (drain with progress, stop, free), cache_sync,
- * the status document, and the housekeeping thread (feed polls, long-open
- * snapshots, eviction). The work itself lives in the other files.
+ * the status document, and the housekeeping thread (feed polls, probes of
+ * a Drive in trouble, long-open snapshots, eviction). The work itself lives in
+ * the other files.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -115,6 +116,8 @@ void cache_run_inval(struct cache *c)
 
 /* ---- housekeeping ------------------------------------------------------ */
 
+#define TROUBLE_PROBE_MS 5000
+
 /* Logs held open for writing still reach Drive: every long_open_upload_s
  * the current bytes of a file written through O_APPEND become a CLOSED
  * snapshot. Any other file reaches Drive at close or fsync only: a
@@ -144,6 +147,32 @@ static void snapshot_long_open(struct cache *c)
 	}
 }
 
+/* drive_trouble() says requests are failing until one is answered; on a
+ * mount that asks Drive nothing (poll_interval=0, nothing to upload or
+ * read) status would say so long after Drive came back. So while it says
+ * so and the feed has not been read for TROUBLE_PROBE_MS, the cheapest
+ * request there is (changes.getStartPageToken) asks: an answer clears it,
+ * a failure keeps it honest. Under a deadline of half that period: the
+ * housekeeping thread has snapshots and eviction to do. Called and
+ * returns with c->lock held. */
+static void probe_trouble(struct cache *c)
+{
+	char why[640], tok[256];
+	struct drive_err err;
+	int64_t now = cache_now_ms(), ms, saved;
+
+	if (!c->dc || now - c->probe_mono < TROUBLE_PROBE_MS ||
+	    now - c->last_poll_mono < TROUBLE_PROBE_MS ||
+	    !cache_drive_trouble(c, why, sizeof(why), &ms))
+		return;
+	c->probe_mono = now;
+	pthread_mutex_unlock(&c->lock);
+	saved = drive_deadline(drive_mono_ms() + TROUBLE_PROBE_MS / 2);
+	drive_changes_start(c->dc, tok, sizeof(tok), &err);
+	drive_deadline_restore(saved);
+	pthread_mutex_lock(&c->lock);
+}
+
 static void *hk_main(void *arg)
 {
 	struct cache *c = arg;
@@ -165,6 +194,7 @@ static void *hk_main(void *arg)
 				c->last_poll_mono =
 					cache_now_ms(); /* failed: wait */
 		}
+		probe_trouble(c);
 		if (c->o.long_open_upload_s > 0)
 			snapshot_long_open(c);
 		evict_run(c);

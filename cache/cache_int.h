@@ -299,6 +299,8 @@ struct cache {
 	 * began after it (close-to-open). */
 	int64_t poll_started_mono;
 	bool poll_wanted; /* an open waits for a poll (hk_main runs it) */
+	/* When hk_main last asked Drive whether its trouble is over. */
+	int64_t probe_mono;
 
 	/* Paths to pass to opts->invalidate once c->lock is dropped. */
 	char **inval;

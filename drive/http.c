@@ -518,7 +518,7 @@ int drive_http_once(struct drive_client *c, const struct drive_req *rq,
 	struct xfer x = {rq, rs, 0};
 	CURL *h = NULL;
 	CURLcode res;
-	int64_t t0;
+	int64_t t0, left;
 	int rc = -1;
 
 	drive_resp_reset(rs);
@@ -534,6 +534,12 @@ int drive_http_once(struct drive_client *c, const struct drive_req *rq,
 		drive_err_local(err, ENOMEM, "curl_easy_init");
 		goto out;
 	}
+	/* Under a deadline a connect may not outlast it (1 s at least):
+	 * nothing has come from Drive yet. */
+	left = drive_deadline_left_ms();
+	if (left >= 0 && left < c->connect_timeout_s * 1000LL)
+		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+				 left < 1000 ? 1000L : (long)left);
 	hl = build_headers(rq, token);
 	curl_easy_setopt(h, CURLOPT_URL, rq->url);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);

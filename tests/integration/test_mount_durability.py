@@ -718,6 +718,28 @@ def test_a_lookup_never_listed_fails_in_bounded_time_when_drive_is_down(mounts, 
     sync_ok(m)
 
 
+def test_drive_trouble_clears_on_an_idle_mount_without_the_feed(mounts, emulator):
+    """With poll_interval=0 and nothing to upload, the mount asks Drive
+    nothing: drive_trouble, set by a listing that failed while Drive was
+    down, stayed set after Drive came back until some next request. The
+    housekeeping thread now asks Drive (one cheap request every 5 s) while
+    it is set."""
+    m = mounts(opts="write_back=0.2,poll_interval=0,read_timeout=2,drain_timeout=5")
+    m.start()
+    assert m.status()["drive_trouble"] is None
+    emulator.stop()                       # Drive unreachable
+    with pytest.raises(OSError) as e:
+        open(m.p("runs/new.bin"), "wb").close()
+    assert e.value.errno == errno.EIO
+    assert m.status()["drive_trouble"], m.status()
+    time.sleep(6)                         # still down: a probe fails, trouble stays
+    assert m.status()["drive_trouble"], m.status()
+    emulator.start(emulator.port)         # Drive is back; nobody asks it
+    wait_for(lambda: m.status()["drive_trouble"] is None, 15,
+             "drive_trouble to clear on an idle mount")
+    assert m.status()["drive_trouble_s"] == 0
+
+
 def test_an_uncached_read_fails_with_eio_in_bounded_time_when_drive_hangs(
         mounts, emulator):
     m = mounts(opts="write_back=0.2,poll_interval=1,read_timeout=3,drain_timeout=5")
