@@ -211,7 +211,10 @@ int cache_export(struct cache *c, const char *path, int dst_fd);
  * mount finishes or undoes it before serving. The note is fs/'s, opaque
  * here. cache_move_note sets it in a commit of its own ("" clears it);
  * cache_import commits `note` (if not NULL) together with the new version;
- * cache_move_pending reads it ("" if none). */
+ * cache_move_pending reads it ("" if none). Setting a note, and an
+ * import with one, are durable commits (synchronous=FULL): on disk when
+ * they return, before fs/ changes the local side, also against a power
+ * loss. */
 int cache_move_note(struct cache *c, const char *note);
 int cache_move_pending(struct cache *c, char *out, size_t len);
 /* The order number the next close gets is above this one. */

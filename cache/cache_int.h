@@ -261,6 +261,7 @@ struct cache {
 	 * dropped meanwhile, deleted once the commit that forgets their
 	 * rows is done (a kill before it rolls the rows back). */
 	int tx_depth;
+	bool tx_durable; /* store_begin_durably: FULL until the commit */
 	int64_t *tx_gone;
 	int ntx_gone, tx_gone_cap;
 	struct cver *vers;   /* every version */
@@ -343,6 +344,11 @@ int store_save_session(struct cache *c, int64_t vid, const char *url,
 int store_save_tomb(struct cache *c, struct ctomb *t);
 int store_delete_tomb(struct cache *c, int64_t tid);
 int store_begin(struct cache *c);
+/* store_begin, with the transaction on disk once its store_commit
+ * returns (synchronous=FULL syncs the WAL at that commit). SQLite cannot
+ * change the safety level inside a transaction, so only an outermost one
+ * is made durable: nested, the outer transaction decides. */
+int store_begin_durably(struct cache *c);
 int store_commit(struct cache *c);
 void store_drop_data(struct cache *c, int64_t vid);
 /* Loads everything into memory (recover.c fixes it up afterwards). */

@@ -296,6 +296,20 @@ int store_begin(struct cache *c)
 	return rc;
 }
 
+int store_begin_durably(struct cache *c)
+{
+	int rc;
+
+	if (c->tx_depth == 0 && exec(c, "PRAGMA synchronous=FULL") == 0)
+		c->tx_durable = true;
+	rc = store_begin(c);
+	if (rc < 0 && c->tx_durable) {
+		exec(c, "PRAGMA synchronous=NORMAL");
+		c->tx_durable = false;
+	}
+	return rc;
+}
+
 int store_commit(struct cache *c)
 {
 	char path[4096];
@@ -306,6 +320,10 @@ int store_commit(struct cache *c)
 	if (--c->tx_depth > 0)
 		return 0;
 	rc = exec(c, "COMMIT");
+	if (c->tx_durable) {
+		exec(c, "PRAGMA synchronous=NORMAL");
+		c->tx_durable = false;
+	}
 
 	/* Not committed: the rows may still name the files, which stay (the
 	 * next mount's recovery deletes those no row knows). */

@@ -1278,8 +1278,13 @@ int cache_import(struct cache *c, const char *path, int src_fd,
 	}
 	/* One commit for the version, the node and fs/'s note: a kill
 	 * between them left the content here with no note saying that the
-	 * local file is to go, and both names stayed. */
-	store_begin(c);
+	 * local file is to go, and both names stayed. On disk before the
+	 * caller unlinks the local file: after a power loss that kept the
+	 * unlink, a commit rolled back would leave the content nowhere. */
+	if (note)
+		store_begin_durably(c);
+	else
+		store_begin(c);
 	n->mode = st->st_mode & 07777;
 	v->size = got;
 	v->mtime = st->st_mtim;
@@ -1342,7 +1347,16 @@ int cache_move_note(struct cache *c, const char *note)
 	int rc;
 
 	pthread_mutex_lock(&c->lock);
+	/* A note is on disk before the local step it covers (a temp file
+	 * made, renamed into place); its clear need not be: a note left
+	 * over acts only on the files it names. */
+	if (note[0])
+		store_begin_durably(c);
+	else
+		store_begin(c);
 	rc = store_set_meta(c, "move", note);
+	if (store_commit(c) < 0 && rc == 0)
+		rc = -EIO;
 	pthread_mutex_unlock(&c->lock);
 	return rc < 0 ? rc : 0;
 }

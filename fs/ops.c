@@ -1496,6 +1496,22 @@ out:
 	return rc;
 }
 
+/* Makes a rename into local directory `dir` ("" the top) survive a power
+ * loss. */
+static int fsync_dir(struct vfs *v, const char *dir)
+{
+	int fd, rc = 0;
+
+	fd = openat(v->dirfd, *dir ? dir : ".",
+		    O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
 /* rename(persisted → local): the content goes to a temp file next to the
  * target, renamed into place, then the persisted file goes. Handles still
  * writing it move with it (above), each on a descriptor of its own opened
@@ -1593,8 +1609,11 @@ static int rename_export(struct vfs *v, const char *from, const char *to,
 	/* The local rename is the step that decides: a crash after it
 	 * (tmp gone) has the next mount unlink `from`, before it (tmp
 	 * there) remove tmp. A crash between it and cache_unlink left the
-	 * file under both names. */
-	if (rc == 0 && fstat(fd, &st) < 0)
+	 * file under both names. Its bytes are on disk before the rename
+	 * (and the rename before cache_unlink, below): after a power loss
+	 * the renamed file could otherwise be empty or torn while the
+	 * Drive copy is gone. */
+	if (rc == 0 && (fsync(fd) < 0 || fstat(fd, &st) < 0))
 		rc = -errno;
 	if (rc == 0) {
 		free(note);
@@ -1620,6 +1639,11 @@ static int rename_export(struct vfs *v, const char *from, const char *to,
 		fh->kind = FH_LOCAL;
 		fh_set_id(v, fh);
 	}
+	rc = fsync_dir(v, dir);
+	if (rc < 0)
+		vfs_log(LOG_WARNING,
+			"rename: cannot fsync the directory of local '%s': %s",
+			to, strerror(-rc));
 	rc = cache_unlink(v->cache, from);
 	if (rc < 0)
 		vfs_log(LOG_WARNING,

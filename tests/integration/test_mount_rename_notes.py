@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import subprocess
 import sys
 import time
 
@@ -206,3 +207,145 @@ def test_an_export_note_still_finishes_the_export_it_names(mounts):
     sync_ok(m)
     wait_for(lambda: not live_on_drive(m, "runs/c/log.txt"), 30,
              "runs/c/log.txt to leave Drive")
+
+
+# ---- the order of a boundary rename's writes, against a power loss --------------
+
+# An LD_PRELOAD library that logs, in the order the mount makes them, the
+# calls a power loss cares about: fsync/fdatasync (by path), renameat and
+# unlinkat (by the names given). No strace needed; SQLite's WAL syncs go
+# through fdatasync too.
+SYNC_LOG_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void say(const char *op, int fd, const char *a, const char *b)
+{
+	char line[8192], self[64], path[4096] = "?";
+	const char *log = getenv("SYNC_LOG");
+	ssize_t n;
+	int lfd;
+
+	if (!log)
+		return;
+	if (fd >= 0) {
+		snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
+		n = readlink(self, path, sizeof(path) - 1);
+		path[n < 0 ? 1 : n] = 0;
+		a = path;
+	}
+	n = snprintf(line, sizeof(line), "%s\t%s\t%s\n", op, a, b ? b : "");
+	lfd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	if (lfd >= 0) {
+		if (write(lfd, line, n) < 0)
+			;
+		close(lfd);
+	}
+}
+
+#define NEXT(T, f) ((T)dlsym(RTLD_NEXT, f))
+
+int fsync(int fd)
+{
+	say("sync", fd, NULL, NULL);
+	return NEXT(int (*)(int), "fsync")(fd);
+}
+
+int fdatasync(int fd)
+{
+	say("sync", fd, NULL, NULL);
+	return NEXT(int (*)(int), "fdatasync")(fd);
+}
+
+int renameat(int od, const char *o, int nd, const char *n)
+{
+	say("rename", -1, o, n);
+	return NEXT(int (*)(int, const char *, int, const char *),
+		    "renameat")(od, o, nd, n);
+}
+
+int unlinkat(int d, const char *p, int f)
+{
+	say("unlink", -1, p, NULL);
+	return NEXT(int (*)(int, const char *, int), "unlinkat")(d, p, f);
+}
+"""
+
+
+@pytest.fixture
+def sync_logged(mounts, tmp_path):
+    """A mount whose fsyncs, renames and unlinks are logged; returns
+    (mount, read_log) where read_log() gives [(op, a, b)] so far."""
+    src = tmp_path / "synclog.c"
+    lib = tmp_path / "synclog.so"
+    log = tmp_path / "sync.log"
+    src.write_text(SYNC_LOG_C)
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(src), "-ldl"],
+                   check=True)
+    m = mounts(env={"LD_PRELOAD": str(lib), "SYNC_LOG": str(log)}).start()
+
+    def read_log():
+        if not log.exists():
+            return []
+        return [tuple(line.split("\t")) for line in log.read_text().splitlines()]
+    return m, read_log
+
+
+def first(log, pred, after=-1):
+    for i, e in enumerate(log):
+        if i > after and pred(e):
+            return i
+    raise AssertionError("not in the log after entry %d:\n%s" % (
+        after, "\n".join("\t".join(e) for e in log[after + 1:])))
+
+
+def is_wal_sync(e):
+    return e[0] == "sync" and e[1].endswith("/meta.db-wal")
+
+
+def test_an_export_is_on_disk_before_its_drive_copy_goes(sync_logged):
+    """mv runs/d/model.pt model.pt after a power loss: the renamed file must
+    not be empty or torn while the Drive copy is gone. So the temp file is
+    fsynced, the note naming it is a durable commit (the WAL synced) before
+    the local rename, and the directory is fsynced after it, before the
+    Drive copy is removed."""
+    m, read_log = sync_logged
+    os.makedirs(m.p("runs/d"))
+    with open(m.p("runs/d/model.pt"), "wb") as f:
+        f.write(b"weights" * 1000)
+    sync_ok(m)
+    start = len(read_log()) - 1
+    os.rename(m.p("runs/d/model.pt"), m.p("model.pt"))
+    log = read_log()
+    tmp = first(log, lambda e: e[0] == "sync" and ".model.pt.vectur-" in e[1], start)
+    note = first(log, is_wal_sync, tmp)
+    ren = first(log, lambda e: e[0] == "rename" and e[2] == "model.pt", start)
+    assert ren > note, log[start + 1:]
+    first(log, lambda e: e[0] == "sync" and e[1] == m.mnt, ren)
+    assert open(m.p("model.pt"), "rb").read() == b"weights" * 1000
+    wait_for(lambda: not live_on_drive(m, "runs/d/model.pt"), 30,
+             "runs/d/model.pt to leave Drive")
+
+
+def test_an_import_is_on_disk_before_its_local_file_goes(sync_logged):
+    """os.replace(experiments/tmp, experiments/work_graph.json): the
+    imported version and the note are one commit, which is synced before
+    the local file is unlinked; else a power loss that kept the unlink
+    could roll the commit back and leave the graph nowhere."""
+    m, read_log = sync_logged
+    os.makedirs(m.p("experiments"))
+    with open(m.p("experiments/tmp"), "w") as f:
+        f.write('{"stages": 3}')
+    start = len(read_log()) - 1
+    os.replace(m.p("experiments/tmp"), m.p("experiments/work_graph.json"))
+    log = read_log()
+    gone = first(log, lambda e: e[0] == "unlink" and e[1] == "experiments/tmp", start)
+    content = first(log, lambda e: e[0] == "sync" and "/data/" in e[1], start)
+    note = first(log, is_wal_sync, content)
+    assert note < gone, log[start + 1:]
+    assert open(m.p("experiments/work_graph.json")).read() == '{"stages": 3}'
