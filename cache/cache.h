@@ -184,12 +184,20 @@ int cache_release(struct cache_handle *h);
 
 /* ---- moving content across the overlay boundary ---------------------- */
 
+/* fs/'s note for an import (see cache_move_note), made once the content is
+ * copied: `seq` is what cache_close_seq() says at the import's commit, so
+ * a close after it is the import's own version's (or a later one's), never
+ * one another handle of the file made during the copy. Called with the
+ * cache's lock held: it must not call into the cache. Returns text to free,
+ * or NULL (out of memory: the import fails). */
+typedef char *(*cache_note_fn)(int64_t seq, void *arg);
+
 /* rename(local → persisted): the content of src_fd (read from offset 0 to
  * EOF) becomes a new CLOSED version of `path` (created if absent, replacing
- * a file there), with `st`'s mode and mtime, in one commit with `note` (see
- * cache_move_note). The caller then unlinks the local file; the result is
- * atomic from the application's view because the caller holds fs/'s
- * rename lock.
+ * a file there), with `st`'s mode and mtime, in one commit with the note
+ * note_fn makes (if not NULL). The caller then unlinks the local file; the
+ * result is atomic from the application's view because the caller holds
+ * fs/'s rename lock.
  *
  * With nw > 0 the file is still open for writing there: the version stays
  * OPEN, with nw writers whose handles (opened with flags[i]: the access
@@ -197,7 +205,8 @@ int cache_release(struct cache_handle *h);
  * file written here. */
 int cache_import(struct cache *c, const char *path, int src_fd,
 		 const struct stat *st, int nw, const int *flags,
-		 struct cache_handle **out, const char *note);
+		 struct cache_handle **out, cache_note_fn note_fn,
+		 void *note_arg);
 /* Whether h still writes the file at its path: not a version another
  * replaced or a file unlinked since. */
 bool cache_handle_current(struct cache_handle *h);
@@ -210,7 +219,7 @@ int cache_export(struct cache *c, const char *path, int dst_fd);
  * at a time: its rename lock) in the cache's meta table, and the next
  * mount finishes or undoes it before serving. The note is fs/'s, opaque
  * here. cache_move_note sets it in a commit of its own ("" clears it);
- * cache_import commits `note` (if not NULL) together with the new version;
+ * cache_import commits its note together with the new version;
  * cache_move_pending reads it ("" if none). Setting a note, and an
  * import with one, are durable commits (synchronous=FULL): on disk when
  * they return, before fs/ changes the local side, also against a power

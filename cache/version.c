@@ -1208,9 +1208,11 @@ int cache_release(struct cache_handle *h)
 
 int cache_import(struct cache *c, const char *path, int src_fd,
 		 const struct stat *st, int nw, const int *flags,
-		 struct cache_handle **out, const char *note)
+		 struct cache_handle **out, cache_note_fn note_fn,
+		 void *note_arg)
 {
 	struct cache_handle **hs = NULL;
+	char *note = NULL;
 	struct cnode *d, *n;
 	struct cver *v, *o, *next;
 	const char *name;
@@ -1266,6 +1268,12 @@ int cache_import(struct cache *c, const char *path, int src_fd,
 		rc = -errno;
 	pthread_mutex_lock(&c->lock);
 	v->preparing = false;
+	/* The number now, under the lock the commit below is made in: one
+	 * taken before the copy let a close of `path` by another handle
+	 * during it pass, after a kill, for this import's version closed. */
+	if (rc == 0 && !n->unlinked && note_fn &&
+	    !(note = note_fn(c->close_seq, note_arg)))
+		rc = -ENOMEM;
 	if (rc < 0 || n->unlinked) {
 		ver_drop(c, v);
 		ver_put(c, v);
@@ -1336,6 +1344,7 @@ out_put:
 	node_put(c, n);
 out:
 	pthread_mutex_unlock(&c->lock);
+	free(note);
 	for (i = 0; i < nw; i++)
 		free(hs[i]);
 	free(hs);

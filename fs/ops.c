@@ -1374,6 +1374,21 @@ void vfs_finish_move(struct vfs *v)
 	cache_move_note(v->cache, "");
 }
 
+/* What an import's note names, for import_note. */
+struct import_what {
+	const char *from, *to;
+	const struct stat *st;
+};
+
+/* cache_note_fn of rename_import: the note, with the close number
+ * cache_import takes at its commit. */
+static char *import_note(int64_t seq, void *arg)
+{
+	const struct import_what *w = arg;
+
+	return move_note("import", w->from, NULL, w->st, w->to, seq, 0);
+}
+
 /* rename(local → persisted): the content becomes a new version of the
  * persisted file, then the local file goes. Handles still writing it move
  * with it (above): the version stays open until they close. */
@@ -1384,8 +1399,8 @@ static int rename_import(struct vfs *v, const char *from, const char *to,
 	struct cache_attr a;
 	struct stat st, now;
 	struct fh **held = NULL, *fh;
+	struct import_what imp;
 	int fd = -1, rc, nheld = 0, *wflags = NULL;
-	char *note = NULL;
 
 	if (flags & RENAME_EXCHANGE)
 		return -EINVAL;
@@ -1455,13 +1470,11 @@ static int rename_import(struct vfs *v, const char *from, const char *to,
 		rc = -errno;
 		goto out;
 	}
-	note = move_note("import", from, NULL, &now, to,
-			 cache_close_seq(v->cache), 0);
-	if (!note) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	rc = cache_import(v->cache, to, fd, &st, nheld, wflags, chs, note);
+	imp.from = from;
+	imp.to = to;
+	imp.st = &now;
+	rc = cache_import(v->cache, to, fd, &st, nheld, wflags, chs,
+			  import_note, &imp);
 	if (rc < 0)
 		goto out;
 	for (int i = 0; i < nheld; i++) {
@@ -1481,11 +1494,9 @@ static int rename_import(struct vfs *v, const char *from, const char *to,
 			"rename: '%s' is now on Drive as '%s' but the local "
 			"file could not be removed: %s",
 			from, to, strerror(errno));
-	if (note)
-		cache_move_note(v->cache, "");
+	cache_move_note(v->cache, "");
 	rc = 0;
 out:
-	free(note);
 	fh_unhold(v, held, nheld);
 	free(chs);
 	free(wflags);

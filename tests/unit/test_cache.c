@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -833,7 +834,8 @@ static void test_an_import_during_a_snapshot_is_kept(void)
 	fd = open(src, O_RDWR | O_CREAT | O_TRUNC, 0644);
 	CHECK_INT(write(fd, "IMPORTED", 8), 8);
 	fstat(fd, &st);
-	CHECK_INT(cache_import(c, "log", fd, &st, 0, NULL, NULL, NULL), 0);
+	CHECK_INT(cache_import(c, "log", fd, &st, 0, NULL, NULL, NULL, NULL),
+		  0);
 	close(fd);
 	pthread_rwlock_unlock(&race_h->v->rw);
 	pthread_join(th, NULL);
@@ -1090,7 +1092,7 @@ static void test_import_and_export(void)
 	CHECK_INT(write(fd, "imported", 8), 8);
 	fstat(fd, &st);
 	CHECK_INT(cache_import(c, "work_graph.json", fd, &st, 0, NULL, NULL,
-			       NULL),
+			       NULL, NULL),
 		  0);
 	close(fd);
 	CHECK_STR(get(c, "work_graph.json"), "imported");
@@ -1101,6 +1103,113 @@ static void test_import_and_export(void)
 	CHECK_STR(buf, "imported");
 	close(fd);
 	cache_close(c, 0);
+	rm_rf(dir);
+}
+
+struct import_race {
+	struct cache *c;
+	int src;
+	struct stat st;
+	struct cache_handle *moved; /* the writer that moved with the file */
+	int64_t seq;		    /* what the note was made with */
+	int rc;
+};
+
+static char *race_note(int64_t seq, void *arg)
+{
+	char *s;
+
+	((struct import_race *)arg)->seq = seq;
+	return asprintf(&s, "%" PRId64, seq) < 0 ? NULL : s;
+}
+
+static void *import_main(void *arg)
+{
+	struct import_race *r = arg;
+	int wflags = O_WRONLY;
+
+	r->rc = cache_import(r->c, "f", r->src, &r->st, 1, &wflags, &r->moved,
+			     race_note, r);
+	return NULL;
+}
+
+/* Whether a version of `path` is being filled by an import now. */
+static bool importing(struct cache *c, const char *path)
+{
+	struct cnode *n;
+	struct cver *v;
+	bool yes = false;
+
+	pthread_mutex_lock(&c->lock);
+	if (node_lookup(c, path, &n) == 0)
+		for (v = n->vers; v; v = v->nnext)
+			yes |= v->preparing;
+	pthread_mutex_unlock(&c->lock);
+	return yes;
+}
+
+/* mv big.bin runs/f while the file is still written through a moved
+ * handle (its version stays OPEN), and another handle of runs/f closes
+ * during the copy; then the mount is killed before the local unlink. The
+ * note's close number was taken before the copy, so that other close
+ * counted at the next mount as the import's version closed, and the local
+ * file, the only copy of the content (the OPEN version is dropped), was
+ * removed. The number is taken at the import's commit now. */
+static void test_an_import_note_is_not_fooled_by_a_close_during_the_copy(void)
+{
+	const char *dir = new_dir();
+	struct import_race r = {0};
+	struct cache_handle *other;
+	char src[4096], note[64];
+	int64_t before;
+	pthread_t th;
+	pid_t pid;
+	int p[2], status, i;
+
+	snprintf(src, sizeof(src), "%s/big.bin", dir);
+	CHECK_INT(pipe(p), 0);
+	pid = fork();
+	if (pid == 0) {
+		/* The child is the mount: it dies as kill -9 would. */
+		r.c = open_cache(dir, 0);
+		if (!r.c ||
+		    cache_open_file(r.c, "f", O_WRONLY | O_CREAT, 0644,
+				    &other) < 0 ||
+		    cache_write(other, "other", 5, 0) != 5)
+			_exit(3);
+		r.src = open(src, O_RDWR | O_CREAT | O_TRUNC, 0644);
+		/* Long enough a copy to close `other` during it. */
+		if (r.src < 0 || ftruncate(r.src, 256 << 20) < 0 ||
+		    fstat(r.src, &r.st) < 0)
+			_exit(4);
+		before = cache_close_seq(r.c); /* what the note used to say */
+		pthread_create(&th, NULL, import_main, &r);
+		for (i = 0; i < 200000 && !importing(r.c, "f"); i++)
+			usleep(50);
+		cache_release(other);
+		if (importing(r.c, "f") == false)
+			_exit(5); /* the copy ended first: no race made */
+		pthread_join(th, NULL);
+		if (r.rc < 0 || write(p[1], &before, sizeof(before)) < 0)
+			_exit(6);
+		_exit(99); /* before the local unlink */
+	}
+	close(p[1]);
+	before = -1;
+	if (read(p[0], &before, sizeof(before)) != sizeof(before))
+		before = -1;
+	close(p[0]);
+	waitpid(pid, &status, 0);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 99);
+	r.c = open_cache(dir, 0);
+	cache_move_pending(r.c, note, sizeof(note));
+	/* The import's version died OPEN; the other close is older than
+	 * the note: nothing says the local file may go. */
+	CHECK(note[0] != '\0');
+	CHECK(!cache_closed_since(r.c, "f", strtoll(note, NULL, 10)));
+	/* The number taken before the copy would have said it may. */
+	CHECK(before >= 0 && cache_closed_since(r.c, "f", before));
+	cache_close(r.c, 0);
 	rm_rf(dir);
 }
 
@@ -1159,7 +1268,7 @@ static void cp_script(struct cache *c, const char *dir, int fd)
 	sfd = open(src, O_RDWR | O_CREAT | O_TRUNC, 0640);
 	if (sfd < 0 || write(sfd, "imp", 3) != 3 || fstat(sfd, &st) < 0)
 		_exit(5);
-	cache_import(c, "a", sfd, &st, 0, NULL, NULL, NULL);
+	cache_import(c, "a", sfd, &st, 0, NULL, NULL, NULL, NULL);
 	close(sfd);
 	cp_report(fd, 9);
 	cache_truncate(c, "b", 2);
@@ -1689,7 +1798,8 @@ static int enospc_child(const char *dir)
 	src = memfd_create("src", MFD_CLOEXEC);
 	if (src < 0 || ftruncate(src, 4 << 20) < 0 || fstat(src, &st) < 0)
 		return 8;
-	w = cache_import(c, "imported.bin", src, &st, 0, NULL, NULL, NULL);
+	w = cache_import(c, "imported.bin", src, &st, 0, NULL, NULL, NULL,
+			 NULL);
 	close(src);
 	if (w != -ENOSPC)
 		return 9;
@@ -1804,6 +1914,7 @@ int main(void)
 	RUN(test_recovery_drops_open_keeps_closed);
 	RUN(test_close_is_durable_at_flush_before_release);
 	RUN(test_a_close_is_one_commit_and_close_numbers_only_grow);
+	RUN(test_an_import_note_is_not_fooled_by_a_close_during_the_copy);
 	RUN(test_a_crash_at_any_row_write_keeps_what_returned);
 	RUN(test_a_crash_during_unlink_never_brings_back_older_content);
 	RUN(test_a_crash_in_recovery_loses_none_of_its_steps);
