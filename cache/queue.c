@@ -542,8 +542,10 @@ static int should_abort(void *ud)
 }
 
 /* Drive has v now: it becomes the clean read cache, or gives way to a
- * newer version. */
-static void version_landed(struct cache *c, struct cnode *n, struct cver *v)
+ * newer version. Returns, with a reference, a twin made CLEAN in v's place
+ * whose bytes were never synced (upload_sync_twin), else NULL. */
+static struct cver *version_landed(struct cache *c, struct cnode *n,
+				   struct cver *v)
 {
 	struct cver *newer = ver_newest_closed(n);
 
@@ -562,20 +564,43 @@ static void version_landed(struct cache *c, struct cnode *n, struct cver *v)
 		n->landed_seq = newer->close_seq;
 		store_save_version(c, newer);
 		ver_drop(c, v);
-		return;
+		if (!newer->unsynced)
+			return NULL;
+		newer->refs++;
+		return newer;
 	}
 	if (v == n->cur || (n->cur && n->cur->state == CV_OPEN &&
 			    v->snap_of == n->cur->vid && !newer)) {
 		v->state = CV_CLEAN;
 		store_save_version(c, v);
-		return;
+		return NULL;
 	}
 	if (newer == v) {
 		v->state = CV_CLEAN;
 		store_save_version(c, v);
-		return;
+		return NULL;
 	}
 	ver_drop(c, v);
+	return NULL;
+}
+
+/* t, closed by a flush (never synced), turned out identical to the
+ * version that just landed and took its place as the clean copy: its
+ * bytes reach the disk here, or a new boot would drop it as possibly torn
+ * and the next read download it again. c->lock held; dropped meanwhile. */
+static void upload_sync_twin(struct cache *c, struct cver *t)
+{
+	int fd = ver_fd(c, t);
+
+	pthread_mutex_unlock(&c->lock);
+	if (fd >= 0 && fdatasync(fd) < 0)
+		fd = -1;
+	pthread_mutex_lock(&c->lock);
+	if (fd >= 0 && !t->dropped && t->state == CV_CLEAN) {
+		t->unsynced = false;
+		store_save_version(c, t);
+	}
+	ver_put(c, t);
 }
 
 /* The upload of v answered for a Drive file n has left since (it moved
@@ -602,6 +627,7 @@ static void upload_left_behind(struct cache *c, struct cnode *n, struct cver *v)
 static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 {
 	struct up_ctx u = {c, n, v, 0, 0};
+	struct cver *twin = NULL;
 	struct drive_upload up;
 	struct drive_file out;
 	struct drive_err err;
@@ -715,10 +741,12 @@ static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 		if (create)
 			n->created_here = true;
 		if (!v->dropped)
-			version_landed(c, n, v);
+			twin = version_landed(c, n, v);
 		store_save_node(c, n);
 		store_commit(c);
 		ver_put(c, v);
+		if (twin)
+			upload_sync_twin(c, twin);
 		pthread_cond_broadcast(&c->changed);
 		return 0;
 	}

@@ -747,6 +747,80 @@ static void test_a_download_is_fetched_again_after_a_reboot(void)
 	free(back);
 }
 
+/* Reads path whole, checks it is want, and says how many downloads that
+ * took. */
+static int64_t read_downloads(struct cache *c, const char *path,
+			      const char *want, size_t len)
+{
+	char *back = malloc(len);
+	struct cache_handle *h;
+	int64_t before = stat_count("download");
+
+	CHECK_INT(cache_open_file(c, path, O_RDONLY, 0, &h), 0);
+	CHECK_INT(cache_read(h, back, len, 0), (ssize_t)len);
+	CHECK(memcmp(back, want, len) == 0);
+	cache_release(h);
+	free(back);
+	return stat_count("download") - before;
+}
+
+/* Writes path (closed by a flush, as close(2) does) with Drive slowed
+ * down, and opens it for writing again while its upload runs: that open
+ * writes to a copy of the uploading version. */
+static void open_again_while_uploading(struct cache *c, const char *path,
+				       const char *buf, size_t len,
+				       struct cache_handle **out)
+{
+	struct cache_handle *h;
+	struct cnode *n = NULL;
+	double t0 = now_s();
+	bool up = false;
+
+	set_faults("{\"bandwidth\": 8000000}");
+	CHECK_INT(cache_open_file(c, path, O_WRONLY | O_CREAT | O_TRUNC, 0644,
+				  &h),
+		  0);
+	CHECK_INT(cache_write(h, buf, len, 0), (ssize_t)len);
+	cache_flush(h);
+	cache_release(h);
+	while (!up && now_s() - t0 < 10) {
+		usleep(20000);
+		pthread_mutex_lock(&c->lock);
+		up = node_lookup(c, path, &n) == 0 && n->cur &&
+		     n->cur->state == CV_UPLOADING;
+		pthread_mutex_unlock(&c->lock);
+	}
+	CHECK(up);
+	CHECK_INT(cache_open_file(c, path, O_RDWR, 0, out), 0);
+}
+
+/* Opened for writing while its upload ran and closed unwritten: the copy
+ * it wrote to is identical to what landed and becomes the clean copy. It
+ * was closed by a flush, so never synced, and a new boot dropped it: the
+ * next read downloaded the file again. The uploader now syncs it. */
+static void test_a_twin_of_an_upload_stays_cached_after_a_reboot(void)
+{
+	struct env e = {0};
+	size_t len = 16 << 20;
+	char *buf = malloc(len);
+	struct cache_handle *h;
+
+	fill(buf, len, 81);
+	CHECK_INT(env_open(&e, 0, true), 0);
+	open_again_while_uploading(e.c, "ck.bin", buf, len, &h);
+	cache_flush(h);
+	cache_release(h);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	set_faults("{}");
+	CHECK_INT(read_downloads(e.c, "ck.bin", buf, len), 0);
+	env_close(&e, false);
+	new_boot(e.dir);
+	CHECK_INT(env_open(&e, 0, false), 0);
+	CHECK_INT(read_downloads(e.c, "ck.bin", buf, len), 0);
+	env_close(&e, true);
+	free(buf);
+}
+
 /* A file made on Drive by someone else, read through a cold cache. */
 static void test_cold_read_of_file_created_on_drive(void)
 {
@@ -2323,6 +2397,7 @@ int main(void)
 	TRY(test_cold_read_of_file_created_on_drive);
 	TRY(test_a_partial_download_dropped_under_a_reader_reads_whole);
 	TRY(test_a_download_is_fetched_again_after_a_reboot);
+	TRY(test_a_twin_of_an_upload_stays_cached_after_a_reboot);
 	drive_client_free(dc);
 	if (!getenv("VECTUR_TEST_RCLONE_CONFIG")) {
 		unlink(conf_path);
