@@ -1076,6 +1076,14 @@ static void ver_last_close(struct cache *c, struct cnode *n, struct cver *v,
 			break;
 	}
 	if (y && y->state == CV_CLEAN) {
+		/* v's bytes are on disk as y's are where they are y's very
+		 * file (an fsync snapshot's hard link, synced when taken);
+		 * a copy of y was never synced. Not the flag v had (a
+		 * download's): a new boot dropped a synced log that way, and
+		 * trusted an unsynced copy. No writer is left to change
+		 * `linked`. */
+		v->unsynced =
+			!(v->linked && y->snap_of == v->vid) || y->unsynced;
 		v->state = CV_CLEAN;
 		v->close_seq = y->close_seq;
 		v->complete = true;

@@ -821,6 +821,74 @@ static void test_a_twin_of_an_upload_stays_cached_after_a_reboot(void)
 	free(buf);
 }
 
+/* A log downloaded here, appended to in place and fsynced, then closed:
+ * the fsync snapshot shares the log's file and synced it, but the log
+ * kept the download's "never synced" mark when it became the clean copy,
+ * and a new boot dropped it (downloaded again at the next read). */
+static void test_a_downloaded_log_fsynced_here_stays_cached_after_a_reboot(void)
+{
+	struct env e = {0};
+	size_t len = 1 << 20;
+	char *buf = malloc(len + 10);
+	struct cache_handle *h;
+	struct drive_file f;
+
+	fill(buf, len + 10, 82);
+	CHECK_INT(env_open(&e, 0, true), 0);
+	CHECK_INT(upload_bytes(e.root_id, "log.bin", buf, len, &f), 0);
+	CHECK(read_downloads(e.c, "log.bin", buf, len) > 0);
+	CHECK_INT(cache_open_file(e.c, "log.bin", O_WRONLY | O_APPEND, 0, &h),
+		  0);
+	CHECK_INT(cache_write(h, buf + len, 10, len), 10);
+	CHECK_INT(cache_fsync(h), 0);
+	cache_flush(h);
+	cache_release(h);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	env_close(&e, false);
+	new_boot(e.dir);
+	CHECK_INT(env_open(&e, 0, false), 0);
+	CHECK_INT(read_downloads(e.c, "log.bin", buf, len + 10), 0);
+	env_close(&e, true);
+	free(buf);
+}
+
+/* Opened for writing while its upload ran, and closed unwritten once that
+ * landed: the copy it wrote to becomes the clean copy in place of the
+ * upload's synced file. Its bytes were never synced, yet after a power
+ * loss (a new boot) it was trusted and read as the disk had it. */
+static void test_an_unsynced_copy_is_fetched_again_after_a_reboot(void)
+{
+	struct env e = {0};
+	size_t len = 16 << 20;
+	char *buf = malloc(len), path[256];
+	struct cache_handle *h;
+	int64_t vid;
+	int fd;
+
+	fill(buf, len, 83);
+	CHECK_INT(env_open(&e, 0, true), 0);
+	open_again_while_uploading(e.c, "ck.bin", buf, len, &h);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	set_faults("{}");
+	cache_flush(h);
+	pthread_mutex_lock(&e.c->lock);
+	vid = h->v->vid;
+	CHECK(h->v->state == CV_CLEAN && h->v->copy_of != 0);
+	pthread_mutex_unlock(&e.c->lock);
+	cache_release(h);
+	env_close(&e, false);
+	/* The power loss: the copy's bytes never reached the disk. */
+	snprintf(path, sizeof(path), "%s/data/%lld", e.dir, (long long)vid);
+	fd = open(path, O_WRONLY);
+	CHECK(fd >= 0 && ftruncate(fd, 0) == 0 && ftruncate(fd, len) == 0);
+	close(fd);
+	new_boot(e.dir);
+	CHECK_INT(env_open(&e, 0, false), 0);
+	CHECK(read_downloads(e.c, "ck.bin", buf, len) > 0);
+	env_close(&e, true);
+	free(buf);
+}
+
 /* A file made on Drive by someone else, read through a cold cache. */
 static void test_cold_read_of_file_created_on_drive(void)
 {
@@ -2398,6 +2466,8 @@ int main(void)
 	TRY(test_a_partial_download_dropped_under_a_reader_reads_whole);
 	TRY(test_a_download_is_fetched_again_after_a_reboot);
 	TRY(test_a_twin_of_an_upload_stays_cached_after_a_reboot);
+	TRY(test_a_downloaded_log_fsynced_here_stays_cached_after_a_reboot);
+	TRY(test_an_unsynced_copy_is_fetched_again_after_a_reboot);
 	drive_client_free(dc);
 	if (!getenv("VECTUR_TEST_RCLONE_CONFIG")) {
 		unlink(conf_path);
