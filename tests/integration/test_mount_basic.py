@@ -579,6 +579,49 @@ def test_sync_returns_after_the_data_is_on_drive(mount):
     assert f is not None and f["md5Checksum"] == md5_bytes(data)
 
 
+def test_what_was_uploaded_is_read_back_from_the_cache(mount):
+    # A checkpoint read back after its upload (evaluation, resume) must
+    # not download it again: the clean copy stays cached, also once the
+    # changes feed has brought our own uploads back, and after a remount
+    # with the same cache dir.
+    mount.start(extra="write_back=0")
+    os.makedirs(mount.p("runs/r"))
+    want = {}
+
+    def put(rel, data, mode="wb", fsync=False):
+        with open(mount.p(rel), mode) as f:
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        want[rel] = want.get(rel, b"") + data if "a" in mode else data
+
+    put("runs/r/closed.pt", os.urandom(3 << 20))
+    put("runs/r/fsynced.pt", os.urandom(3 << 20), fsync=True)
+    put("runs/r/rewritten.pt", os.urandom(12 << 20))
+    put("runs/r/rewritten.pt", os.urandom(3 << 20))  # while the first uploads
+    put("runs/r/moved.tmp", os.urandom(1 << 20))
+    put("runs/r/log.txt", b"step 1\n", "ab")
+    assert run_vm("--sync", mount.mnt, timeout=120).returncode == 0
+    os.replace(mount.p("runs/r/moved.tmp"), mount.p("runs/r/closed.pt"))
+    want["runs/r/closed.pt"] = want.pop("runs/r/moved.tmp")
+    put("runs/r/log.txt", b"step 2\n", "ab")
+    assert run_vm("--sync", mount.mnt, timeout=120).returncode == 0
+    time.sleep(2.5)  # the feed (poll_interval=1) brings our uploads back
+
+    def downloads_to_read_back():
+        mount.emu.reset_stats()
+        for rel, data in want.items():
+            with open(mount.p(rel), "rb") as f:
+                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+                assert f.read() == data, rel
+        return mount.emu.stats()["requests"].get("download", 0)
+    assert downloads_to_read_back() == 0
+    mount.stop()
+    mount.start()
+    assert downloads_to_read_back() == 0
+
+
 def test_second_mount_on_the_same_cache_dir_is_refused(mount, tmp_path):
     mount.start()
     other = tmp_path / "other"
