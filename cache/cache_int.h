@@ -264,6 +264,10 @@ struct cache {
 	bool tx_durable; /* store_begin_durably: FULL until the commit */
 	int64_t *tx_gone;
 	int ntx_gone, tx_gone_cap;
+	/* Tests (test_cache.c): commits number full_from to full_to,
+	 * counted from cache_open (a row written alone is one), fail as
+	 * on a full disk. 0: never. */
+	int64_t commits, full_from, full_to;
 	struct cver *vers;   /* every version */
 	struct cnode *queue; /* dirty nodes */
 	struct ctomb *tombs;

@@ -263,19 +263,32 @@ void store_close(struct cache *c)
 	c->lock_fd = -1;
 }
 
-/* Runs a prepared statement to completion and resets it. */
+/* Tests: whether this commit fails as on a full disk (c->full_from). */
+static bool commit_fails(struct cache *c)
+{
+	++c->commits;
+	return c->full_from && c->commits >= c->full_from &&
+	       c->commits <= c->full_to;
+}
+
+/* Runs a prepared statement to completion and resets it. Outside a
+ * transaction that is a commit of its own. */
 static int step(struct cache *c, sqlite3_stmt *st)
 {
+	bool fake = c->tx_depth == 0 && commit_fails(c);
 	int rc;
 
 	if (c->crash_at && ++c->steps == c->crash_at)
 		_exit(99);
-	rc = sqlite3_step(st);
+	/* A full disk fails the statement, and SQLite rolls it back. */
+	rc = fake ? SQLITE_FULL : sqlite3_step(st);
 
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-		cache_set_error(c, "sqlite: %s", sqlite3_errmsg(c->db));
+		cache_set_error(c, "sqlite: %s",
+				fake ? sqlite3_errstr(rc)
+				     : sqlite3_errmsg(c->db));
 		return rc == SQLITE_FULL ? -ENOSPC : -EIO;
 	}
 	return 0;
@@ -319,7 +332,15 @@ int store_commit(struct cache *c)
 		return -EIO; /* its BEGIN failed */
 	if (--c->tx_depth > 0)
 		return 0;
-	rc = exec(c, "COMMIT");
+	if (commit_fails(c)) {
+		/* As SQLite does when a COMMIT fails (vdbe's halt): the
+		 * whole transaction is rolled back. */
+		exec(c, "ROLLBACK");
+		cache_set_error(c, "sqlite: %s", sqlite3_errstr(SQLITE_FULL));
+		rc = -ENOSPC;
+	} else {
+		rc = exec(c, "COMMIT");
+	}
 	if (c->tx_durable) {
 		exec(c, "PRAGMA synchronous=NORMAL");
 		c->tx_durable = false;
