@@ -198,6 +198,9 @@ static void *hk_main(void *arg)
 		if (c->o.long_open_upload_s > 0)
 			snapshot_long_open(c);
 		evict_run(c);
+		/* meta.db behind after a failed write (a full disk): try to
+		 * save it all again, without waiting for the next write. */
+		store_catch_up(c);
 		deadline_in(&ts, 1000);
 		pthread_cond_timedwait(&c->hk_cv, &c->lock, &ts);
 	}
@@ -480,6 +483,12 @@ void cache_close(struct cache *c, int drain_timeout_s)
 			c->last_error);
 	else if (c->dc)
 		fprintf(stderr, "vectur: upload queue drained\n");
+	if (store_catch_up(c) < 0)
+		fprintf(stderr,
+			"vectur: the cache metadata in %s could not be saved "
+			"(%s): the next mount starts from its last save, "
+			"changes made since are lost\n",
+			c->dir, c->last_error);
 	pthread_mutex_unlock(&c->lock);
 	store_close(c);
 	free_all(c);
@@ -591,6 +600,9 @@ char *cache_status_json(struct cache *c)
 		json_object_new_boolean(failed || tombs_failed(c) > 0));
 	json_object_object_add(o, "last_error",
 			       json_object_new_string(c->last_error));
+	/* false: the cache's own records are behind (a full cache disk) */
+	json_object_object_add(o, "metadata_saved",
+			       json_object_new_boolean(c->store_err == 0));
 	if (c->last_poll_ms) {
 		char buf[64];
 		time_t t = c->last_poll_ms / 1000;

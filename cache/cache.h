@@ -178,7 +178,10 @@ int cache_fgetattr(struct cache_handle *h, struct cache_attr *out);
 int cache_ftruncate(struct cache_handle *h, off_t size);
 /* Returns when the content as of this call is on Drive, md5 checked. */
 int cache_fsync(struct cache_handle *h);
-/* flush(2) at close(): nothing to do on Drive; kept for symmetry. */
+/* flush(2) at close(): the last writer's version is CLOSED and committed.
+ * Returns -ENOSPC (the cache disk full) or -EIO when that could not be
+ * recorded: the version is kept and queued all the same, and recorded as
+ * soon as the disk allows. cache_release likewise, when it closes. */
 int cache_flush(struct cache_handle *h);
 int cache_release(struct cache_handle *h);
 

@@ -44,6 +44,7 @@ enum cv_state {
 };
 
 struct cfetch;
+struct cmeta;
 
 struct cver {
 	int64_t vid;
@@ -59,7 +60,10 @@ struct cver {
 	 * local-disk speed): the uploader syncs it first. Recovery in another
 	 * boot (power loss) cannot trust its bytes and drops it. */
 	bool unsynced;
-	bool dropped;	/* no longer part of its node; file unlinked */
+	bool dropped; /* no longer part of its node; file unlinked */
+	/* Recovery made it CLOSED but left its row UPLOADING until it is
+	 * saved again (recover.c): a resync writes it so too. */
+	bool row_uploading;
 	bool preparing; /* being filled by a copy: wait */
 	/* Its content file may have a second name, another version's: an
 	 * fsync snapshot takes the bytes as a hard link instead of a copy
@@ -123,6 +127,9 @@ struct cnode {
 	/* A request of a node that drive_id was taken over from may still be
 	 * in flight if the mount dies: recovery waits before sending ours. */
 	bool settle;
+	/* Recovery cleared settle but left it in the row until n is saved
+	 * again (recover.c): a resync writes it so too. */
+	bool row_settle;
 	/* Another live file with this name in this folder, seen in the feed
 	 * or a listing: the queue decides which one keeps the name. */
 	char rival_id[128];
@@ -257,13 +264,20 @@ struct cache {
 	/* Crash-point tests (test_cache.c): the process _exits instead of
 	 * running its row write number crash_at (counted in steps). */
 	int64_t steps, crash_at;
-	/* Inside store_begin..store_commit: content files of versions
-	 * dropped meanwhile, deleted once the commit that forgets their
-	 * rows is done (a kill before it rolls the rows back). */
+	/* Inside store_begin..store_commit, or while meta.db is behind:
+	 * content files of versions dropped meanwhile, deleted once a
+	 * commit that forgets their rows is done (a kill before it rolls
+	 * the rows back). */
 	int tx_depth;
 	bool tx_durable; /* store_begin_durably: FULL until the commit */
 	int64_t *tx_gone;
 	int ntx_gone, tx_gone_cap;
+	/* meta.db is behind memory since a write failed: 0, or its -errno
+	 * (-ENOSPC: the cache disk is full). Cleared by the resync that
+	 * writes every row from memory again (store.c). */
+	int store_err;
+	bool resyncing;
+	struct cmeta *meta; /* every meta key set, as last set */
 	/* Tests (test_cache.c): commits number full_from to full_to,
 	 * counted from cache_open (a row written alone is one), fail as
 	 * on a full disk. 0: never. */
@@ -338,10 +352,10 @@ int store_open(struct cache *c, char *errbuf, size_t errlen);
 void store_close(struct cache *c);
 int store_get_meta(struct cache *c, const char *k, char *out, size_t len);
 int store_set_meta(struct cache *c, const char *k, const char *v);
-int store_save_node(struct cache *c, const struct cnode *n);
+int store_save_node(struct cache *c, struct cnode *n);
 int store_delete_node(struct cache *c, uint64_t ino);
-int store_save_version(struct cache *c, const struct cver *v);
-int store_save_version_durably(struct cache *c, const struct cver *v);
+int store_save_version(struct cache *c, struct cver *v);
+int store_save_version_durably(struct cache *c, struct cver *v);
 int store_delete_version(struct cache *c, int64_t vid);
 int store_save_session(struct cache *c, int64_t vid, const char *url,
 		       int64_t off);
@@ -353,8 +367,13 @@ int store_begin(struct cache *c);
  * change the safety level inside a transaction, so only an outermost one
  * is made durable: nested, the outer transaction decides. */
 int store_begin_durably(struct cache *c);
+/* 0 once the outermost transaction is on disk (with whatever the store
+ * was behind on); else -ENOSPC or -EIO, and c->store_err says so. */
 int store_commit(struct cache *c);
 void store_drop_data(struct cache *c, int64_t vid);
+/* While meta.db is behind (c->store_err), tries again to write every row
+ * from memory. Returns c->store_err. */
+int store_catch_up(struct cache *c);
 /* Loads everything into memory (recover.c fixes it up afterwards). */
 int store_load(struct cache *c);
 void store_data_path(struct cache *c, int64_t vid, char *out, size_t len);

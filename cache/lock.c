@@ -1028,12 +1028,14 @@ static int lock_barrier(struct cache *c)
  * moved in) is removed the ordinary way. c->lock held. */
 static int lock_unlink_plain(struct cache *c, struct cnode *n)
 {
+	int rc;
+
 	store_begin(c); /* one change, as cache_unlink */
 	node_tomb(c, n);
 	node_detach(c, n);
-	store_commit(c);
+	rc = store_commit(c);
 	pthread_cond_broadcast(&c->changed);
-	return 0;
+	return rc;
 }
 
 int cache_lock_unlink(struct cache *c, const char *path, bool dir)

@@ -875,6 +875,11 @@ int cache_mkdir(struct cache *c, const char *path, mode_t mode)
 	}
 	n->listed = true; /* new: nothing on Drive to list */
 	rc = store_save_node(c, n);
+	if (rc < 0) {
+		/* Not made, not shown (ENOSPC: the cache disk is full). */
+		node_detach(c, n);
+		goto out;
+	}
 	d->mtime = n->mtime;
 	upload_queue(c, n, cache_now_ms());
 out:
@@ -938,8 +943,7 @@ int cache_rmdir(struct cache *c, const char *path)
 	node_tomb(c, n);
 	node_detach(c, n);
 	node_left(c, p);
-	if (store_commit(c) < 0)
-		rc = -EIO;
+	rc = store_commit(c);
 out:
 	pthread_mutex_unlock(&c->lock);
 	return rc;
@@ -968,8 +972,7 @@ int cache_unlink(struct cache *c, const char *path)
 	node_tomb(c, n);
 	node_detach(c, n);
 	node_left(c, p);
-	if (store_commit(c) < 0)
-		rc = -EIO;
+	rc = store_commit(c);
 	pthread_cond_broadcast(&c->changed);
 out:
 	pthread_mutex_unlock(&c->lock);
@@ -1112,9 +1115,8 @@ again:
 		node_left(c, was);
 	clock_gettime(CLOCK_REALTIME, &src->ctime);
 	src->rival_id[0] = '\0'; /* a rival for the old name is not one now */
-	rc = store_save_node(c, src);
-	if (store_commit(c) < 0 && rc == 0)
-		rc = -EIO;
+	store_save_node(c, src);
+	rc = store_commit(c);
 	if (!src->queued || src->due_ms < cache_now_ms())
 		upload_queue(c, src, cache_now_ms() + c->o.write_back_ms);
 	pthread_cond_broadcast(&c->changed);

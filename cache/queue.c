@@ -76,9 +76,9 @@ void upload_add_tomb(struct cache *c, const char *drive_id, bool hard,
 	t->n = n;
 	if (n)
 		n->refs++;
-	store_save_tomb(c, t);
 	t->next = c->tombs;
 	c->tombs = t;
+	store_save_tomb(c, t);
 	pthread_cond_broadcast(&c->work);
 }
 
@@ -701,18 +701,30 @@ static int upload_version(struct cache *c, struct cnode *n, struct cver *v)
 			      strerror(errno));
 		rc = -1;
 	} else {
+		rc = 0;
 		if (unsynced) {
 			pthread_mutex_lock(&c->lock);
 			if (!v->dropped) {
 				v->unsynced = false;
 				/* synced in a commit before what it
 				 * supersedes goes (see ver_mark_closed) */
-				store_save_version_durably(c, v);
-				ver_drop_superseded(c, v);
+				rc = store_save_version_durably(c, v);
+				if (rc == 0)
+					ver_drop_superseded(c, v);
+				else
+					v->unsynced = true;
 			}
 			pthread_mutex_unlock(&c->lock);
 		}
-		rc = drive_upload(c->dc, &up, &out, &err);
+		/* Not sent while the row says unsynced: after a power loss
+		 * recovery would drop it and send the older version it
+		 * superseded over it. Retried (the cache disk is full). */
+		if (rc < 0)
+			drive_err_set(&err, 0, "localIO",
+				      "cannot record a synced version: %s",
+				      strerror(-rc));
+		else
+			rc = drive_upload(c->dc, &up, &out, &err);
 	}
 	pthread_mutex_lock(&c->lock);
 	inflight_del(c, id);

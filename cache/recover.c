@@ -85,6 +85,7 @@ static void fix_versions(struct cache *c)
 		 * drops it), so a mount killed before that waits again. */
 		if (v->state == CV_UPLOADING) {
 			v->state = CV_CLOSED;
+			v->row_uploading = true;
 			v->node->attempts = -1; /* marks: settle first */
 		}
 	}
@@ -270,6 +271,7 @@ int recover_run(struct cache *c)
 				 * lands): killed before, the next mount waits
 				 * too. */
 				n->settle = false;
+				n->row_settle = true;
 				n->attempts = -1;
 			}
 			if (n->attempts < 0) {

@@ -10,6 +10,19 @@
  * BEFORE committing its CLOSED state, a surviving CLOSED row always has its
  * bytes on disk, and a lost one falls back to the previous (OPEN → dropped)
  * state: the newest closes may be lost, a torn version is never uploaded.
+ *
+ * Falling behind. A write that fails (SQLITE_FULL on a full cache disk,
+ * SQLITE_IOERR) is rolled back by SQLite, row or whole transaction, but
+ * the caller has made its change in memory already: meta.db is now behind
+ * (c->store_err). From then on no row is written alone, which could put
+ * half of a change on disk (a version whose node row never went in, a
+ * superseded version deleted while its successor's row is missing).
+ * Instead the next row write, or the commit of the transaction under way,
+ * or the housekeeping thread every second, rewrites every row from memory
+ * in one transaction and deletes the rows memory no longer has
+ * (store_resync): disk is then memory again, all at once. Until a resync
+ * commits, content files of dropped versions are kept (their rows may
+ * still be on disk) and the row writes return c->store_err.
  * All calls here are made with c->lock held.
  */
 #include <errno.h>
@@ -84,6 +97,14 @@ static const char *const added_columns[][2] = {
 	{"nodes", "rev TEXT DEFAULT ''"},
 };
 
+/* A meta key as last set: what a resync writes (and a read sees). */
+struct cmeta {
+	char *k, *v;
+	struct cmeta *next;
+};
+
+static int store_resync(struct cache *c);
+
 static int64_t ts_ns(struct timespec t)
 {
 	return (int64_t)t.tv_sec * 1000000000LL + t.tv_nsec;
@@ -156,17 +177,23 @@ int store_lock_dir(struct cache *c, char *errbuf, size_t errlen)
 	return 0;
 }
 
+static int sqlite_errno(int rc)
+{
+	return (rc & 0xff) == SQLITE_FULL ? -ENOSPC : -EIO;
+}
+
 static int exec(struct cache *c, const char *sql)
 {
 	char *msg = NULL;
+	int rc = sqlite3_exec(c->db, sql, NULL, NULL, &msg);
 
-	if (sqlite3_exec(c->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+	if (rc != SQLITE_OK) {
 		/* The reason first: a statement may be longer than the
 		 * error line ("database or disk is full" was cut off). */
 		cache_set_error(c, "sqlite: %s (in: %.60s%s)", msg ? msg : "?",
 				sql, strlen(sql) > 60 ? "..." : "");
 		sqlite3_free(msg);
-		return -EIO;
+		return sqlite_errno(rc);
 	}
 	return 0;
 }
@@ -258,6 +285,14 @@ void store_close(struct cache *c)
 	c->db = NULL;
 	free(c->tx_gone);
 	c->tx_gone = NULL;
+	while (c->meta) {
+		struct cmeta *m = c->meta;
+
+		c->meta = m->next;
+		free(m->k);
+		free(m->v);
+		free(m);
+	}
 	if (c->lock_fd >= 0)
 		close(c->lock_fd);
 	c->lock_fd = -1;
@@ -269,6 +304,17 @@ static bool commit_fails(struct cache *c)
 	++c->commits;
 	return c->full_from && c->commits >= c->full_from &&
 	       c->commits <= c->full_to;
+}
+
+/* A write failed with rc (-ENOSPC, -EIO): meta.db is behind memory. */
+static void fall_behind(struct cache *c, int rc)
+{
+	if (!c->store_err && !c->resyncing)
+		fprintf(stderr,
+			"vectur: cache metadata not saved (%s): kept in "
+			"memory, saved again as soon as the disk allows\n",
+			c->last_error);
+	c->store_err = rc;
 }
 
 /* Runs a prepared statement to completion and resets it. Outside a
@@ -289,23 +335,36 @@ static int step(struct cache *c, sqlite3_stmt *st)
 		cache_set_error(c, "sqlite: %s",
 				fake ? sqlite3_errstr(rc)
 				     : sqlite3_errmsg(c->db));
-		return rc == SQLITE_FULL ? -ENOSPC : -EIO;
+		fall_behind(c, sqlite_errno(rc));
+		return c->store_err;
 	}
 	return 0;
 }
 
-/* Transactions nest: only the outermost pair talks to SQLite. */
+/* Called by a row write before it binds its statement: true if the row
+ * is not to be written alone (meta.db is behind), *rc then says how it
+ * went. Inside a transaction its commit resyncs; outside one the resync,
+ * which writes memory as it is now, the caller's change included, is the
+ * write. */
+static bool behind(struct cache *c, int *rc)
+{
+	if (!c->store_err)
+		return false;
+	*rc = c->tx_depth > 0 ? c->store_err : store_resync(c);
+	return true;
+}
+
+/* Transactions nest: only the outermost pair talks to SQLite. Behind, no
+ * BEGIN: the commit resyncs. */
 int store_begin(struct cache *c)
 {
 	int rc;
 
-	if (c->tx_depth > 0) {
-		c->tx_depth++;
-		return 0;
-	}
+	if (c->tx_depth++ > 0 || c->store_err)
+		return c->store_err;
 	rc = exec(c, "BEGIN");
-	if (rc == 0)
-		c->tx_depth = 1;
+	if (rc < 0)
+		fall_behind(c, rc);
 	return rc;
 }
 
@@ -323,48 +382,78 @@ int store_begin_durably(struct cache *c)
 	return rc;
 }
 
-int store_commit(struct cache *c)
+/* COMMITs the outermost transaction; if a write in it failed, or the
+ * COMMIT does, ROLLs BACK what is left of it. SQLite may have rolled it
+ * back already (a full disk, an I/O error; see "Response To Errors Within
+ * A Transaction", lang_transaction.html): then ROLLBACK would fail, and
+ * another statement would run on its own, outside any transaction. */
+static int end_tx(struct cache *c)
 {
-	char path[4096];
-	int rc, i;
+	int rc = c->store_err;
 
-	if (c->tx_depth == 0)
-		return -EIO; /* its BEGIN failed */
-	if (--c->tx_depth > 0)
-		return 0;
-	if (commit_fails(c)) {
+	if (rc == 0 && commit_fails(c)) {
 		/* As SQLite does when a COMMIT fails (vdbe's halt): the
 		 * whole transaction is rolled back. */
 		exec(c, "ROLLBACK");
 		cache_set_error(c, "sqlite: %s", sqlite3_errstr(SQLITE_FULL));
 		rc = -ENOSPC;
-	} else {
+	} else if (rc == 0) {
 		rc = exec(c, "COMMIT");
+	}
+	if (rc < 0) {
+		fall_behind(c, rc);
+		if (!sqlite3_get_autocommit(c->db))
+			exec(c, "ROLLBACK");
 	}
 	if (c->tx_durable) {
 		exec(c, "PRAGMA synchronous=NORMAL");
 		c->tx_durable = false;
 	}
+	return rc;
+}
 
-	/* Not committed: the rows may still name the files, which stay (the
-	 * next mount's recovery deletes those no row knows). */
-	for (i = 0; rc == 0 && i < c->ntx_gone; i++) {
+/* Deletes the content files of versions whose rows a commit on disk no
+ * longer has. */
+static void drop_gone(struct cache *c)
+{
+	char path[4096];
+	int i;
+
+	for (i = 0; i < c->ntx_gone; i++) {
 		store_data_path(c, c->tx_gone[i], path, sizeof(path));
 		unlink(path);
 	}
 	c->ntx_gone = 0;
+}
+
+int store_commit(struct cache *c)
+{
+	int rc;
+
+	if (c->tx_depth == 0)
+		return -EIO; /* unbalanced */
+	if (--c->tx_depth > 0)
+		return c->store_err; /* the outermost one decides */
+	rc = end_tx(c);
+	/* Rolled back (or begun behind): memory has the whole change, and
+	 * a resync writes it with everything else, or nothing. Not
+	 * committed, the rows may still name the files, which stay. */
+	if (rc < 0)
+		rc = store_resync(c);
+	else
+		drop_gone(c);
 	return rc;
 }
 
 /* Deletes the content file of a version whose row is gone, or, inside a
- * transaction, once it is committed. */
+ * transaction or while meta.db is behind, once that is committed. */
 void store_drop_data(struct cache *c, int64_t vid)
 {
 	char path[4096];
 	int64_t *grown;
 	int cap;
 
-	if (c->tx_depth > 0) {
+	if (c->tx_depth > 0 || c->store_err) {
 		if (c->ntx_gone == c->tx_gone_cap) {
 			cap = c->tx_gone_cap ? 2 * c->tx_gone_cap : 8;
 			grown = realloc(c->tx_gone, cap * sizeof(*grown));
@@ -380,11 +469,26 @@ void store_drop_data(struct cache *c, int64_t vid)
 	unlink(path);
 }
 
+static struct cmeta *meta_find(struct cache *c, const char *k)
+{
+	struct cmeta *m;
+
+	for (m = c->meta; m; m = m->next)
+		if (strcmp(m->k, k) == 0)
+			return m;
+	return NULL;
+}
+
 int store_get_meta(struct cache *c, const char *k, char *out, size_t len)
 {
 	sqlite3_stmt *st = c->stmts[ST_GET_META];
+	struct cmeta *m = meta_find(c, k);
 	int rc = -ENOENT;
 
+	if (m) { /* set here: the row may be behind */
+		snprintf(out, len, "%s", m->v);
+		return 0;
+	}
 	sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
 	if (sqlite3_step(st) == SQLITE_ROW) {
 		const unsigned char *v = sqlite3_column_text(st, 0);
@@ -397,21 +501,51 @@ int store_get_meta(struct cache *c, const char *k, char *out, size_t len)
 	return rc;
 }
 
-int store_set_meta(struct cache *c, const char *k, const char *v)
+/* Remembers k = v for a resync. */
+static int meta_keep(struct cache *c, const char *k, const char *v)
+{
+	struct cmeta *m = meta_find(c, k);
+	char *dup = strdup(v);
+
+	if (!dup)
+		return -ENOMEM;
+	if (!m) {
+		m = calloc(1, sizeof(*m));
+		if (!m || !(m->k = strdup(k))) {
+			free(m);
+			free(dup);
+			return -ENOMEM;
+		}
+		m->next = c->meta;
+		c->meta = m;
+	}
+	free(m->v);
+	m->v = dup;
+	return 0;
+}
+
+static int meta_row(struct cache *c, const struct cmeta *m)
 {
 	sqlite3_stmt *st = c->stmts[ST_SET_META];
 
-	sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, v, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 1, m->k, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, m->v, -1, SQLITE_STATIC);
 	return step(c, st);
 }
 
-int store_save_node(struct cache *c, const struct cnode *n)
+int store_set_meta(struct cache *c, const char *k, const char *v)
+{
+	int rc = meta_keep(c, k, v);
+
+	if (rc < 0 || behind(c, &rc))
+		return rc;
+	return meta_row(c, meta_find(c, k));
+}
+
+static int node_row(struct cache *c, const struct cnode *n, bool settle)
 {
 	sqlite3_stmt *st = c->stmts[ST_SAVE_NODE];
 
-	if (n->unlinked)
-		return 0;
 	sqlite3_bind_int64(st, 1, (int64_t)n->ino);
 	sqlite3_bind_int64(st, 2, n->parent ? (int64_t)n->parent->ino : 0);
 	sqlite3_bind_text(st, 3, n->name, -1, SQLITE_STATIC);
@@ -431,7 +565,7 @@ int store_save_node(struct cache *c, const struct cnode *n)
 	sqlite3_bind_int(st, 16, n->mtime_dirty);
 	sqlite3_bind_int64(st, 17, n->landed_seq);
 	sqlite3_bind_int(st, 18, n->created_here);
-	sqlite3_bind_int(st, 19, n->settle);
+	sqlite3_bind_int(st, 19, settle);
 	sqlite3_bind_text(st, 20, n->rival_id, -1, SQLITE_STATIC);
 	/* The revision the cached size and md5 are of: a download after a
 	 * restart asks for it even before the feed has caught up. */
@@ -439,23 +573,34 @@ int store_save_node(struct cache *c, const struct cnode *n)
 	return step(c, st);
 }
 
+int store_save_node(struct cache *c, struct cnode *n)
+{
+	int rc = 0;
+
+	n->row_settle = false; /* the row is memory's from now on */
+	if (n->unlinked || behind(c, &rc))
+		return rc;
+	return node_row(c, n, n->settle);
+}
+
 int store_delete_node(struct cache *c, uint64_t ino)
 {
 	sqlite3_stmt *st = c->stmts[ST_DEL_NODE];
+	int rc;
 
+	if (behind(c, &rc))
+		return rc;
 	sqlite3_bind_int64(st, 1, (int64_t)ino);
 	return step(c, st);
 }
 
-int store_save_version(struct cache *c, const struct cver *v)
+static int version_row(struct cache *c, const struct cver *v, int state)
 {
 	sqlite3_stmt *st = c->stmts[ST_SAVE_VER];
 
-	if (v->dropped)
-		return 0;
 	sqlite3_bind_int64(st, 1, v->vid);
 	sqlite3_bind_int64(st, 2, (int64_t)v->node->ino);
-	sqlite3_bind_int(st, 3, v->state);
+	sqlite3_bind_int(st, 3, state);
 	sqlite3_bind_int64(st, 4, v->size);
 	sqlite3_bind_int64(st, 5, ts_ns(v->mtime));
 	sqlite3_bind_int64(st, 6, v->close_seq);
@@ -469,9 +614,19 @@ int store_save_version(struct cache *c, const struct cver *v)
 	return step(c, st);
 }
 
+int store_save_version(struct cache *c, struct cver *v)
+{
+	int rc = 0;
+
+	v->row_uploading = false; /* the row is memory's from now on */
+	if (v->dropped || behind(c, &rc))
+		return rc;
+	return version_row(c, v, v->state);
+}
+
 /* store_save_version, and every commit before it, on disk when it
  * returns (synchronous=FULL syncs the WAL at this commit). */
-int store_save_version_durably(struct cache *c, const struct cver *v)
+int store_save_version_durably(struct cache *c, struct cver *v)
 {
 	int rc;
 
@@ -484,7 +639,10 @@ int store_save_version_durably(struct cache *c, const struct cver *v)
 int store_delete_version(struct cache *c, int64_t vid)
 {
 	sqlite3_stmt *st = c->stmts[ST_DEL_VER];
+	int rc;
 
+	if (behind(c, &rc))
+		return rc;
 	sqlite3_bind_int64(st, 1, vid);
 	return step(c, st);
 }
@@ -493,14 +651,18 @@ int store_save_session(struct cache *c, int64_t vid, const char *url,
 		       int64_t off)
 {
 	sqlite3_stmt *st = c->stmts[ST_SESSION];
+	int rc;
 
+	if (behind(c, &rc))
+		return rc;
 	sqlite3_bind_text(st, 1, url, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, off);
 	sqlite3_bind_int64(st, 3, vid);
 	return step(c, st);
 }
 
-int store_save_tomb(struct cache *c, struct ctomb *t)
+/* A tomb without a tid gets one (the row's). */
+static int tomb_row(struct cache *c, struct ctomb *t)
 {
 	sqlite3_stmt *st = c->stmts[ST_SAVE_TOMB];
 	int rc;
@@ -519,12 +681,78 @@ int store_save_tomb(struct cache *c, struct ctomb *t)
 	return rc;
 }
 
+/* t must be on c->tombs already: a resync instead writes those. */
+int store_save_tomb(struct cache *c, struct ctomb *t)
+{
+	int rc;
+
+	if (behind(c, &rc))
+		return rc;
+	return tomb_row(c, t);
+}
+
 int store_delete_tomb(struct cache *c, int64_t tid)
 {
 	sqlite3_stmt *st = c->stmts[ST_DEL_TOMB];
+	int rc;
 
+	if (behind(c, &rc))
+		return rc;
 	sqlite3_bind_int64(st, 1, tid);
 	return step(c, st);
+}
+
+/* Writes every row from memory in one transaction, after deleting them
+ * all: what memory no longer has goes (a row of a rolled-back change
+ * memory undid, a version dropped while behind). Tombs that have a tid
+ * first, so that one getting a new tid does not take an old one's. */
+static int store_resync(struct cache *c)
+{
+	struct cnode *n;
+	struct cver *v;
+	struct ctomb *t;
+	struct cmeta *m;
+	int i, pass, rc;
+
+	c->store_err = 0;
+	c->resyncing = true;
+	c->tx_depth = 1; /* its rows are one commit, end_tx's */
+	rc = exec(c, "BEGIN");
+	if (rc == 0)
+		rc = exec(c, "DELETE FROM nodes; DELETE FROM versions;"
+			     " DELETE FROM tombs");
+	if (rc < 0)
+		fall_behind(c, rc);
+	for (i = 0; i < CACHE_HASH && !c->store_err; i++)
+		for (n = c->by_ino[i]; n && !c->store_err; n = n->h_ino)
+			if (!n->unlinked)
+				node_row(c, n, n->settle || n->row_settle);
+	for (v = c->vers; v && !c->store_err; v = v->gnext)
+		if (!v->dropped && !v->node->unlinked)
+			version_row(c, v,
+				    v->row_uploading ? CV_UPLOADING : v->state);
+	for (pass = 0; pass < 2; pass++)
+		for (t = c->tombs; t && !c->store_err; t = t->next)
+			if ((t->tid != 0) == (pass == 0))
+				tomb_row(c, t);
+	for (m = c->meta; m && !c->store_err; m = m->next)
+		meta_row(c, m);
+	c->tx_depth = 0;
+	rc = end_tx(c);
+	c->resyncing = false;
+	if (rc == 0) {
+		fprintf(stderr, "vectur: cache metadata saved again (it was "
+				"behind after a failed write)\n");
+		drop_gone(c);
+	}
+	return rc;
+}
+
+int store_catch_up(struct cache *c)
+{
+	if (c->store_err && c->tx_depth == 0)
+		store_resync(c);
+	return c->store_err;
 }
 
 static const char *col_text(sqlite3_stmt *st, int i)

@@ -577,14 +577,22 @@ again:
 	}
 	if (v && v->state == CV_CLEAN && v->complete) {
 		/* In place: Drive still holds these bytes, so a crash while
-		 * it is OPEN costs only a fetch. */
+		 * it is OPEN costs only a fetch. Only once the row says so:
+		 * a row still CLEAN (or CLOSED: the landing that made it
+		 * CLEAN not saved) would pass the changed bytes for Drive's
+		 * or upload them half-written after a crash. */
 		v->state = CV_OPEN;
 		v->was_clean = true;
+		rc = store_save_version(c, v);
+		if (rc < 0) {
+			v->state = CV_CLEAN;
+			v->was_clean = false;
+			return rc;
+		}
 		v->gen = 0;
 		v->opened_ms = cache_now_ms();
 		v->refs++;
 		v->writers = 1;
-		store_save_version(c, v);
 		goto trunc;
 	}
 	if (trunc || (!v && (!n->remote_exists || n->rsize == 0)))
@@ -730,7 +738,12 @@ again:
 				rc = -ENOMEM;
 				goto out;
 			}
-			store_save_node(c, n);
+			rc = store_save_node(c, n);
+			if (rc < 0) {
+				/* Not made (ENOSPC: the cache disk is full). */
+				node_detach(c, n);
+				goto out;
+			}
 			d->mtime = n->mtime;
 			flags |= O_TRUNC;
 			if (!writer)
@@ -931,7 +944,7 @@ int cache_ftruncate(struct cache_handle *h, off_t size)
 int cache_truncate(struct cache *c, const char *path, off_t size)
 {
 	struct cache_handle *h;
-	int rc;
+	int rc, rc2;
 
 	rc = cache_open_file(c, path, O_WRONLY | (size == 0 ? O_TRUNC : 0), 0,
 			     &h);
@@ -939,8 +952,8 @@ int cache_truncate(struct cache *c, const char *path, off_t size)
 		return rc;
 	if (size != 0 || h->v->size != 0)
 		rc = cache_ftruncate(h, size);
-	cache_release(h);
-	return rc;
+	rc2 = cache_release(h);
+	return rc < 0 ? rc : rc2;
 }
 
 int64_t ver_snapshot(struct cache *c, struct cver *v)
@@ -1019,8 +1032,11 @@ int cache_fsync(struct cache_handle *h)
 	} else if (v->state == CV_CLOSED || v->state == CV_UPLOADING) {
 		target = v->close_seq;
 	}
-	if (!c->dc)
-		goto out; /* offline: durable locally, that is all we have */
+	if (!c->dc) {
+		/* offline: durable locally, that is all we have */
+		rc = c->store_err;
+		goto out;
+	}
 	deadline = cache_now_ms() + 60000;
 	for (;;) {
 		if (n->unlinked)
@@ -1128,6 +1144,7 @@ int cache_flush(struct cache_handle *h)
 	struct cache *c = h->c;
 	struct cnode *n = h->n;
 	struct cver *v = h->v;
+	int rc = 0;
 
 	if (!h->writer)
 		return 0;
@@ -1137,9 +1154,11 @@ int cache_flush(struct cache_handle *h)
 		h->closed = true;
 		v->writers = 0;
 		ver_last_close(c, n, v, false);
+		/* Closed in memory, queued, but not on disk: say so. */
+		rc = c->store_err;
 	}
 	pthread_mutex_unlock(&c->lock);
-	return 0;
+	return rc;
 }
 
 /* A write through a handle whose version flush() closed (a dup'd fd, or
@@ -1188,13 +1207,16 @@ int cache_release(struct cache_handle *h)
 	struct cache *c = h->c;
 	struct cnode *n = h->n;
 	struct cver *v;
+	int rc = 0;
 
 	pthread_mutex_lock(&c->lock);
 	v = h->v; /* under the lock: a writer's open may move the handle */
 	v->atime_ms = cache_wall_ms();
 	if (h->writer && !h->closed && --v->writers == 0 &&
-	    v->state == CV_OPEN && !v->dropped && !n->unlinked)
+	    v->state == CV_OPEN && !v->dropped && !n->unlinked) {
 		ver_last_close(c, n, v, true);
+		rc = c->store_err; /* as in cache_flush */
+	}
 	kv_unset(c, n, v);
 	ver_put(c, v);
 	if (!h->writer) {
@@ -1211,7 +1233,7 @@ int cache_release(struct cache_handle *h)
 	pthread_mutex_unlock(&c->lock);
 	free(h->held);
 	free(h);
-	return 0;
+	return rc;
 }
 
 int cache_import(struct cache *c, const char *path, int src_fd,
@@ -1345,8 +1367,7 @@ int cache_import(struct cache *c, const char *path, int src_fd,
 	store_save_node(c, n);
 	if (note)
 		store_set_meta(c, "move", note);
-	if (store_commit(c) < 0)
-		rc = -EIO;
+	rc = store_commit(c);
 	ver_put(c, v);
 out_put:
 	node_put(c, n);
