@@ -1251,16 +1251,19 @@ static void cp_script(struct cache *c, const char *dir, int fd)
 	cp_report(fd, 3);
 	cache_rename(c, "b", "a", 0);
 	cp_report(fd, 4);
-	cache_open_file(c, "a", O_WRONLY, 0, &h);
-	cache_write(h, "+x", 2, 2);
-	cache_release(h);
+	/* (The opens fail only on a full disk: test_a_failed_commit_...) */
+	if (cache_open_file(c, "a", O_WRONLY, 0, &h) == 0) {
+		cache_write(h, "+x", 2, 2);
+		cache_release(h);
+	}
 	cp_report(fd, 5);
-	cache_open_file(c, "b", O_WRONLY | O_CREAT, 0644, &h);
-	cache_write(h, "f1", 2, 0);
-	cache_fsync(h);
-	cp_report(fd, 6);
-	cache_write(h, "f2", 2, 2);
-	cache_release(h);
+	if (cache_open_file(c, "b", O_WRONLY | O_CREAT, 0644, &h) == 0) {
+		cache_write(h, "f1", 2, 0);
+		cache_fsync(h);
+		cp_report(fd, 6);
+		cache_write(h, "f2", 2, 2);
+		cache_release(h);
+	}
 	cp_report(fd, 7);
 	cache_unlink(c, "a");
 	cp_report(fd, 8);
@@ -1549,6 +1552,358 @@ static void test_a_crash_in_recovery_loses_none_of_its_steps(void)
 			break; /* recovery ran out of row writes */
 	}
 	CHECK(at > 2 && at < 100);
+}
+
+/* ---- failed commits (a full cache disk) -------------------------------
+ *
+ * c->full_from..full_to make those commits fail as SQLITE_FULL does: the
+ * change stays in memory and SQLite rolls its rows back. The store must
+ * say so (ENOSPC) to whoever needed it durable, keep serving what memory
+ * holds, and once commits succeed again save it all: a mount killed then
+ * starts with exactly what the running one showed. */
+
+struct dump {
+	char **e;
+	int n, cap;
+};
+
+static int dump_one(const char *name, const struct cache_attr *a, void *ud)
+{
+	struct dump *d = ud;
+	char **grown;
+
+	(void)a;
+	if (d->n == d->cap) {
+		d->cap = d->cap ? 2 * d->cap : 16;
+		grown = realloc(d->e, d->cap * sizeof(*grown));
+		if (!grown)
+			abort();
+		d->e = grown;
+	}
+	d->e[d->n++] = strdup(name);
+	return 0;
+}
+
+static int dump_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Appends "path=content\n" (or "path/\n") for everything under dir,
+ * sorted, to out. */
+static void dump_dir(struct cache *c, const char *dir, char *out, size_t len)
+{
+	struct dump d = {0};
+	struct cache_attr a;
+	char path[1024];
+	const char *got;
+	int i;
+
+	cache_readdir(c, dir, dump_one, &d);
+	if (d.n)
+		qsort(d.e, d.n, sizeof(*d.e), dump_cmp);
+	for (i = 0; i < d.n; i++) {
+		snprintf(path, sizeof(path), "%s%s%s", dir, dir[0] ? "/" : "",
+			 d.e[i]);
+		if (cache_getattr(c, path, &a) == 0 && a.is_dir) {
+			snprintf(out + strlen(out), len - strlen(out), "%s/\n",
+				 path);
+			dump_dir(c, path, out, len);
+		} else {
+			got = get(c, path);
+			snprintf(out + strlen(out), len - strlen(out),
+				 "%s=%s\n", path, got ? got : "(unreadable)");
+		}
+		free(d.e[i]);
+	}
+	free(d.e);
+}
+
+static void dump_tree(struct cache *c, char *out, size_t len)
+{
+	out[0] = 0;
+	dump_dir(c, "", out, len);
+}
+
+/* The rows of meta.db in dir as a next mount finds them, before its
+ * recovery: no version or node without its node or folder, and the
+ * content file of every version that is complete. Returns how many are
+ * wrong (and says which). */
+static int store_faults(const char *dir)
+{
+	static const char *const orphans[] = {
+		"SELECT 'version '||vid||' of no node' FROM versions WHERE ino "
+		"NOT IN (SELECT ino FROM nodes)",
+		"SELECT 'node '||ino||' in no folder' FROM nodes WHERE ino != "
+		"1 "
+		"AND parent NOT IN (SELECT ino FROM nodes WHERE is_dir)",
+		"SELECT 'tomb '||tid||' of no node' FROM tombs WHERE after_seq "
+		"AND ino NOT IN (SELECT ino FROM nodes)",
+	};
+	char path[4200];
+	sqlite3_stmt *st;
+	sqlite3 *db;
+	struct stat sb;
+	size_t i;
+	int bad = 0;
+
+	snprintf(path, sizeof(path), "%s/meta.db", dir);
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) != 0)
+		return 1;
+	for (i = 0; i < sizeof(orphans) / sizeof(orphans[0]); i++) {
+		if (sqlite3_prepare_v2(db, orphans[i], -1, &st, NULL) != 0)
+			bad++;
+		while (sqlite3_step(st) == SQLITE_ROW && ++bad)
+			fprintf(stderr, "meta.db: %s\n",
+				sqlite3_column_text(st, 0));
+		sqlite3_finalize(st);
+	}
+	sqlite3_prepare_v2(db,
+			   "SELECT vid FROM versions WHERE complete AND "
+			   "state != 0",
+			   -1, &st, NULL);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		snprintf(path, sizeof(path), "%s/data/%lld", dir,
+			 (long long)sqlite3_column_int64(st, 0));
+		if (stat(path, &sb) < 0 && ++bad)
+			fprintf(stderr, "meta.db: version %s has no content\n",
+				path);
+	}
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return bad;
+}
+
+/* Runs body(c, dir, arg) in a child that then dies as by kill -9, and
+ * checks the rows it left; then whether a new mount shows `want`, or
+ * (NULL) what the child's cache showed last. Returns the child's exit
+ * code (0, or 77: the body ran out of commits to fail), -1 if wrong. */
+static int shown_after_kill(const char *dir,
+			    int (*body)(struct cache *, const char *, int),
+			    int arg, const char *want)
+{
+	static char was[65536], now[65536];
+	struct cache *c;
+	int p[2], st, rc;
+	ssize_t n, got = 0;
+
+	if (pipe(p) < 0)
+		abort();
+	if (fork() == 0) {
+		close(p[0]);
+		c = open_cache(dir, 0);
+		if (!c)
+			_exit(3);
+		st = body(c, dir, arg);
+		dump_tree(c, was, sizeof(was));
+		if (write(p[1], was, strlen(was)) < 0)
+			_exit(4);
+		_exit(st); /* no cache_close: a kill */
+	}
+	close(p[1]);
+	while ((n = read(p[0], was + got, sizeof(was) - 1 - got)) > 0)
+		got += n;
+	was[got] = 0;
+	close(p[0]);
+	wait(&st);
+	rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+	if (rc != 0 && rc != 77) {
+		fprintf(stderr, "arg %d: the script said %d\n", arg, rc);
+		rc = -1;
+	}
+	if (store_faults(dir))
+		rc = -1;
+	c = open_cache(dir, 0);
+	if (!c)
+		return -1;
+	dump_tree(c, now, sizeof(now));
+	cache_close(c, 0);
+	if (strcmp(want ? want : was, now) != 0) {
+		fprintf(stderr, "arg %d: wanted\n%s-- the next mount shows\n%s",
+			arg, want ? want : was, now);
+		rc = -1;
+	}
+	return rc;
+}
+
+/* A note that is always the same text. */
+static char *fixed_note(int64_t seq, void *arg)
+{
+	(void)seq;
+	return strdup(arg);
+}
+
+static int import_text(struct cache *c, const char *dir, const char *path,
+		       const char *text)
+{
+	char src[4096];
+	struct stat st;
+	int fd, rc;
+
+	snprintf(src, sizeof(src), "%s/src", dir);
+	fd = open(src, O_RDWR | O_CREAT | O_TRUNC, 0640);
+	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text) ||
+	    fstat(fd, &st) < 0)
+		abort();
+	rc = cache_import(c, path, fd, &st, 0, NULL, NULL, fixed_note, "note");
+	close(fd);
+	return rc;
+}
+
+static void disk_full_from_now(struct cache *c, bool full)
+{
+	pthread_mutex_lock(&c->lock);
+	c->full_from = full ? c->commits + 1 : 0;
+	c->full_to = INT64_MAX;
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Stays full until the end (arg 1: killed so) or has room again and
+ * takes one more change (arg 0). */
+static int full_script(struct cache *c, const char *dir, int arg)
+{
+	struct cache_handle *h;
+	struct cache_attr a;
+	char path[4200];
+	struct stat sb;
+	int64_t vid;
+	int bad = 0;
+
+	if (put(c, "a", "a0", 0) || put(c, "b", "b0", 0) ||
+	    cache_mkdir(c, "d", 0755) || put(c, "d/x", "x0", 0) ||
+	    cache_open_file(c, "f", O_WRONLY | O_CREAT, 0644, &h))
+		return 10;
+	vid = node_child(c, c->root, "a")->cur->vid;
+	disk_full_from_now(c, true);
+	/* Each says the disk is full, and the mount shows the change. */
+	bad += cache_rename(c, "b", "a", 0) != -ENOSPC;
+	bad += !cp_same(get(c, "a"), "b0") || get(c, "b");
+	/* a0's content file stays: its row may be all there is on disk. */
+	snprintf(path, sizeof(path), "%s/data/%lld", dir, (long long)vid);
+	bad += stat(path, &sb) != 0;
+	bad += cache_unlink(c, "d/x") != -ENOSPC;
+	bad += cache_getattr(c, "d/x", &a) != -ENOENT;
+	bad += import_text(c, dir, "d/imp", "imp") != -ENOSPC;
+	bad += !cp_same(get(c, "d/imp"), "imp");
+	bad += cache_write(h, "f1", 2, 0) != 2;
+	bad += cache_fsync(h) != -ENOSPC;
+	bad += cache_flush(h) != -ENOSPC;
+	cache_release(h);
+	bad += !cp_same(get(c, "f"), "f1");
+	/* What it cannot save it does not make. */
+	bad += cache_mkdir(c, "e", 0755) != -ENOSPC;
+	bad += cache_open_file(c, "g", O_WRONLY | O_CREAT, 0644, &h) != -ENOSPC;
+	bad += cache_getattr(c, "e", &a) != -ENOENT;
+	bad += cache_getattr(c, "g", &a) != -ENOENT;
+	bad += cache_chmod(c, "a", 0600) != -ENOSPC;
+	if (bad)
+		return 20 + bad;
+	if (arg == 1)
+		return 0;
+	disk_full_from_now(c, false);
+	if (put(c, "h", "h0", 0))
+		return 31;
+	if (stat(path, &sb) == 0)
+		return 32; /* saved: a0's file goes with its row */
+	return 0;
+}
+
+static void test_a_failed_commit_keeps_what_the_mount_shows(void)
+{
+	char dir[64];
+
+	snprintf(dir, sizeof(dir), "%s", new_dir());
+	CHECK_INT(shown_after_kill(dir, full_script, 0, NULL), 0);
+	rm_rf(dir);
+	/* Killed while still full: the last save, whole (f, never closed,
+	 * goes as after any kill). */
+	snprintf(dir, sizeof(dir), "%s", new_dir());
+	CHECK_INT(shown_after_kill(dir, full_script, 1,
+				   "a=a0\nb=b0\nd/\nd/x=x0\n"),
+		  0);
+	rm_rf(dir);
+}
+
+/* The crash-point script with commit number k failing (arg = 2k), or
+ * every commit from k on (2k + 1) until it ends; then there is room
+ * again and one more change is made. */
+static int cp_full(struct cache *c, const char *dir, int arg)
+{
+	int64_t from;
+	int fd = open("/dev/null", O_WRONLY);
+
+	pthread_mutex_lock(&c->lock);
+	from = c->full_from = c->commits + arg / 2;
+	c->full_to = arg % 2 ? INT64_MAX : from;
+	pthread_mutex_unlock(&c->lock);
+	cp_script(c, dir, fd);
+	close(fd);
+	pthread_mutex_lock(&c->lock);
+	c->full_from = 0;
+	pthread_mutex_unlock(&c->lock);
+	if (cache_mkdir(c, "z", 0755) < 0)
+		return 5;
+	return c->commits < from ? 77 : 0;
+}
+
+static void test_a_failed_commit_anywhere_keeps_what_the_mount_shows(void)
+{
+	char dir[64];
+	int k, mode, rc = 0;
+
+	for (mode = 0; mode < 2; mode++) {
+		for (k = 1; k < 500; k++) {
+			snprintf(dir, sizeof(dir), "%s", new_dir());
+			rc = shown_after_kill(dir, cp_full, 2 * k + mode, NULL);
+			rm_rf(dir);
+			CHECK(rc >= 0);
+			if (rc != 0)
+				break;
+		}
+		CHECK(rc == 77 && k > 10); /* the script ran out of commits */
+	}
+}
+
+/* A real SQLITE_FULL rather than the hook: meta.db may not grow
+ * (max_page_count), so writes fail where SQLite finds no room, inside
+ * transactions too, and SQLite decides what it rolls back. */
+static int meta_db_full(struct cache *c, const char *dir, int arg)
+{
+	char name[32], other[32];
+	int i, full = 0;
+
+	(void)dir;
+	(void)arg;
+	pthread_mutex_lock(&c->lock);
+	/* Never below its size: it may not grow from now on. */
+	sqlite3_exec(c->db, "PRAGMA max_page_count=1", NULL, NULL, NULL);
+	pthread_mutex_unlock(&c->lock);
+	for (i = 0; i < 400 && full < 20; i++) {
+		snprintf(name, sizeof(name), "f%03d", i);
+		if (put(c, name, name, 0) == -ENOSPC)
+			full++;
+		if (i % 3 == 2 && full) {
+			snprintf(other, sizeof(other), "f%03d", i - 2);
+			cache_rename(c, name, other, 0);
+			cache_unlink(c, other);
+		}
+	}
+	if (!full)
+		return 6;
+	pthread_mutex_lock(&c->lock);
+	sqlite3_exec(c->db, "PRAGMA max_page_count=1073741823", NULL, NULL,
+		     NULL);
+	pthread_mutex_unlock(&c->lock);
+	return put(c, "after", "room again", 0) < 0 ? 7 : 0;
+}
+
+static void test_a_full_meta_db_keeps_what_the_mount_shows(void)
+{
+	char dir[64];
+
+	snprintf(dir, sizeof(dir), "%s", new_dir());
+	CHECK_INT(shown_after_kill(dir, meta_db_full, 0, NULL), 0);
+	rm_rf(dir);
 }
 
 static void test_eviction_never_touches_dirty(void)
@@ -1918,6 +2273,9 @@ int main(void)
 	RUN(test_a_crash_at_any_row_write_keeps_what_returned);
 	RUN(test_a_crash_during_unlink_never_brings_back_older_content);
 	RUN(test_a_crash_in_recovery_loses_none_of_its_steps);
+	RUN(test_a_failed_commit_keeps_what_the_mount_shows);
+	RUN(test_a_failed_commit_anywhere_keeps_what_the_mount_shows);
+	RUN(test_a_full_meta_db_keeps_what_the_mount_shows);
 	RUN(test_write_after_flush_makes_a_new_version);
 	RUN(test_unsynced_close_dropped_after_a_reboot);
 	RUN(test_second_open_on_same_dir_is_busy);
