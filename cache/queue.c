@@ -181,7 +181,9 @@ static bool meta_differs(struct cnode *n)
 
 bool upload_synced(struct cnode *n, int64_t seq)
 {
-	return n->landed_seq >= seq && n->remote_exists && !meta_differs(n);
+	/* Not while a request is on its way (see upload_pending). */
+	return n->landed_seq >= seq && n->remote_exists && !n->busy &&
+	       !meta_differs(n);
 }
 
 /* Is there something the queue can do for n now? (An OPEN version is
@@ -1272,10 +1274,13 @@ int64_t upload_pending(struct cache *c, int64_t upto, int64_t *bytes,
 		files++;
 		b += v->size;
 	}
-	/* Folders, renames and deletes are part of "on Drive" too. */
+	/* Folders, renames and deletes are part of "on Drive" too. So is a
+	 * request on its way: what it sends may be a name since changed
+	 * back to the one Drive had when it left (nothing differs now, and
+	 * the change back is to follow once it lands). */
 	for (n = c->queue; n; n = n->q_next)
 		if (!n->failed && (n->is_dir || !ver_newest_closed(n)) &&
-		    upload_needs_work(n))
+		    (n->busy || upload_needs_work(n)))
 			files++;
 	for (t = c->tombs; t; t = t->next)
 		if (!tomb_refused(t) && !tomb_stuck(t))

@@ -1782,6 +1782,79 @@ static void test_rename_and_unlink_reach_drive(void)
 	env_close(&e, true);
 }
 
+/* Forks a child that opens e's cache dir again with its own client: 0 in
+ * the child, which writes to p[1]; its pid in the parent, which reads
+ * p[0]. */
+static pid_t fork_reopened(struct env *e, int p[2])
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		close(p[0]);
+		child_client();
+		if (env_open(e, 0, false) < 0)
+			_exit(2);
+	} else {
+		close(p[1]);
+	}
+	return pid;
+}
+
+/* Whether a request of n's reconcile is on its way (c->lock not held). */
+static bool busy(struct cache *c, const char *path)
+{
+	struct cnode *n = NULL;
+	bool yes;
+
+	pthread_mutex_lock(&c->lock);
+	yes = node_lookup(c, path, &n) == 0 && n->busy;
+	pthread_mutex_unlock(&c->lock);
+	return yes;
+}
+
+/* A rename renamed back while its request is on its way: the local name
+ * is the one Drive had when the request left, but not the one Drive gets.
+ * sync returned at once (nothing differed from what Drive was last seen
+ * to hold), and a mount killed right after left Drive with the name in
+ * between. Sync waits for requests on their way. */
+static void test_sync_waits_for_a_rename_on_its_way(void)
+{
+	struct env e = {0};
+	int p[2], st, k = 0, i;
+	pid_t pid;
+
+	CHECK_INT(env_open(&e, 0, true), 0);
+	CHECK_INT(put(e.c, "f", "F", 1), 0);
+	CHECK_INT(cache_sync(e.c, NULL, NULL), 0);
+	env_close(&e, false);
+	CHECK_INT(pipe(p), 0);
+	pid = fork_reopened(&e, p);
+	if (pid == 0) {
+		set_faults("{\"latency_ms\": 800}");
+		if (cache_rename(e.c, "f", "g", 0) < 0)
+			_exit(3);
+		for (i = 0; i < 300 && !busy(e.c, "g"); i++)
+			usleep(10000);
+		if (cache_rename(e.c, "g", "f", 0) < 0)
+			_exit(4);
+		if (cache_sync(e.c, NULL, NULL) < 0)
+			_exit(6);
+		k = 1;
+		if (write(p[1], &k, sizeof(k)) != sizeof(k))
+			_exit(7);
+		_exit(0); /* killed: nothing more leaves */
+	}
+	k = t_last_int(p[0], 0);
+	waitpid(pid, &st, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	CHECK_INT(k, 1);
+	sleep(2); /* a request the child left on its way lands */
+	set_faults("{}");
+	CHECK_INT(count_named(e.root_id, "f"), 1);
+	CHECK_INT(count_named(e.root_id, "g"), 0);
+	env_close(&e, true);
+}
+
 static void test_negative_lookups_do_not_ask_drive(void)
 {
 	struct env e = {0};
@@ -2240,17 +2313,12 @@ static void dcp_test(const struct dcp_script *sc)
 			break;
 		}
 		env_close(&e, false);
-		pid = fork();
+		pid = fork_reopened(&e, p);
 		if (pid == 0) {
-			close(p[0]);
-			child_client();
-			if (env_open(&e, 0, false) < 0)
-				_exit(2);
 			e.c->crash_at = at;
 			dcp_run(e.c, sc, p[1]);
 			_exit(0);
 		}
-		close(p[1]);
 		last = t_last_int(p[0], -1);
 		waitpid(pid, &st, 0);
 		if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
@@ -2429,6 +2497,7 @@ int main(void)
 	TRY(test_upload_after_close_lands_with_right_md5);
 	TRY(test_fsync_means_on_drive);
 	TRY(test_rename_and_unlink_reach_drive);
+	TRY(test_sync_waits_for_a_rename_on_its_way);
 	TRY(test_rename_over_a_file_while_open_after_fsync_lands_there);
 	TRY(test_remote_rename_is_followed);
 	TRY(test_negative_lookups_do_not_ask_drive);
