@@ -368,18 +368,14 @@ int store_begin(struct cache *c)
 	return rc;
 }
 
+/* FULL until store_commit is done, also when the store is behind or the
+ * BEGIN fails: then the resync at the commit is what puts the change on
+ * disk, and it must be as durable as the commit it stands for. */
 int store_begin_durably(struct cache *c)
 {
-	int rc;
-
 	if (c->tx_depth == 0 && exec(c, "PRAGMA synchronous=FULL") == 0)
 		c->tx_durable = true;
-	rc = store_begin(c);
-	if (rc < 0 && c->tx_durable) {
-		exec(c, "PRAGMA synchronous=NORMAL");
-		c->tx_durable = false;
-	}
-	return rc;
+	return store_begin(c);
 }
 
 /* COMMITs the outermost transaction; if a write in it failed, or the
@@ -404,10 +400,6 @@ static int end_tx(struct cache *c)
 		fall_behind(c, rc);
 		if (!sqlite3_get_autocommit(c->db))
 			exec(c, "ROLLBACK");
-	}
-	if (c->tx_durable) {
-		exec(c, "PRAGMA synchronous=NORMAL");
-		c->tx_durable = false;
 	}
 	return rc;
 }
@@ -436,12 +428,17 @@ int store_commit(struct cache *c)
 		return c->store_err; /* the outermost one decides */
 	rc = end_tx(c);
 	/* Rolled back (or begun behind): memory has the whole change, and
-	 * a resync writes it with everything else, or nothing. Not
+	 * a resync writes it with everything else, or nothing (durably if
+	 * the transaction was to be: synchronous is still FULL). Not
 	 * committed, the rows may still name the files, which stay. */
 	if (rc < 0)
 		rc = store_resync(c);
 	else
 		drop_gone(c);
+	if (c->tx_durable) {
+		exec(c, "PRAGMA synchronous=NORMAL");
+		c->tx_durable = false;
+	}
 	return rc;
 }
 

@@ -1382,7 +1382,7 @@ out:
 
 int cache_move_note(struct cache *c, const char *note)
 {
-	int rc;
+	int rc, rc2;
 
 	pthread_mutex_lock(&c->lock);
 	/* A note is on disk before the local step it covers (a temp file
@@ -1393,10 +1393,11 @@ int cache_move_note(struct cache *c, const char *note)
 	else
 		store_begin(c);
 	rc = store_set_meta(c, "move", note);
-	if (store_commit(c) < 0 && rc == 0)
-		rc = -EIO;
+	/* Behind, the row write only says so: the commit's resync decides
+	 * whether the note is on disk. */
+	rc2 = store_commit(c);
 	pthread_mutex_unlock(&c->lock);
-	return rc < 0 ? rc : 0;
+	return rc == -ENOMEM ? rc : rc2;
 }
 
 int64_t cache_close_seq(struct cache *c)

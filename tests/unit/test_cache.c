@@ -1906,6 +1906,81 @@ static void test_a_full_meta_db_keeps_what_the_mount_shows(void)
 	rm_rf(dir);
 }
 
+/* The synchronous level each commit was made at (a WAL hook runs right
+ * after it): 2 is FULL, on disk when the commit returns. */
+static int commit_level(void *arg, sqlite3 *db, const char *name, int pages)
+{
+	sqlite3_stmt *st;
+
+	(void)name;
+	(void)pages;
+	if (sqlite3_prepare_v2(db, "PRAGMA synchronous", -1, &st, NULL) ==
+		    SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		*(int *)arg = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	return SQLITE_OK;
+}
+
+/* Commits number `from` to `to` from now (1: the next) fail. */
+static void fail_commits(struct cache *c, int64_t from, int64_t to)
+{
+	pthread_mutex_lock(&c->lock);
+	c->full_from = c->commits + from;
+	c->full_to = c->commits + to;
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* An import with its note, and a note, are durable commits: fs/ removes
+ * the local file once they return. When the commit failed (or the store
+ * was behind already) and the resync right after saved it, that resync
+ * was made at synchronous=NORMAL: the call returned 0 with the rows only
+ * in the page cache, and a power loss after the local unlink lost the
+ * content. A note saved so was also reported as not saved. */
+static void test_a_durable_commit_saved_by_a_resync_is_durable(void)
+{
+	const char *dir = new_dir();
+	struct cache *c = open_cache(dir, 0);
+	char note[64];
+	int level = 0;
+
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->lock);
+	sqlite3_wal_hook(c->db, commit_level, &level);
+	pthread_mutex_unlock(&c->lock);
+	/* Its own COMMIT fails, the resync right after succeeds. */
+	fail_commits(c, 1, 1);
+	CHECK_INT(import_text(c, dir, "a", "A"), 0);
+	CHECK_INT(c->store_err, 0);
+	CHECK_INT(level, 2);
+	/* Behind before it begins: a close and its resync failed. */
+	fail_commits(c, 1, 2);
+	CHECK_INT(put(c, "b", "B", 0), -ENOSPC);
+	CHECK_INT(c->store_err, -ENOSPC);
+	level = 0;
+	CHECK_INT(cache_move_note(c, "x"), 0);
+	CHECK_INT(c->store_err, 0);
+	CHECK_INT(level, 2);
+	cache_move_pending(c, note, sizeof(note));
+	CHECK_STR(note, "x");
+	fail_commits(c, 1, 2);
+	CHECK_INT(put(c, "b", "B2", 0), -ENOSPC);
+	level = 0;
+	CHECK_INT(import_text(c, dir, "a", "A2"), 0);
+	CHECK_INT(c->store_err, 0);
+	CHECK_INT(level, 2);
+	/* A commit that is not durable is not made so. */
+	CHECK_INT(put(c, "c", "C", 0), 0);
+	CHECK_INT(level, 1);
+	pthread_mutex_lock(&c->lock);
+	sqlite3_wal_autocheckpoint(c->db, 16384); /* its own hook again */
+	pthread_mutex_unlock(&c->lock);
+	cache_close(c, 0);
+	rm_rf(dir);
+}
+
 static void test_eviction_never_touches_dirty(void)
 {
 	const char *dir = new_dir();
@@ -2276,6 +2351,7 @@ int main(void)
 	RUN(test_a_failed_commit_keeps_what_the_mount_shows);
 	RUN(test_a_failed_commit_anywhere_keeps_what_the_mount_shows);
 	RUN(test_a_full_meta_db_keeps_what_the_mount_shows);
+	RUN(test_a_durable_commit_saved_by_a_resync_is_durable);
 	RUN(test_write_after_flush_makes_a_new_version);
 	RUN(test_unsynced_close_dropped_after_a_reboot);
 	RUN(test_second_open_on_same_dir_is_busy);
