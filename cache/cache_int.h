@@ -149,9 +149,12 @@ struct cnode {
 	 * (node_forget): it goes with the last of them. */
 	bool gone_pending;
 	/* Life. */
-	bool unlinked;	     /* detached from the tree */
-	int refs;	     /* handles and workers holding the struct */
-	bool busy;	     /* a reconcile runs for it */
+	bool unlinked; /* detached from the tree */
+	int refs;      /* handles and workers holding the struct */
+	bool busy;     /* a reconcile runs for it */
+	/* Its metadata update (a rename, a touch) is on its way: Drive may
+	 * get a name changed back since (upload_synced). */
+	bool sending_meta;
 	uint64_t remote_seq; /* c->remote_seq when Drive state last set */
 	/* Queue. */
 	bool queued;

@@ -181,8 +181,11 @@ static bool meta_differs(struct cnode *n)
 
 bool upload_synced(struct cnode *n, int64_t seq)
 {
-	/* Not while a request is on its way (see upload_pending). */
-	return n->landed_seq >= seq && n->remote_exists && !n->busy &&
+	/* Not while a metadata update is on its way (see upload_pending).
+	 * Only that: a reconcile may be sending content closed after seq,
+	 * which a wait for seq need not wait for (a lock's release waited
+	 * for every newer upload of the file that followed at once). */
+	return n->landed_seq >= seq && n->remote_exists && !n->sending_meta &&
 	       !meta_differs(n);
 }
 
@@ -817,12 +820,14 @@ static int update_meta(struct cache *c, struct cnode *n)
 	snprintf(id, sizeof(id), "%s", n->drive_id);
 	gen = n->id_gen;
 	inflight_add(c, id);
+	n->sending_meta = true;
 	pthread_mutex_unlock(&c->lock);
 	drive_err_clear(&err);
 	rc = drive_update_meta(c->dc, id, rename ? name : NULL,
 			       move ? add : NULL, move && rem[0] ? rem : NULL,
 			       mtime, &out, &err);
 	pthread_mutex_lock(&c->lock);
+	n->sending_meta = false;
 	inflight_del(c, id);
 	if (n->id_gen != gen)
 		return 0; /* about a file n has left */

@@ -1855,6 +1855,64 @@ static void test_sync_waits_for_a_rename_on_its_way(void)
 	env_close(&e, true);
 }
 
+struct release_run {
+	struct cache *c;
+	int rc;
+	int64_t ms;
+};
+
+static void *release_lock(void *arg)
+{
+	struct release_run *r = arg;
+	int64_t t0 = cache_now_ms();
+
+	r->rc = cache_unlink(r->c, "locks/a.lock");
+	r->ms = cache_now_ms() - t0;
+	return NULL;
+}
+
+/* A lock's release waits until Drive has every version closed before it,
+ * or a newer one: not for a close that came after. Since upload_synced
+ * said no while the file's reconcile ran, a newer close whose upload
+ * followed the awaited one at once (the worker picks it up without
+ * letting c->lock go) held the release for that whole upload too, and
+ * for 120 s of it gave EIO: the lock not released. */
+static void test_a_lock_release_does_not_wait_for_a_later_close(void)
+{
+	struct release_run r = {0};
+	struct env e = {0};
+	struct cache_handle *h = NULL;
+	size_t small = 1 << 20, big = 12 << 20;
+	char *data = calloc(1, big);
+	pthread_t th;
+	int i;
+
+	CHECK_INT(env_open(&e, 0, true), 0);
+	r.c = e.c;
+	CHECK_INT(cache_mkdir(r.c, "locks", 0755), 0);
+	CHECK_INT(cache_open_file(r.c, "locks/a.lock",
+				  O_WRONLY | O_CREAT | O_EXCL, 0644, &h),
+		  0);
+	if (h)
+		cache_release(h);
+	CHECK_INT(cache_sync(r.c, NULL, NULL), 0);
+	set_faults("{\"bandwidth\": 1000000}"); /* 1 MiB: 1 s; 12 MiB: 12 s */
+	CHECK_INT(put(r.c, "f", data, small), 0);
+	for (i = 0; i < 300 && !busy(r.c, "f"); i++)
+		usleep(10000);
+	CHECK_INT(pthread_create(&th, NULL, release_lock, &r), 0);
+	usleep(200000); /* its barrier waits for f's first version */
+	memset(data, 'b', big);
+	CHECK_INT(put(r.c, "f", data, big), 0);
+	pthread_join(th, NULL);
+	CHECK_INT(r.rc, 0);
+	CHECK(r.ms < 6000);
+	set_faults("{}");
+	CHECK_INT(cache_sync(r.c, NULL, NULL), 0);
+	free(data);
+	env_close(&e, true);
+}
+
 static void test_negative_lookups_do_not_ask_drive(void)
 {
 	struct env e = {0};
@@ -2498,6 +2556,7 @@ int main(void)
 	TRY(test_fsync_means_on_drive);
 	TRY(test_rename_and_unlink_reach_drive);
 	TRY(test_sync_waits_for_a_rename_on_its_way);
+	TRY(test_a_lock_release_does_not_wait_for_a_later_close);
 	TRY(test_rename_over_a_file_while_open_after_fsync_lands_there);
 	TRY(test_remote_rename_is_followed);
 	TRY(test_negative_lookups_do_not_ask_drive);
