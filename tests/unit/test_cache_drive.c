@@ -1812,14 +1812,24 @@ static bool busy(struct cache *c, const char *path)
 	return yes;
 }
 
+static void *put_f2_later(void *arg)
+{
+	usleep(200000);
+	put(arg, "f", "F2", 2);
+	return NULL;
+}
+
 /* A rename renamed back while its request is on its way: the local name
  * is the one Drive had when the request left, but not the one Drive gets.
  * sync returned at once (nothing differed from what Drive was last seen
  * to hold), and a mount killed right after left Drive with the name in
- * between. Sync waits for requests on their way. */
-static void test_sync_waits_for_a_rename_on_its_way(void)
+ * between. Sync waits for requests on their way. With `write_again` the
+ * file is written again while sync waits: that content, closed after the
+ * sync began, is not what sync waits for, but the name given before is. */
+static void rename_back_on_its_way(bool write_again)
 {
 	struct env e = {0};
+	pthread_t th;
 	int p[2], st, k = 0, i;
 	pid_t pid;
 
@@ -1837,6 +1847,8 @@ static void test_sync_waits_for_a_rename_on_its_way(void)
 			usleep(10000);
 		if (cache_rename(e.c, "g", "f", 0) < 0)
 			_exit(4);
+		if (write_again)
+			pthread_create(&th, NULL, put_f2_later, e.c);
 		if (cache_sync(e.c, NULL, NULL) < 0)
 			_exit(6);
 		k = 1;
@@ -1853,6 +1865,16 @@ static void test_sync_waits_for_a_rename_on_its_way(void)
 	CHECK_INT(count_named(e.root_id, "f"), 1);
 	CHECK_INT(count_named(e.root_id, "g"), 0);
 	env_close(&e, true);
+}
+
+static void test_sync_waits_for_a_rename_on_its_way(void)
+{
+	rename_back_on_its_way(false);
+}
+
+static void test_sync_waits_for_a_rename_when_newer_content_follows(void)
+{
+	rename_back_on_its_way(true);
 }
 
 struct release_run {
@@ -2556,6 +2578,7 @@ int main(void)
 	TRY(test_fsync_means_on_drive);
 	TRY(test_rename_and_unlink_reach_drive);
 	TRY(test_sync_waits_for_a_rename_on_its_way);
+	TRY(test_sync_waits_for_a_rename_when_newer_content_follows);
 	TRY(test_a_lock_release_does_not_wait_for_a_later_close);
 	TRY(test_rename_over_a_file_while_open_after_fsync_lands_there);
 	TRY(test_remote_rename_is_followed);
