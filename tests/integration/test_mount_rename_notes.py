@@ -287,7 +287,12 @@ def sync_logged(mounts, tmp_path):
     src.write_text(SYNC_LOG_C)
     subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(src), "-ldl"],
                    check=True)
-    m = mounts(env={"LD_PRELOAD": str(lib), "SYNC_LOG": str(log)}).start()
+    env = {"LD_PRELOAD": str(lib), "SYNC_LOG": str(log)}
+    # Under the sanitizer build (make sanitize) ASan wants its runtime
+    # first in the library list; ours goes first, which it allows with:
+    env["ASAN_OPTIONS"] = ":".join(filter(None, [
+        os.environ.get("ASAN_OPTIONS", ""), "verify_asan_link_order=0"]))
+    m = mounts(env=env).start()
 
     def read_log():
         if not log.exists():
