@@ -55,22 +55,11 @@ void cache_set_error(struct cache *c, const char *fmt, ...)
 	va_end(ap);
 }
 
-static void deadline_in(struct timespec *ts, int ms)
-{
-	clock_gettime(CLOCK_MONOTONIC, ts);
-	ts->tv_sec += ms / 1000;
-	ts->tv_nsec += (long)(ms % 1000) * 1000000;
-	if (ts->tv_nsec >= 1000000000) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000;
-	}
-}
-
 void cache_wait(struct cache *c, int ms)
 {
 	struct timespec ts;
 
-	deadline_in(&ts, ms);
+	drive_mono_ts_in(&ts, ms);
 	pthread_cond_timedwait(&c->changed, &c->lock, &ts);
 }
 
@@ -201,7 +190,7 @@ static void *hk_main(void *arg)
 		/* meta.db behind after a failed write (a full disk): try to
 		 * save it all again, without waiting for the next write. */
 		store_catch_up(c);
-		deadline_in(&ts, 1000);
+		drive_mono_ts_in(&ts, 1000);
 		pthread_cond_timedwait(&c->hk_cv, &c->lock, &ts);
 	}
 	pthread_mutex_unlock(&c->lock);

@@ -237,12 +237,7 @@ static void *fetch_main(void *arg)
 		if (!v) {
 			struct timespec ts;
 
-			clock_gettime(CLOCK_MONOTONIC, &ts);
-			ts.tv_nsec += 200000000;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
+			drive_mono_ts_in(&ts, 200);
 			pthread_cond_timedwait(&c->fetch_cv, &c->lock, &ts);
 			continue;
 		}

@@ -1182,13 +1182,7 @@ static void *worker_main(void *arg)
 		{
 			struct timespec ts;
 
-			clock_gettime(CLOCK_MONOTONIC, &ts);
-			ts.tv_sec += wait / 1000;
-			ts.tv_nsec += (wait % 1000) * 1000000;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
+			drive_mono_ts_in(&ts, wait);
 			c->sleep_until[me] = now + wait;
 			pthread_cond_timedwait(&c->work, &c->lock, &ts);
 			c->sleep_until[me] = 0;

@@ -901,13 +901,7 @@ static int auth_wait(struct drive_auth *a, char *buf, size_t len,
 	int64_t left = drive_deadline_left_ms();
 	struct timespec until;
 
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += left / 1000;
-	until.tv_nsec += left % 1000 * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	drive_mono_ts_in(&until, left);
 	while (a->refreshing) {
 		if (left < 0) {
 			pthread_cond_wait(&a->done, &a->mu);

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #define DRIVE_FOLDER_MIME "application/vnd.google-apps.folder"
 
@@ -117,6 +118,10 @@ void drive_client_give_up_in(struct drive_client *c, int64_t ms);
 int64_t drive_deadline(int64_t mono_ms);
 void drive_deadline_restore(int64_t saved);
 int64_t drive_mono_ms(void);
+/* *ts = `ms` from now on CLOCK_MONOTONIC (drive_mono_ms()'s clock): the
+ * deadline of a pthread_cond_timedwait on a condition made with that
+ * clock. */
+void drive_mono_ts_in(struct timespec *ts, int64_t ms);
 
 /* Whether requests are failing and being retried now (Drive unreachable,
  * 5xx, rate limits): the last such error in `out` and for how long, in ms,
