@@ -188,7 +188,7 @@ int cache_release(struct cache_handle *h);
 /* ---- moving content across the overlay boundary ---------------------- */
 
 /* fs/'s note for an import (see cache_move_note), made once the content is
- * copied: `seq` is what cache_close_seq() says at the import's commit, so
+ * copied: `seq` is the cache's close number at the import's commit, so
  * a close after it is the import's own version's (or a later one's), never
  * one another handle of the file made during the copy. Called with the
  * cache's lock held: it must not call into the cache. Returns text to free,
@@ -229,10 +229,8 @@ int cache_export(struct cache *c, const char *path, int dst_fd);
  * loss. */
 int cache_move_note(struct cache *c, const char *note);
 int cache_move_pending(struct cache *c, char *out, size_t len);
-/* The order number the next close gets is above this one. */
-int64_t cache_close_seq(struct cache *c);
-/* Whether `path` has content closed after cache_close_seq() said `seq`
- * (kept here or already on Drive). */
+/* Whether `path` has content closed after close number `seq` (as given to
+ * a cache_note_fn; kept here or already on Drive). */
 bool cache_closed_since(struct cache *c, const char *path, int64_t seq);
 
 /* ---- control ---------------------------------------------------------- */

@@ -1400,16 +1400,6 @@ int cache_move_note(struct cache *c, const char *note)
 	return rc == -ENOMEM ? rc : rc2;
 }
 
-int64_t cache_close_seq(struct cache *c)
-{
-	int64_t seq;
-
-	pthread_mutex_lock(&c->lock);
-	seq = c->close_seq;
-	pthread_mutex_unlock(&c->lock);
-	return seq;
-}
-
 bool cache_closed_since(struct cache *c, const char *path, int64_t seq)
 {
 	struct cnode *n;

@@ -1182,7 +1182,9 @@ static void test_an_import_note_is_not_fooled_by_a_close_during_the_copy(void)
 		if (r.src < 0 || ftruncate(r.src, 256 << 20) < 0 ||
 		    fstat(r.src, &r.st) < 0)
 			_exit(4);
-		before = cache_close_seq(r.c); /* what the note used to say */
+		pthread_mutex_lock(&r.c->lock);
+		before = r.c->close_seq; /* what the note used to say */
+		pthread_mutex_unlock(&r.c->lock);
 		pthread_create(&th, NULL, import_main, &r);
 		for (i = 0; i < 200000 && !importing(r.c, "f"); i++)
 			usleep(50);
