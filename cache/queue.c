@@ -1274,15 +1274,15 @@ int64_t upload_pending(struct cache *c, int64_t upto, int64_t *bytes,
 		b += v->size;
 	}
 	/* Folders, renames and deletes are part of "on Drive" too. So is a
-	 * request on its way: what it sends may be a name since changed
-	 * back to the one Drive had when it left (nothing differs now, and
-	 * the change back is to follow once it lands). A rename is waited
-	 * for also when the file's newest content was closed after `upto`
-	 * (which, sent first, is waited for too). */
+	 * metadata update on its way: what it sends may be a name since
+	 * changed back to the one Drive had when it left (nothing differs
+	 * now, and the change back is to follow once it lands). A rename is
+	 * waited for also when the file's newest content was closed after
+	 * `upto` (which, sent first, is waited for too). */
 	for (n = c->queue; n; n = n->q_next)
 		if (!n->failed && (n->sending_meta || meta_differs(n) ||
 				   ((n->is_dir || !ver_newest_closed(n)) &&
-				    (n->busy || upload_needs_work(n)))))
+				    upload_needs_work(n))))
 			files++;
 	for (t = c->tombs; t; t = t->next)
 		if (!tomb_refused(t) && !tomb_stuck(t))
